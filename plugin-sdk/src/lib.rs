@@ -1,0 +1,146 @@
+//! The Switchyard plugin SDK: write a destination as one Rust type.
+//!
+//! A destination receives batches of Segment events from the Switchyard host
+//! and reports one [`Outcome`] per event. Write a struct, implement
+//! [`Destination`] for it, and call [`export_destination!`]:
+//!
+//! ```
+//! use switchyard_plugin_sdk::{Destination, Event, InitError, Outcome, export_destination};
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Settings {
+//!     api_key: String,
+//! }
+//!
+//! struct Counter {
+//!     settings: Settings,
+//! }
+//!
+//! impl Destination for Counter {
+//!     type Settings = Settings;
+//!
+//!     fn init(settings: Settings) -> Result<Self, InitError> {
+//!         if settings.api_key.is_empty() {
+//!             return Err(InitError::invalid_settings("`api_key` must not be empty"));
+//!         }
+//!         Ok(Counter { settings })
+//!     }
+//!
+//!     fn deliver(&mut self, batch: Vec<Event>) -> Vec<Outcome> {
+//!         batch.iter().map(|_| Outcome::Delivered).collect()
+//!     }
+//! }
+//!
+//! export_destination!(Counter);
+//! # fn main() {}
+//! ```
+//!
+//! Build it with `cargo build --release --target wasm32-wasip2`: the `.wasm`
+//! is a component of the `switchyard:destination@0.1.0` contract, whose WIT
+//! ships in this crate's `wit/` folder. On the host target the same code is
+//! unit-tested with plain `cargo test` through [`testing`], with HTTP
+//! responses scripted per test.
+
+extern crate self as switchyard_plugin_sdk;
+
+mod event;
+pub mod http;
+pub mod log;
+mod outcome;
+mod settings;
+pub mod spec;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing;
+
+pub use event::{Event, EventType};
+pub use outcome::{InitError, Outcome, RetryClass};
+pub use settings::parse_settings;
+
+/// The version of the WIT contract this SDK builds plugins against.
+pub const CONTRACT_VERSION: &str = "0.1.0";
+
+/// A destination: the one trait a plugin implements.
+///
+/// The host creates one value per sandboxed instance with [`init`], then calls
+/// [`deliver`] with batches of events in log order. An instance is used by one
+/// call at a time, so `&mut self` needs no locking.
+///
+/// [`init`]: Destination::init
+/// [`deliver`]: Destination::deliver
+pub trait Destination: Sized + 'static {
+    /// The destination's settings, deserialized from the operator's config.
+    /// A missing or mistyped field becomes an [`InitError`] naming the field.
+    type Settings: serde::de::DeserializeOwned;
+
+    /// Validates the settings and builds the destination.
+    ///
+    /// # Errors
+    ///
+    /// [`InitError::InvalidSettings`] when a setting is unusable (say which,
+    /// never echo a secret), [`InitError::Other`] for anything else. Either
+    /// keeps the destination from starting.
+    fn init(settings: Self::Settings) -> Result<Self, InitError>;
+
+    /// Delivers `batch` and returns exactly one outcome per event, in order.
+    ///
+    /// A transient failure is [`Outcome::Retry`]; the host backs off and
+    /// tries again. A permanent one is [`Outcome::Rejected`].
+    fn deliver(&mut self, batch: Vec<Event>) -> Vec<Outcome>;
+}
+
+/// Exports a [`Destination`] type as the plugin's implementation of the
+/// contract. Call it once, at the crate root of a `cdylib` crate.
+///
+/// On `wasm32` it emits the component exports; on other targets it emits
+/// nothing, so the same crate also links natively for tests and benchmarks.
+#[macro_export]
+macro_rules! export_destination {
+    ($destination:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            struct SwitchyardDestinationExport;
+
+            impl $crate::__private::bindings::Guest for SwitchyardDestinationExport {
+                fn init(
+                    settings: ::std::string::String,
+                ) -> ::std::result::Result<(), $crate::__private::bindings::InitError> {
+                    $crate::__private::init::<$destination>(&settings)
+                }
+
+                fn deliver(
+                    batch: ::std::vec::Vec<$crate::__private::bindings::Event>,
+                ) -> ::std::vec::Vec<$crate::__private::bindings::Outcome> {
+                    $crate::__private::deliver::<$destination>(batch)
+                }
+            }
+
+            $crate::__private::bindings::__export_destination!(
+                SwitchyardDestinationExport with_types_in $crate::__private::bindings
+            );
+        };
+    };
+}
+
+/// Glue for [`export_destination!`]; not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use wit_bindgen;
+
+    #[cfg(target_arch = "wasm32")]
+    pub use crate::guest::{deliver, init};
+
+    #[allow(missing_docs, unsafe_code, clippy::all)]
+    pub mod bindings {
+        wit_bindgen::generate!({
+            world: "destination",
+            path: "wit/since_v0.1.0",
+            pub_export_macro: true,
+            export_macro_name: "__export_destination",
+            default_bindings_module: "switchyard_plugin_sdk::__private::bindings",
+            runtime_path: "switchyard_plugin_sdk::__private::wit_bindgen::rt",
+        });
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+mod guest;

@@ -1,0 +1,144 @@
+//! A native test harness: run a destination's mapping with plain
+//! `cargo test`, no host and no network, with HTTP responses scripted per
+//! test.
+//!
+//! ```
+//! use switchyard_plugin_sdk::testing::{Harness, event};
+//! use switchyard_plugin_sdk::http::Response;
+//! # use switchyard_plugin_sdk::{Destination, Event, InitError, Outcome};
+//! # struct Echo;
+//! # impl Destination for Echo {
+//! #     type Settings = serde_json::Value;
+//! #     fn init(_: serde_json::Value) -> Result<Self, InitError> { Ok(Echo) }
+//! #     fn deliver(&mut self, batch: Vec<Event>) -> Vec<Outcome> {
+//! #         let r = switchyard_plugin_sdk::http::Request::post("https://example.com").send();
+//! #         batch.iter().map(|_| switchyard_plugin_sdk::http::outcome_for(&r)).collect()
+//! #     }
+//! # }
+//! let mut h = Harness::<Echo>::new(serde_json::json!({})).unwrap();
+//! h.respond(|_req| Ok(Response::new(503, "busy")));
+//! let outcomes = h.deliver(vec![event(serde_json::json!({
+//!     "type": "track", "event": "Signed Up", "userId": "u1", "messageId": "m1"
+//! }))]);
+//! assert!(matches!(outcomes[0], Outcome::Retry { .. }));
+//! assert_eq!(h.requests().len(), 1);
+//! ```
+//!
+//! State is per thread, and cargo runs each test on its own thread, so tests
+//! do not see each other's requests.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+
+use crate::http::{HttpError, Request, Response};
+use crate::log::Level;
+use crate::{Destination, Event, InitError, Outcome};
+
+type Responder = Box<dyn FnMut(&Request) -> Result<Response, HttpError>>;
+
+#[derive(Default)]
+struct State {
+    responder: Option<Responder>,
+    queue: VecDeque<Result<Response, HttpError>>,
+    requests: Vec<Request>,
+    logs: Vec<(Level, String)>,
+}
+
+thread_local! {
+    static STATE: RefCell<State> = RefCell::new(State::default());
+}
+
+/// Runs one destination natively, recording its HTTP requests and logs.
+pub struct Harness<D: Destination> {
+    destination: D,
+}
+
+impl<D: Destination> Harness<D> {
+    /// Parses `settings` and calls `init`, as the host would. Clears the
+    /// scripted responses and recordings of this thread.
+    ///
+    /// # Errors
+    ///
+    /// The [`InitError`] that settings parsing or `init` returned.
+    pub fn new(settings: serde_json::Value) -> Result<Self, InitError> {
+        STATE.with(|s| *s.borrow_mut() = State::default());
+        let settings = crate::parse_settings::<D::Settings>(&settings.to_string())?;
+        Ok(Harness { destination: D::init(settings)? })
+    }
+
+    /// Answers every request with `responder`, after any queued responses.
+    pub fn respond(&mut self, responder: impl FnMut(&Request) -> Result<Response, HttpError> + 'static) {
+        STATE.with(|s| s.borrow_mut().responder = Some(Box::new(responder)));
+    }
+
+    /// Queues one response for the next request that finds the queue non-empty.
+    pub fn push_response(&mut self, response: Result<Response, HttpError>) {
+        STATE.with(|s| s.borrow_mut().queue.push_back(response));
+    }
+
+    /// Delivers `batch` and checks the destination kept the contract (one
+    /// outcome per event).
+    ///
+    /// # Panics
+    ///
+    /// When the number of outcomes differs from the number of events.
+    pub fn deliver(&mut self, batch: Vec<Event>) -> Vec<Outcome> {
+        let n = batch.len();
+        let outcomes = self.destination.deliver(batch);
+        assert_eq!(outcomes.len(), n, "destination returned {} outcomes for {n} events", outcomes.len());
+        outcomes
+    }
+
+    /// The requests sent so far, in order.
+    pub fn requests(&self) -> Vec<Request> {
+        STATE.with(|s| s.borrow().requests.clone())
+    }
+
+    /// The log lines written so far.
+    pub fn logs(&self) -> Vec<(Level, String)> {
+        STATE.with(|s| s.borrow().logs.clone())
+    }
+
+    /// The destination, to inspect its state.
+    pub fn destination(&mut self) -> &mut D {
+        &mut self.destination
+    }
+}
+
+/// Builds an [`Event`] from Segment JSON, as the host would. Fills in a
+/// `messageId` when the JSON has none.
+///
+/// # Panics
+///
+/// When the JSON is not an event (this is a test helper).
+pub fn event(mut json: serde_json::Value) -> Event {
+    if let Some(obj) = json.as_object_mut()
+        && !obj.contains_key("messageId")
+    {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        obj.insert("messageId".into(), format!("test-message-{n}").into());
+    }
+    match Event::from_segment_json(&json.to_string()) {
+        Ok(event) => event,
+        Err(err) => panic!("not a Segment event: {err}: {json}"),
+    }
+}
+
+pub(crate) fn dispatch(request: &Request) -> Result<Response, HttpError> {
+    STATE.with(|s| {
+        let mut s = s.borrow_mut();
+        s.requests.push(request.clone());
+        if let Some(queued) = s.queue.pop_front() {
+            return queued;
+        }
+        match s.responder.as_mut() {
+            Some(responder) => responder(request),
+            None => Err(HttpError::Connection("no scripted response for this request".into())),
+        }
+    })
+}
+
+pub(crate) fn record_log(level: Level, message: &str) {
+    STATE.with(|s| s.borrow_mut().logs.push((level, message.to_owned())));
+}
