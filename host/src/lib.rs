@@ -1,0 +1,25 @@
+//! Switchyard: a self-hosted, Segment-compatible event router whose
+//! destinations are sandboxed WebAssembly components.
+//!
+//! One module per stage of the flow: [`ingest`] (tracking API) →
+//! [`spec`] (normalization) → [`router`] (the seam to delivery) →
+//! [`delivery`] (a worker per destination) → [`runtime`] (the Wasm sandbox)
+//! with its [`capabilities`]. [`config`] reads the operator's file and
+//! [`app`] wires it all together.
+
+pub mod admin;
+pub mod app;
+pub mod capabilities;
+pub mod config;
+pub mod delivery;
+pub mod ingest;
+pub mod metrics;
+pub mod redact;
+pub mod router;
+pub mod runtime;
+pub mod spec;
+
+/// Resolves once `flag` turns true (or its sender is gone).
+pub async fn stopped(mut flag: tokio::sync::watch::Receiver<bool>) {
+    let _ = flag.wait_for(|s| *s).await;
+}

@@ -40,9 +40,7 @@ pub fn deliver<D: Destination>(batch: Vec<wit::Event>) -> Vec<wit::Outcome> {
                 .collect(),
             None => {
                 let reason = "deliver called before a successful init";
-                (0..len)
-                    .map(|_| Outcome::retry(reason).into())
-                    .collect()
+                (0..len).map(|_| Outcome::retry(reason).into()).collect()
             }
         }
     })

@@ -38,7 +38,13 @@ pub struct Request {
 impl Request {
     /// A request with no headers and no body.
     pub fn new(method: Method, url: impl Into<String>) -> Self {
-        Request { method, url: url.into(), headers: Vec::new(), body: String::new(), timeout_ms: None }
+        Request {
+            method,
+            url: url.into(),
+            headers: Vec::new(),
+            body: String::new(),
+            timeout_ms: None,
+        }
     }
 
     /// A `GET` request.
@@ -106,7 +112,11 @@ pub struct Response {
 impl Response {
     /// A response with `status` and a text body, for tests.
     pub fn new(status: u16, body: impl Into<String>) -> Self {
-        Response { status, headers: Vec::new(), body: body.into().into_bytes() }
+        Response {
+            status,
+            headers: Vec::new(),
+            body: body.into().into_bytes(),
+        }
     }
 
     /// Adds a header, for tests.
@@ -234,7 +244,11 @@ pub fn send(request: &Request) -> Result<Response, HttpError> {
         timeout_ms: request.timeout_ms,
     };
     match wit::send(&req) {
-        Ok(resp) => Ok(Response { status: resp.status, headers: resp.headers, body: resp.body }),
+        Ok(resp) => Ok(Response {
+            status: resp.status,
+            headers: resp.headers,
+            body: resp.body,
+        }),
         Err(wit::Error::Denied(s)) => Err(HttpError::Denied(s)),
         Err(wit::Error::InvalidRequest(s)) => Err(HttpError::InvalidRequest(s)),
         Err(wit::Error::Connection(s)) => Err(HttpError::Connection(s)),
@@ -259,12 +273,30 @@ mod tests {
 
     #[test]
     fn outcome_classes() {
-        assert_eq!(outcome_for(&Ok(Response::new(200, "{}"))), Outcome::Delivered);
+        assert_eq!(
+            outcome_for(&Ok(Response::new(200, "{}"))),
+            Outcome::Delivered
+        );
         let o = outcome_for(&Ok(Response::new(429, "").with_header("Retry-After", "7")));
-        assert_eq!(o, Outcome::Retry { after_ms: Some(7000), reason: "HTTP 429".into() });
-        assert_eq!(outcome_for(&Ok(Response::new(400, "bad"))), Outcome::Rejected("HTTP 400: bad".into()));
-        assert!(matches!(outcome_for(&Err(HttpError::Timeout)), Outcome::Retry { .. }));
-        assert!(matches!(outcome_for(&Err(HttpError::Denied("x".into()))), Outcome::Rejected(_)));
+        assert_eq!(
+            o,
+            Outcome::Retry {
+                after_ms: Some(7000),
+                reason: "HTTP 429".into()
+            }
+        );
+        assert_eq!(
+            outcome_for(&Ok(Response::new(400, "bad"))),
+            Outcome::Rejected("HTTP 400: bad".into())
+        );
+        assert!(matches!(
+            outcome_for(&Err(HttpError::Timeout)),
+            Outcome::Retry { .. }
+        ));
+        assert!(matches!(
+            outcome_for(&Err(HttpError::Denied("x".into()))),
+            Outcome::Rejected(_)
+        ));
     }
 
     #[test]

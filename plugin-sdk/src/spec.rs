@@ -302,7 +302,13 @@ pub fn parse_timestamp_ms(s: &str) -> Option<i64> {
             } else {
                 (num(i + 1..i + 3)?, num(i + 3..i + 5).unwrap_or(0))
             };
-            let rest = if b.get(i + 3) == Some(&b':') { i + 6 } else if b.len() >= i + 5 { i + 5 } else { i + 3 };
+            let rest = if b.get(i + 3) == Some(&b':') {
+                i + 6
+            } else if b.len() >= i + 5 {
+                i + 5
+            } else {
+                i + 3
+            };
             if rest != b.len() {
                 return None;
             }
@@ -334,13 +340,32 @@ mod tests {
     #[test]
     fn timestamps() {
         assert_eq!(parse_timestamp_ms("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_timestamp_ms("2024-05-01T12:00:00.123Z"), Some(1_714_564_800_123));
-        assert_eq!(parse_timestamp_ms("2024-05-01T14:00:00.123+02:00"), Some(1_714_564_800_123));
-        assert_eq!(parse_timestamp_ms("2024-05-01T07:30:00-0430"), Some(1_714_564_800_000));
-        assert_eq!(parse_timestamp_ms("2024-05-01T12:00:00.1234567Z"), Some(1_714_564_800_123));
+        assert_eq!(
+            parse_timestamp_ms("2024-05-01T12:00:00.123Z"),
+            Some(1_714_564_800_123)
+        );
+        assert_eq!(
+            parse_timestamp_ms("2024-05-01T14:00:00.123+02:00"),
+            Some(1_714_564_800_123)
+        );
+        assert_eq!(
+            parse_timestamp_ms("2024-05-01T07:30:00-0430"),
+            Some(1_714_564_800_000)
+        );
+        assert_eq!(
+            parse_timestamp_ms("2024-05-01T12:00:00.1234567Z"),
+            Some(1_714_564_800_123)
+        );
         assert_eq!(parse_timestamp_ms("2024-05-01"), Some(1_714_521_600_000));
         assert_eq!(parse_timestamp_ms("1969-12-31T23:59:59Z"), Some(-1000));
-        for bad in ["", "yesterday", "2024-13-01T00:00:00Z", "2024-05-01T25:00:00Z", "2024-05-01T12:00:00Zjunk", "2024-05-01T12:00:00."] {
+        for bad in [
+            "",
+            "yesterday",
+            "2024-13-01T00:00:00Z",
+            "2024-05-01T25:00:00Z",
+            "2024-05-01T12:00:00Zjunk",
+            "2024-05-01T12:00:00.",
+        ] {
             assert_eq!(parse_timestamp_ms(bad), None, "{bad}");
         }
     }

@@ -1,0 +1,220 @@
+//! Wires a [`Config`] into a running server: runtime, plugins, workers,
+//! router, tracking API and the metrics listener.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::capabilities::http::{HttpCapability, HttpPolicy, HyperTransport, Origin, Transport};
+use crate::config::{Config, DestinationConfig};
+use crate::delivery::{WorkerSpec, run_worker};
+use crate::ingest::{Ingest, Source};
+use crate::metrics::{DestinationStats, Metrics, SourceStats};
+use crate::redact::Redactor;
+use crate::router::{MemoryRouter, Route, Subscription};
+use crate::runtime::{EPOCH_TICK, Grants, Plugin, Runtime, RuntimeOptions};
+
+/// Events a destination's in-memory queue holds before ingest waits.
+const QUEUE_DEPTH: usize = 10_000;
+
+/// The runtime for `config`.
+///
+/// # Errors
+///
+/// When the engine cannot be built.
+pub fn runtime_for(config: &Config) -> anyhow::Result<Runtime> {
+    Runtime::new(&RuntimeOptions {
+        cache_dir: config.server.data_dir.join("plugin-cache"),
+        max_instances: config.runtime.max_instances,
+        max_memory_bytes: config.runtime.max_memory_mb as usize * 1024 * 1024,
+        pooling: true,
+    })
+}
+
+/// A destination's sandbox grants from its config.
+pub fn grants_for(
+    d: &DestinationConfig,
+    redactor: &Redactor,
+    transport: Arc<dyn Transport>,
+) -> Arc<Grants> {
+    let allow = d
+        .allow_http
+        .iter()
+        .filter_map(|o| Origin::parse(o).ok())
+        .collect();
+    let policy = HttpPolicy {
+        allow,
+        timeout: Duration::from_millis(d.quota.http_timeout_ms),
+        max_response_bytes: d.quota.http_max_response_bytes,
+    };
+    let tick = EPOCH_TICK.as_millis() as u64;
+    Arc::new(Grants {
+        name: Arc::from(d.name.as_str()),
+        http: HttpCapability::new(policy, transport),
+        memory_bytes: d.quota.memory_mb as usize * 1024 * 1024,
+        cpu_ticks: d.quota.cpu_ms_per_call.div_ceil(tick).max(1),
+        call_timeout: Duration::from_millis(d.quota.call_timeout_ms),
+        redactor: redactor.clone(),
+    })
+}
+
+/// The settings table as the JSON object `init` receives.
+pub fn settings_json(d: &DestinationConfig) -> String {
+    serde_json::to_string(&d.settings).unwrap_or_else(|_| "{}".into())
+}
+
+/// Loads every destination's plugin and checks that `init` accepts its
+/// settings, so a bad plugin or setting fails at start, naming it.
+///
+/// # Errors
+///
+/// The first destination that cannot load or init.
+pub async fn load_destinations(
+    runtime: &Arc<Runtime>,
+    config: &Config,
+    transport: &Arc<dyn Transport>,
+) -> anyhow::Result<Vec<(Plugin, Arc<Grants>)>> {
+    let mut loaded = Vec::new();
+    for d in &config.destinations {
+        let rt = runtime.clone();
+        let path = d.plugin.clone();
+        let plugin = tokio::task::spawn_blocking(move || rt.load(&path))
+            .await?
+            .with_context(|| format!("destination `{}`", d.name))?;
+        let grants = grants_for(d, &config.redactor, transport.clone());
+        let mut instance = plugin.instantiate(grants.clone()).await.with_context(|| {
+            format!(
+                "destination `{}`: instantiating {}",
+                d.name,
+                d.plugin.display()
+            )
+        })?;
+        instance
+            .init(&settings_json(d))
+            .await
+            .with_context(|| format!("destination `{}`: {}", d.name, d.plugin.display()))?;
+        tracing::info!(destination = %d.name, plugin = %d.plugin.display(), hash = &plugin.hash[..12], "destination ready");
+        loaded.push((plugin, grants));
+    }
+    Ok(loaded)
+}
+
+/// Runs the server until `shutdown` resolves, then shuts down gracefully:
+/// stop accepting, finish in-flight requests and batches.
+///
+/// # Errors
+///
+/// When a listener cannot bind or a destination cannot start.
+pub async fn run(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.server.data_dir)
+        .with_context(|| format!("creating data_dir {}", config.server.data_dir.display()))?;
+    let runtime = Arc::new(runtime_for(&config)?);
+    let transport: Arc<dyn Transport> = Arc::new(HyperTransport::new());
+    let loaded = load_destinations(&runtime, &config, &transport).await?;
+
+    let mut metrics = Metrics::default();
+    let mut routes = Vec::new();
+    let mut workers = JoinSet::new();
+    for (d, (plugin, grants)) in config.destinations.iter().zip(loaded) {
+        let stats = Arc::new(DestinationStats {
+            name: d.name.clone(),
+            ..Default::default()
+        });
+        metrics.destinations.push(stats.clone());
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        routes.push(Route {
+            subscription: Subscription {
+                name: d.name.clone(),
+                types: d.subscribe.types.clone(),
+            },
+            queue: tx,
+            stats: stats.clone(),
+        });
+        let spec = WorkerSpec {
+            plugin,
+            grants,
+            settings_json: settings_json(d),
+            batch: d.batch.clone(),
+            retry: d.retry.clone(),
+            stats,
+        };
+        workers.spawn(run_worker(spec, rx));
+    }
+    let mut sources = HashMap::new();
+    for s in &config.sources {
+        let stats = Arc::new(SourceStats {
+            name: s.name.clone(),
+            ..Default::default()
+        });
+        metrics.sources.push(stats.clone());
+        sources.insert(
+            s.write_key.clone(),
+            Source {
+                name: Arc::from(s.name.as_str()),
+                stats,
+            },
+        );
+    }
+    let metrics = Arc::new(metrics);
+    let ingest = Arc::new(Ingest {
+        sources,
+        sink: MemoryRouter::new(routes),
+        metrics: metrics.clone(),
+        max_request_bytes: config.server.max_request_bytes,
+        max_event_bytes: config.server.max_event_bytes,
+    });
+
+    let listener = TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("binding tracking API to {}", config.server.listen))?;
+    let addr = listener.local_addr()?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut servers = JoinSet::new();
+    servers.spawn(ingest.clone().serve(listener, stop_rx.clone()));
+    if let Some(admin) = config.server.admin_listen {
+        let listener = TcpListener::bind(admin)
+            .await
+            .with_context(|| format!("binding admin API to {admin}"))?;
+        tracing::info!(addr = %listener.local_addr()?, "admin API and /metrics listening");
+        servers.spawn(crate::admin::serve(
+            listener,
+            metrics.clone(),
+            config.server.admin_token.clone(),
+            stop_rx,
+        ));
+    }
+    announce(addr, config.destinations.len());
+
+    shutdown.await;
+    tracing::info!("shutting down: no new requests; finishing in-flight work");
+    let _ = stop_tx.send(true);
+    while let Some(r) = servers.join_next().await {
+        if let Ok(Err(e)) = r {
+            tracing::warn!(error = %e, "server stopped with error");
+        }
+    }
+    // Dropping the router closes the queues; workers finish their batch.
+    drop(ingest);
+    let drained = tokio::time::timeout(Duration::from_secs(30), async {
+        while workers.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("destinations did not finish within 30 s");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn announce(addr: SocketAddr, destinations: usize) {
+    tracing::info!(%addr, destinations, "tracking API listening");
+}

@@ -1,0 +1,119 @@
+//! Checks that a `.wasm` is a component of a contract version this host runs,
+//! with messages a plugin author can act on.
+
+use wasmtime::Engine;
+use wasmtime::component::Component;
+use wasmtime::component::types::ComponentItem;
+
+/// The contract this host implements.
+pub const CONTRACT: &str = "switchyard:destination@0.1.0";
+
+const PACKAGE: &str = "switchyard:destination";
+const SUPPORTED: (u64, u64) = (0, 1);
+
+/// Rejects files that are not Wasm components before the compiler does, with
+/// a hint about the build target.
+///
+/// # Errors
+///
+/// A message saying what the file is instead.
+pub fn check_header(bytes: &[u8]) -> Result<(), String> {
+    match bytes.get(..8) {
+        Some([0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00]) => Ok(()),
+        Some([0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00]) => Err(format!(
+            "is a core WebAssembly module, not a component: build the plugin with \
+             `cargo build --target wasm32-wasip2` against the {CONTRACT} SDK"
+        )),
+        _ => Err("is not a WebAssembly file".to_owned()),
+    }
+}
+
+/// Checks the component's imports and exports against the contract.
+///
+/// # Errors
+///
+/// Names the first missing export or unsupported import.
+pub fn check(engine: &Engine, component: &Component) -> Result<(), String> {
+    let ty = component.component_type();
+    for (name, _) in ty.imports(engine) {
+        if let Some(rest) = name.strip_prefix(PACKAGE) {
+            let version = rest.rsplit_once('@').map(|(_, v)| v).unwrap_or("");
+            if !supported(version) {
+                return Err(format!(
+                    "was built against contract {PACKAGE}@{version}, but this host runs {CONTRACT} \
+                     (and compatible 0.{}.x versions)",
+                    SUPPORTED.1
+                ));
+            }
+        } else if !name.starts_with("wasi:") {
+            return Err(format!(
+                "imports `{name}`, which this host does not provide: plugins may import only \
+                 {PACKAGE} capabilities and WASI"
+            ));
+        }
+    }
+    let exports: Vec<(String, bool)> = ty
+        .exports(engine)
+        .map(|(name, item)| {
+            (
+                name.to_owned(),
+                matches!(item.ty, ComponentItem::ComponentFunc(_)),
+            )
+        })
+        .collect();
+    for want in ["init", "deliver"] {
+        match exports.iter().find(|(n, _)| n == want) {
+            Some((_, true)) => {}
+            Some((_, false)) => {
+                return Err(format!(
+                    "exports `{want}`, but not as a function ({CONTRACT})"
+                ));
+            }
+            None => {
+                let has: Vec<&str> = exports.iter().map(|(n, _)| n.as_str()).collect();
+                return Err(format!(
+                    "is not a {CONTRACT} plugin: it does not export `{want}` (exports: [{}])",
+                    has.join(", ")
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Semver-compatible with the supported version (0.x: same minor).
+fn supported(version: &str) -> bool {
+    let mut parts = version
+        .split('.')
+        .map(|p| p.split(['-', '+']).next().unwrap_or("").parse::<u64>());
+    matches!((parts.next(), parts.next()), (Some(Ok(major)), Some(Ok(minor))) if (major, minor) == SUPPORTED)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_kinds() {
+        assert!(check_header(b"\0asm\x0d\0\x01\0rest").is_ok());
+        assert!(
+            check_header(b"\0asm\x01\0\0\0rest")
+                .unwrap_err()
+                .contains("core WebAssembly module")
+        );
+        assert!(
+            check_header(b"hello")
+                .unwrap_err()
+                .contains("not a WebAssembly file")
+        );
+    }
+
+    #[test]
+    fn versions() {
+        assert!(supported("0.1.0"));
+        assert!(supported("0.1.7"));
+        assert!(!supported("0.2.0"));
+        assert!(!supported("1.1.0"));
+        assert!(!supported(""));
+    }
+}

@@ -1,0 +1,450 @@
+//! The Wasm runtime: one wasmtime engine, plugins loaded from `.wasm`
+//! components (compiled once and cached on disk), and sandboxed instances.
+//!
+//! # Instances: one per delivery worker, reused across calls
+//!
+//! A delivery worker keeps one [`Instance`] and calls `deliver` on it batch
+//! after batch; it is rebuilt only after a trap (a trapped instance cannot
+//! be entered again) or when it is swapped out. Building a fresh store per
+//! call would cost instantiate + `init` + drop, ~60 µs (see `cargo bench -p
+//! switchyard --bench deliver`, "per-call store"), which at batch 100 is
+//! most of what a simple mapping costs. Reuse also lets plugins keep state
+//! built in `init`.
+
+pub mod bindings;
+mod cache;
+mod contract;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{
+    Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
+    StoreLimitsBuilder, UpdateDeadline,
+};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::capabilities::http::HttpCapability;
+use crate::redact::Redactor;
+use crate::spec::{Envelope, EventType};
+
+pub use contract::CONTRACT;
+
+/// How often the epoch ticks; CPU budgets are counted in these.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Bytes of a plugin's stderr kept to explain a trap (panic messages).
+const STDERR_CAPTURE: usize = 16 * 1024;
+
+/// Why a plugin could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {message}", path.display())]
+pub struct LoadError {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+/// Why a call into a plugin failed as a whole.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    /// The guest trapped: a panic, a quota breach, a bug.
+    #[error("plugin trapped: {0}")]
+    Trap(String),
+    /// The call took longer than the destination's `call_timeout_ms`.
+    #[error("plugin call timed out after {0:?}")]
+    Timeout(Duration),
+    /// `deliver` broke the contract by returning the wrong number of outcomes.
+    #[error("plugin returned {got} outcomes for {want} events")]
+    OutcomeCount { got: usize, want: usize },
+    /// `init` refused the settings.
+    #[error("init refused: {0}")]
+    Init(String),
+}
+
+/// The engine and linker every plugin shares.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache_dir: PathBuf,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+/// Runtime-wide limits.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// Where compiled artifacts are cached.
+    pub cache_dir: PathBuf,
+    /// Instances alive at once (pooling allocator slots).
+    pub max_instances: u32,
+    /// Largest linear memory of any instance, bytes.
+    pub max_memory_bytes: usize,
+    /// Use the pooling allocator (faster instantiation).
+    pub pooling: bool,
+}
+
+impl Runtime {
+    /// Builds the engine (pooling allocator, epoch interruption), the linker
+    /// (deny-by-default WASI plus the contract's capabilities) and starts the
+    /// epoch ticker.
+    ///
+    /// # Errors
+    ///
+    /// When the engine cannot be configured or the cache folder created.
+    pub fn new(opts: &RuntimeOptions) -> anyhow::Result<Runtime> {
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true);
+        config.concurrency_support(false);
+        if opts.pooling {
+            let n = opts.max_instances.max(1);
+            let mut pool = PoolingAllocationConfig::default();
+            pool.total_component_instances(n)
+                .total_core_instances(n * 8)
+                .total_memories(n * 2)
+                .total_tables(n * 4)
+                .total_stacks(n)
+                .max_memories_per_component(2)
+                .max_core_instances_per_component(16)
+                .max_tables_per_component(8)
+                .max_memory_size(opts.max_memory_bytes);
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        }
+        let engine = match Engine::new(&config) {
+            Ok(engine) => engine,
+            Err(err) if opts.pooling => {
+                tracing::warn!(error = %err, "pooling allocator unavailable; falling back to on-demand allocation");
+                config.allocation_strategy(InstanceAllocationStrategy::OnDemand);
+                Engine::new(&config).map_err(anyhow::Error::from)?
+            }
+            Err(err) => return Err(anyhow::Error::from(err)),
+        };
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
+        bindings::Destination::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(anyhow::Error::from)?;
+        std::fs::create_dir_all(&opts.cache_dir)?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let (e, stop) = (engine.clone(), ticker_stop.clone());
+        std::thread::Builder::new()
+            .name("epoch-ticker".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    e.increment_epoch();
+                }
+            })?;
+        Ok(Runtime {
+            engine,
+            linker,
+            cache_dir: opts.cache_dir.clone(),
+            ticker_stop,
+        })
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Loads the plugin at `path`: checks it is a component of this contract,
+    /// compiles it (or loads the cached artifact) and pre-links it. CPU-heavy
+    /// on a cache miss; call from a blocking thread.
+    ///
+    /// # Errors
+    ///
+    /// A [`LoadError`] naming the file and what is wrong with it.
+    pub fn load(&self, path: &Path) -> Result<Plugin, LoadError> {
+        let fail = |message: String| LoadError {
+            path: path.to_owned(),
+            message,
+        };
+        let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+        contract::check_header(&bytes).map_err(fail)?;
+        let hash = cache::content_hash(&bytes);
+        let component =
+            cache::compile_cached(&self.engine, &self.cache_dir, &hash, &bytes).map_err(fail)?;
+        contract::check(&self.engine, &component).map_err(fail)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| fail(format!("not a valid {CONTRACT} plugin: {e:#}")))?;
+        let pre = bindings::DestinationPre::new(pre)
+            .map_err(|e| fail(format!("not a valid {CONTRACT} plugin: {e:#}")))?;
+        Ok(Plugin {
+            path: path.to_owned(),
+            hash,
+            pre,
+            loaded_at: SystemTime::now(),
+        })
+    }
+
+    /// Compiles `bytes` without caching, for benchmarks of load time.
+    ///
+    /// # Errors
+    ///
+    /// When `bytes` is not a valid component.
+    pub fn compile_uncached(&self, bytes: &[u8]) -> anyhow::Result<Component> {
+        Component::new(&self.engine, bytes).map_err(anyhow::Error::from)
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A loaded, pre-linked plugin version. Cheap to instantiate many times.
+#[derive(Clone)]
+pub struct Plugin {
+    pub path: PathBuf,
+    /// SHA-256 of the `.wasm`, hex.
+    pub hash: String,
+    pub loaded_at: SystemTime,
+    pre: bindings::DestinationPre<HostState>,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("path", &self.path)
+            .field("hash", &self.hash)
+            .finish()
+    }
+}
+
+/// What one destination's instances are allowed: its sandbox.
+pub struct Grants {
+    pub name: Arc<str>,
+    pub http: HttpCapability,
+    pub memory_bytes: usize,
+    /// CPU budget per call, in epoch ticks.
+    pub cpu_ticks: u64,
+    pub call_timeout: Duration,
+    /// The destination's secrets, scrubbed from its log lines and errors.
+    pub redactor: Redactor,
+}
+
+/// The data of one instance's store.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    stderr: MemoryOutputPipe,
+    ticks_left: u64,
+    pub(crate) grants: Arc<Grants>,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl Plugin {
+    /// A new sandboxed instance with `grants`. Does not call `init`.
+    ///
+    /// # Errors
+    ///
+    /// When instantiation fails (pool exhausted, start function trapped).
+    pub async fn instantiate(&self, grants: Arc<Grants>) -> Result<Instance, CallError> {
+        let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
+        // Deny by default: no env, no args, no preopens, no sockets; stderr
+        // is captured so a panic message can be reported.
+        let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(grants.memory_bytes)
+            .instances(32)
+            .tables(32)
+            .memories(4)
+            .trap_on_grow_failure(true)
+            .build();
+        let state = HostState {
+            wasi,
+            table: ResourceTable::new(),
+            limits,
+            stderr,
+            ticks_left: grants.cpu_ticks,
+            grants,
+        };
+        let mut store = Store::new(self.pre.engine(), state);
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_callback(|mut ctx| {
+            let s = ctx.data_mut();
+            if s.ticks_left == 0 {
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            s.ticks_left -= 1;
+            // Yield to the executor each tick so a spinning guest cannot hold
+            // a tokio worker thread for its whole budget.
+            Ok(UpdateDeadline::Yield(1))
+        });
+        store.set_epoch_deadline(1);
+        let timeout = store.data().grants.call_timeout;
+        let bindings =
+            match tokio::time::timeout(timeout, self.pre.instantiate_async(&mut store)).await {
+                Err(_) => return Err(CallError::Timeout(timeout)),
+                Ok(Err(e)) => return Err(CallError::Trap(describe_trap(&e, &store))),
+                Ok(Ok(b)) => b,
+            };
+        Ok(Instance {
+            store,
+            bindings,
+            hash: self.hash.clone(),
+        })
+    }
+}
+
+/// A live plugin instance. Not reusable after a [`CallError::Trap`] or
+/// [`CallError::Timeout`]: build a new one.
+pub struct Instance {
+    store: Store<HostState>,
+    bindings: bindings::Destination,
+    /// The plugin version it runs.
+    pub hash: String,
+}
+
+/// One event's outcome, as the host sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Delivered,
+    Retry {
+        after: Option<Duration>,
+        reason: String,
+    },
+    Rejected(String),
+}
+
+impl Instance {
+    /// Calls `init` with the settings as a JSON object.
+    ///
+    /// # Errors
+    ///
+    /// [`CallError::Init`] when the plugin refuses its settings, or a
+    /// trap or timeout.
+    pub async fn init(&mut self, settings_json: &str) -> Result<(), CallError> {
+        self.arm();
+        let timeout = self.store.data().grants.call_timeout;
+        let call = self.bindings.call_init(&mut self.store, settings_json);
+        match tokio::time::timeout(timeout, call).await {
+            Err(_) => Err(CallError::Timeout(timeout)),
+            Ok(Err(e)) => Err(CallError::Trap(describe_trap(&e, &self.store))),
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(err))) => {
+                let msg = match err {
+                    bindings::types::InitError::InvalidSettings(m) => {
+                        format!("invalid settings: {m}")
+                    }
+                    bindings::types::InitError::Other(m) => m,
+                };
+                Err(CallError::Init(
+                    self.store.data().grants.redactor.redact(&msg),
+                ))
+            }
+        }
+    }
+
+    /// Calls `deliver` with `batch` and returns one outcome per event.
+    ///
+    /// # Errors
+    ///
+    /// A trap, a timeout, or the wrong number of outcomes.
+    pub async fn deliver(&mut self, batch: &[Arc<Envelope>]) -> Result<Vec<Outcome>, CallError> {
+        let events: Vec<bindings::types::Event> = batch.iter().map(|e| to_wit(e)).collect();
+        self.arm();
+        let timeout = self.store.data().grants.call_timeout;
+        let call = self.bindings.call_deliver(&mut self.store, &events);
+        let outcomes = match tokio::time::timeout(timeout, call).await {
+            Err(_) => return Err(CallError::Timeout(timeout)),
+            Ok(Err(e)) => return Err(CallError::Trap(describe_trap(&e, &self.store))),
+            Ok(Ok(outcomes)) => outcomes,
+        };
+        if outcomes.len() != batch.len() {
+            return Err(CallError::OutcomeCount {
+                got: outcomes.len(),
+                want: batch.len(),
+            });
+        }
+        let redactor = &self.store.data().grants.redactor;
+        Ok(outcomes
+            .into_iter()
+            .map(|o| match o {
+                bindings::types::Outcome::Delivered => Outcome::Delivered,
+                bindings::types::Outcome::Retry(r) => Outcome::Retry {
+                    after: r.after_ms.map(Duration::from_millis),
+                    reason: redactor.redact(&r.reason),
+                },
+                bindings::types::Outcome::Rejected(reason) => {
+                    Outcome::Rejected(redactor.redact(&reason))
+                }
+            })
+            .collect())
+    }
+
+    /// Resets the CPU budget before a call.
+    fn arm(&mut self) {
+        let ticks = self.store.data().grants.cpu_ticks;
+        self.store.data_mut().ticks_left = ticks;
+        self.store.set_epoch_deadline(1);
+    }
+}
+
+fn to_wit(e: &Envelope) -> bindings::types::Event {
+    use bindings::types::EventType as W;
+    let kind = match e.kind {
+        EventType::Identify => W::Identify,
+        EventType::Track => W::Track,
+        EventType::Page => W::Page,
+        EventType::Screen => W::Screen,
+        EventType::Group => W::Group,
+        EventType::Alias => W::Alias,
+    };
+    bindings::types::Event {
+        kind,
+        message_id: e.message_id.clone(),
+        name: e.name.clone(),
+        user_id: e.user_id.clone(),
+        anonymous_id: e.anonymous_id.clone(),
+        timestamp_ms: e.timestamp_ms,
+        json: e.json.clone(),
+    }
+}
+
+/// A trap's message, with the guest's stderr (a panic message) when any.
+fn describe_trap(err: &wasmtime::Error, store: &Store<HostState>) -> String {
+    let mut msg = match err.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => "CPU time limit exceeded".to_owned(),
+        Some(trap) => trap.to_string(),
+        None => format!("{err:#}"),
+    };
+    if msg.contains("forcing trap when growing memory") {
+        msg = "memory limit exceeded".to_owned();
+    }
+    let stderr = store.data().stderr.contents();
+    let stderr = String::from_utf8_lossy(&stderr);
+    let tail: String = stderr
+        .trim()
+        .lines()
+        .rev()
+        .take(3)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>()
+        .join(" | ");
+    if !tail.is_empty() {
+        msg.push_str(": ");
+        msg.push_str(&tail);
+    }
+    store.data().grants.redactor.redact(&msg)
+}
