@@ -42,29 +42,15 @@ pub async fn serve(
             async move { Ok::<_, Infallible>(route(&req, &metrics, token.as_deref())) }
         });
         tokio::spawn(async move {
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
         });
     }
 }
 
-fn route(
-    req: &Request<hyper::body::Incoming>,
-    metrics: &Metrics,
-    token: Option<&str>,
-) -> Response<Full<Bytes>> {
+fn route(req: &Request<hyper::body::Incoming>, metrics: &Metrics, token: Option<&str>) -> Response<Full<Bytes>> {
     match req.uri().path() {
-        "/metrics" => text(
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            metrics.render(),
-        ),
-        "/health" | "/ready" => text(
-            StatusCode::OK,
-            "application/json",
-            r#"{"status":"ok"}"#.into(),
-        ),
+        "/metrics" => text(StatusCode::OK, "text/plain; version=0.0.4", metrics.render()),
+        "/health" | "/ready" => text(StatusCode::OK, "application/json", r#"{"status":"ok"}"#.into()),
         _ => {
             let presented = req
                 .headers()
@@ -72,16 +58,10 @@ fn route(
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "));
             match (token, presented) {
-                (Some(t), Some(p)) if constant_time_eq(t.as_bytes(), p.trim().as_bytes()) => text(
-                    StatusCode::NOT_FOUND,
-                    "application/json",
-                    r#"{"error":"not found"}"#.into(),
-                ),
-                _ => text(
-                    StatusCode::UNAUTHORIZED,
-                    "application/json",
-                    r#"{"error":"admin token required"}"#.into(),
-                ),
+                (Some(t), Some(p)) if constant_time_eq(t.as_bytes(), p.trim().as_bytes()) => {
+                    text(StatusCode::NOT_FOUND, "application/json", r#"{"error":"not found"}"#.into())
+                }
+                _ => text(StatusCode::UNAUTHORIZED, "application/json", r#"{"error":"admin token required"}"#.into()),
             }
         }
     }
@@ -94,9 +74,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static(content_type),
-    );
+    resp.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(content_type));
     resp
 }

@@ -38,16 +38,8 @@ pub fn runtime_for(config: &Config) -> anyhow::Result<Runtime> {
 }
 
 /// A destination's sandbox grants from its config.
-pub fn grants_for(
-    d: &DestinationConfig,
-    redactor: &Redactor,
-    transport: Arc<dyn Transport>,
-) -> Arc<Grants> {
-    let allow = d
-        .allow_http
-        .iter()
-        .filter_map(|o| Origin::parse(o).ok())
-        .collect();
+pub fn grants_for(d: &DestinationConfig, redactor: &Redactor, transport: Arc<dyn Transport>) -> Arc<Grants> {
+    let allow = d.allow_http.iter().filter_map(|o| Origin::parse(o).ok()).collect();
     let policy = HttpPolicy {
         allow,
         timeout: Duration::from_millis(d.quota.http_timeout_ms),
@@ -88,13 +80,10 @@ pub async fn load_destinations(
             .await?
             .with_context(|| format!("destination `{}`", d.name))?;
         let grants = grants_for(d, &config.redactor, transport.clone());
-        let mut instance = plugin.instantiate(grants.clone()).await.with_context(|| {
-            format!(
-                "destination `{}`: instantiating {}",
-                d.name,
-                d.plugin.display()
-            )
-        })?;
+        let mut instance = plugin
+            .instantiate(grants.clone())
+            .await
+            .with_context(|| format!("destination `{}`: instantiating {}", d.name, d.plugin.display()))?;
         instance
             .init(&settings_json(d))
             .await
@@ -111,10 +100,7 @@ pub async fn load_destinations(
 /// # Errors
 ///
 /// When a listener cannot bind or a destination cannot start.
-pub async fn run(
-    config: Config,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> anyhow::Result<()> {
+pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.server.data_dir)
         .with_context(|| format!("creating data_dir {}", config.server.data_dir.display()))?;
     let runtime = Arc::new(runtime_for(&config)?);
@@ -125,17 +111,11 @@ pub async fn run(
     let mut routes = Vec::new();
     let mut workers = JoinSet::new();
     for (d, (plugin, grants)) in config.destinations.iter().zip(loaded) {
-        let stats = Arc::new(DestinationStats {
-            name: d.name.clone(),
-            ..Default::default()
-        });
+        let stats = Arc::new(DestinationStats { name: d.name.clone(), ..Default::default() });
         metrics.destinations.push(stats.clone());
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         routes.push(Route {
-            subscription: Subscription {
-                name: d.name.clone(),
-                types: d.subscribe.types.clone(),
-            },
+            subscription: Subscription { name: d.name.clone(), types: d.subscribe.types.clone() },
             queue: tx,
             stats: stats.clone(),
         });
@@ -151,18 +131,9 @@ pub async fn run(
     }
     let mut sources = HashMap::new();
     for s in &config.sources {
-        let stats = Arc::new(SourceStats {
-            name: s.name.clone(),
-            ..Default::default()
-        });
+        let stats = Arc::new(SourceStats { name: s.name.clone(), ..Default::default() });
         metrics.sources.push(stats.clone());
-        sources.insert(
-            s.write_key.clone(),
-            Source {
-                name: Arc::from(s.name.as_str()),
-                stats,
-            },
-        );
+        sources.insert(s.write_key.clone(), Source { name: Arc::from(s.name.as_str()), stats });
     }
     let metrics = Arc::new(metrics);
     let ingest = Arc::new(Ingest {
@@ -181,16 +152,9 @@ pub async fn run(
     let mut servers = JoinSet::new();
     servers.spawn(ingest.clone().serve(listener, stop_rx.clone()));
     if let Some(admin) = config.server.admin_listen {
-        let listener = TcpListener::bind(admin)
-            .await
-            .with_context(|| format!("binding admin API to {admin}"))?;
+        let listener = TcpListener::bind(admin).await.with_context(|| format!("binding admin API to {admin}"))?;
         tracing::info!(addr = %listener.local_addr()?, "admin API and /metrics listening");
-        servers.spawn(crate::admin::serve(
-            listener,
-            metrics.clone(),
-            config.server.admin_token.clone(),
-            stop_rx,
-        ));
+        servers.spawn(crate::admin::serve(listener, metrics.clone(), config.server.admin_token.clone(), stop_rx));
     }
     announce(addr, config.destinations.len());
 
@@ -204,10 +168,8 @@ pub async fn run(
     }
     // Dropping the router closes the queues; workers finish their batch.
     drop(ingest);
-    let drained = tokio::time::timeout(Duration::from_secs(30), async {
-        while workers.join_next().await.is_some() {}
-    })
-    .await;
+    let drained =
+        tokio::time::timeout(Duration::from_secs(30), async { while workers.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         tracing::warn!("destinations did not finish within 30 s");
     }

@@ -82,10 +82,7 @@ pub struct RuntimeConfig {
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig {
-            max_instances: 64,
-            max_memory_mb: 512,
-        }
+        RuntimeConfig { max_instances: 64, max_memory_mb: 512 }
     }
 }
 
@@ -133,9 +130,7 @@ pub struct Subscribe {
 
 impl Default for Subscribe {
     fn default() -> Self {
-        Subscribe {
-            types: EventType::ALL.into_iter().collect(),
-        }
+        Subscribe { types: EventType::ALL.into_iter().collect() }
     }
 }
 
@@ -149,10 +144,7 @@ pub struct BatchConfig {
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        BatchConfig {
-            max_events: 100,
-            linger_ms: 200,
-        }
+        BatchConfig { max_events: 100, linger_ms: 200 }
     }
 }
 
@@ -171,22 +163,18 @@ pub struct RetryConfig {
 
 impl Default for RetryConfig {
     fn default() -> Self {
-        RetryConfig {
-            initial_backoff_ms: 1_000,
-            max_backoff_ms: 300_000,
-            horizon_secs: 4 * 3600,
-        }
+        RetryConfig { initial_backoff_ms: 1_000, max_backoff_ms: 300_000, horizon_secs: 4 * 3600 }
     }
 }
 
 impl RetryConfig {
-    /// The jittered backoff before attempt `attempt + 1` (`attempt` ≥ 1).
-    pub fn backoff(&self, attempt: u32) -> std::time::Duration {
-        let exp = self
-            .initial_backoff_ms
-            .saturating_mul(1u64 << attempt.saturating_sub(1).min(30));
+    /// The backoff before attempt `attempt + 1` (`attempt` ≥ 1), scaled by
+    /// `jitter` in `[0, 1)` to ±50 %. Callers draw one jitter per failed
+    /// batch, so events that failed together are retried together.
+    pub fn backoff(&self, attempt: u32, jitter: f64) -> std::time::Duration {
+        let exp = self.initial_backoff_ms.saturating_mul(1u64 << attempt.saturating_sub(1).min(30));
         let base = exp.min(self.max_backoff_ms) as f64;
-        std::time::Duration::from_millis((base * (0.5 + fastrand::f64())) as u64)
+        std::time::Duration::from_millis((base * (0.5 + jitter.clamp(0.0, 1.0))) as u64)
     }
 
     /// The retry horizon.
@@ -249,16 +237,8 @@ impl Config {
     /// # Errors
     ///
     /// As [`Config::load`].
-    pub fn parse(
-        path: &Path,
-        text: &str,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Config, ConfigError> {
-        let err = |line: Option<usize>, message: String| ConfigError {
-            path: path.to_owned(),
-            line,
-            message,
-        };
+    pub fn parse(path: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let err = |line: Option<usize>, message: String| ConfigError { path: path.to_owned(), line, message };
         let mut value: toml::Table = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| line_of(text, s.start));
             err(line, e.message().to_owned())
@@ -266,9 +246,7 @@ impl Config {
         let mut redactor = Redactor::default();
         for (_, v) in value.iter_mut() {
             interpolate(v, env, &mut redactor).map_err(|var| {
-                let line = text
-                    .find(&format!("${{{var}}}"))
-                    .map(|at| line_of(text, at));
+                let line = text.find(&format!("${{{var}}}")).map(|at| line_of(text, at));
                 err(line, format!("environment variable `{var}` is not set"))
             })?;
         }
@@ -288,9 +266,7 @@ impl Config {
             }
         }
         config.validate().map_err(|(needle, message)| {
-            let line = needle
-                .and_then(|n| text.find(&n))
-                .map(|at| line_of(text, at));
+            let line = needle.and_then(|n| text.find(&n)).map(|at| line_of(text, at));
             err(line, message)
         })?;
         Ok(config)
@@ -303,10 +279,7 @@ impl Config {
         let mut names = HashSet::new();
         for s in &self.sources {
             if s.write_key.is_empty() {
-                return Err((
-                    Some(format!("\"{}\"", s.name)),
-                    format!("source `{}`: write_key is empty", s.name),
-                ));
+                return Err((Some(format!("\"{}\"", s.name)), format!("source `{}`: write_key is empty", s.name)));
             }
             if !keys.insert(&s.write_key) {
                 return Err((
@@ -315,22 +288,14 @@ impl Config {
                 ));
             }
             if !names.insert(&s.name) {
-                return Err((
-                    Some(format!("\"{}\"", s.name)),
-                    format!("two sources are named `{}`", s.name),
-                ));
+                return Err((Some(format!("\"{}\"", s.name)), format!("two sources are named `{}`", s.name)));
             }
         }
         let mut names = HashSet::new();
         for d in &self.destinations {
             let at = Some(format!("\"{}\"", d.name));
             let fail = |m: String| Err((at.clone(), format!("destination `{}`: {m}", d.name)));
-            if d.name.is_empty()
-                || !d
-                    .name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
+            if d.name.is_empty() || !d.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
                 return fail("name must be non-empty ASCII letters, digits, `-` or `_`".into());
             }
             if !names.insert(&d.name) {
@@ -351,22 +316,13 @@ impl Config {
                 ));
             }
             if d.quota.cpu_ms_per_call == 0 || d.quota.call_timeout_ms == 0 {
-                return fail(
-                    "quota.cpu_ms_per_call and quota.call_timeout_ms must be positive".into(),
-                );
+                return fail("quota.cpu_ms_per_call and quota.call_timeout_ms must be positive".into());
             }
-            if d.retry.initial_backoff_ms == 0
-                || d.retry.max_backoff_ms < d.retry.initial_backoff_ms
-            {
-                return fail(
-                    "retry.initial_backoff_ms must be positive and at most retry.max_backoff_ms"
-                        .into(),
-                );
+            if d.retry.initial_backoff_ms == 0 || d.retry.max_backoff_ms < d.retry.initial_backoff_ms {
+                return fail("retry.initial_backoff_ms must be positive and at most retry.max_backoff_ms".into());
             }
             if d.subscribe.types.is_empty() {
-                return fail(
-                    "subscribe.types is empty: the destination would receive nothing".into(),
-                );
+                return fail("subscribe.types is empty: the destination would receive nothing".into());
             }
         }
         Ok(())
@@ -401,12 +357,8 @@ fn interpolate(
             *s = out;
             Ok(())
         }
-        toml::Value::Array(items) => items
-            .iter_mut()
-            .try_for_each(|v| interpolate(v, env, redactor)),
-        toml::Value::Table(t) => t
-            .iter_mut()
-            .try_for_each(|(_, v)| interpolate(v, env, redactor)),
+        toml::Value::Array(items) => items.iter_mut().try_for_each(|v| interpolate(v, env, redactor)),
+        toml::Value::Table(t) => t.iter_mut().try_for_each(|(_, v)| interpolate(v, env, redactor)),
         _ => Ok(()),
     }
 }
@@ -463,14 +415,8 @@ batch = { max_events = 10, linger_ms = 5 }
     fn parses_and_interpolates() {
         let c = parse(GOOD).unwrap();
         assert_eq!(c.sources[0].write_key, "s3cret");
-        assert_eq!(
-            c.destinations[0].settings["token"].as_str(),
-            Some("Bearer s3cret")
-        );
-        assert_eq!(
-            c.destinations[0].plugin,
-            Path::new("/etc/sy/plugins/webhook.wasm")
-        );
+        assert_eq!(c.destinations[0].settings["token"].as_str(), Some("Bearer s3cret"));
+        assert_eq!(c.destinations[0].plugin, Path::new("/etc/sy/plugins/webhook.wasm"));
         assert_eq!(c.server.data_dir, Path::new("/etc/sy/data"));
         assert_eq!(c.destinations[0].subscribe.types.len(), 2);
         assert_eq!(c.redactor.redact("key is s3cret"), "key is [redacted]");
@@ -480,10 +426,7 @@ batch = { max_events = 10, linger_ms = 5 }
     fn syntax_error_names_file_and_line() {
         let e = parse("[server]\nlisten = \n").unwrap_err();
         assert_eq!(e.line, Some(2), "{e}");
-        assert!(
-            e.to_string().starts_with("/etc/sy/switchyard.toml:2: "),
-            "{e}"
-        );
+        assert!(e.to_string().starts_with("/etc/sy/switchyard.toml:2: "), "{e}");
     }
 
     #[test]
@@ -502,33 +445,19 @@ batch = { max_events = 10, linger_ms = 5 }
 
     #[test]
     fn backoff_doubles_within_jitter_and_caps() {
-        let r = RetryConfig {
-            initial_backoff_ms: 100,
-            max_backoff_ms: 1000,
-            horizon_secs: 10,
-        };
-        for _ in 0..50 {
-            let b1 = r.backoff(1).as_millis();
-            assert!((50..=150).contains(&b1), "{b1}");
-            let b3 = r.backoff(3).as_millis();
-            assert!((200..=600).contains(&b3), "{b3}");
-            let b9 = r.backoff(9).as_millis();
-            assert!((500..=1500).contains(&b9), "{b9}");
-        }
+        let r = RetryConfig { initial_backoff_ms: 100, max_backoff_ms: 1000, horizon_secs: 10 };
+        assert_eq!(r.backoff(1, 0.5).as_millis(), 100);
+        assert_eq!(r.backoff(1, 0.0).as_millis(), 50);
+        assert_eq!(r.backoff(3, 0.5).as_millis(), 400);
+        assert_eq!(r.backoff(3, 0.999).as_millis(), 599);
+        assert_eq!(r.backoff(9, 0.5).as_millis(), 1000);
+        assert_eq!(r.backoff(60, 0.0).as_millis(), 500);
     }
 
     #[test]
     fn invalid_values_are_refused() {
-        let bad_origin = GOOD.replace(
-            "allow_http = [\"http://127.0.0.1:1\"]",
-            "allow_http = [\"ftp://x\"]",
-        );
-        assert!(
-            parse(&bad_origin)
-                .unwrap_err()
-                .message
-                .contains("allow_http")
-        );
+        let bad_origin = GOOD.replace("allow_http = [\"http://127.0.0.1:1\"]", "allow_http = [\"ftp://x\"]");
+        assert!(parse(&bad_origin).unwrap_err().message.contains("allow_http"));
         let bad_type = GOOD.replace("\"identify\"]", "\"purchase\"]");
         let e = parse(&bad_type).unwrap_err();
         assert!(e.message.contains("purchase"), "{e}");

@@ -82,6 +82,7 @@ pub async fn run_worker(spec: WorkerSpec, mut queue: mpsc::Receiver<Arc<Envelope
             Ok(inst) => inst.deliver(&events).await,
             Err(err) => Err(err),
         };
+        let jitter = fastrand::f64();
         match result {
             Ok(outcomes) => {
                 for (pending, outcome) in batch.into_iter().zip(outcomes) {
@@ -92,7 +93,7 @@ pub async fn run_worker(spec: WorkerSpec, mut queue: mpsc::Receiver<Arc<Envelope
                             tracing::warn!(destination = &*name, message_id = %pending.event.message_id, %reason, "event rejected by destination");
                         }
                         Outcome::Retry { after, reason } => {
-                            schedule(&spec, &mut retries, &mut seq, pending, after, &reason);
+                            schedule(&spec, &mut retries, &mut seq, pending, after, jitter, &reason);
                         }
                     }
                 }
@@ -104,7 +105,7 @@ pub async fn run_worker(spec: WorkerSpec, mut queue: mpsc::Receiver<Arc<Envelope
                 instance = None;
                 let reason = err.to_string();
                 for pending in batch {
-                    schedule(&spec, &mut retries, &mut seq, pending, None, &reason);
+                    schedule(&spec, &mut retries, &mut seq, pending, None, jitter, &reason);
                 }
             }
         }
@@ -157,11 +158,7 @@ async fn gather(
         };
         match received {
             Ok(event) => {
-                batch.push(Pending {
-                    event,
-                    attempts: 0,
-                    first_failure: Instant::now(),
-                });
+                batch.push(Pending { event, attempts: 0, first_failure: Instant::now() });
                 deadline.get_or_insert_with(|| Instant::now() + linger);
             }
             Err(()) => *open = false,
@@ -171,34 +168,32 @@ async fn gather(
 }
 
 /// Builds and initialises the worker's instance if it has none.
-async fn ensure_instance<'a>(
-    spec: &WorkerSpec,
-    slot: &'a mut Option<Instance>,
-) -> Result<&'a mut Instance, CallError> {
+async fn ensure_instance<'a>(spec: &WorkerSpec, slot: &'a mut Option<Instance>) -> Result<&'a mut Instance, CallError> {
     if slot.is_none() {
         let mut inst = spec.plugin.instantiate(spec.grants.clone()).await?;
         inst.init(&spec.settings_json).await?;
         *slot = Some(inst);
     }
-    slot.as_mut()
-        .ok_or_else(|| CallError::Trap("no instance".into()))
+    slot.as_mut().ok_or_else(|| CallError::Trap("no instance".into()))
 }
 
 /// Puts `pending` back for another attempt, or dead-letters it when the
 /// retry horizon has passed.
+#[allow(clippy::too_many_arguments)]
 fn schedule(
     spec: &WorkerSpec,
     retries: &mut RetryHeap,
     seq: &mut u64,
     mut pending: Pending,
     after: Option<Duration>,
+    jitter: f64,
     reason: &str,
 ) {
     if pending.attempts == 0 {
         pending.first_failure = Instant::now();
     }
     pending.attempts += 1;
-    let delay = after.unwrap_or_else(|| spec.retry.backoff(pending.attempts));
+    let delay = after.unwrap_or_else(|| spec.retry.backoff(pending.attempts, jitter));
     if pending.first_failure.elapsed() + delay > spec.retry.horizon() {
         spec.stats.dead_lettered.inc();
         tracing::error!(destination = &*spec.grants.name, message_id = %pending.event.message_id, attempts = pending.attempts, %reason, "retry horizon passed; event dead-lettered");
@@ -207,9 +202,5 @@ fn schedule(
     spec.stats.retried.inc();
     tracing::debug!(destination = &*spec.grants.name, message_id = %pending.event.message_id, attempts = pending.attempts, ?delay, %reason, "retrying event");
     *seq += 1;
-    retries.push(Reverse((
-        Instant::now() + delay,
-        *seq,
-        PendingSlot(pending),
-    )));
+    retries.push(Reverse((Instant::now() + delay, *seq, PendingSlot(pending))));
 }

@@ -9,11 +9,7 @@ use switchyard::capabilities::http::{HyperTransport, Transport};
 use switchyard::config::Config;
 
 #[derive(Parser)]
-#[command(
-    name = "switchyard",
-    version,
-    about = "Segment-compatible event router with WebAssembly destinations"
-)]
+#[command(name = "switchyard", version, about = "Segment-compatible event router with WebAssembly destinations")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -38,18 +34,14 @@ enum Command {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("info,cranelift=warn,wasmtime=warn")
-            }),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,cranelift=warn,wasmtime=warn")),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -49,6 +49,9 @@ pub struct SourceStats {
     pub events_failed: Counter,
 }
 
+/// A counter family: name, help text and how to read it from `T`.
+type Series<T> = (&'static str, &'static str, fn(&T) -> u64);
+
 /// Everything `/metrics` shows.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -62,37 +65,17 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let dest: [(&str, &str, fn(&DestinationStats) -> u64); 6] = [
-            (
-                "switchyard_destination_received_total",
-                "Events routed to the destination",
-                |d| d.received.get(),
-            ),
-            (
-                "switchyard_destination_filtered_total",
-                "Events not subscribed by the destination",
-                |d| d.filtered.get(),
-            ),
-            (
-                "switchyard_destination_delivered_total",
-                "Events the destination accepted",
-                |d| d.delivered.get(),
-            ),
-            (
-                "switchyard_destination_retried_total",
-                "Delivery attempts that asked for a retry",
-                |d| d.retried.get(),
-            ),
-            (
-                "switchyard_destination_dead_lettered_total",
-                "Events rejected or out of retries",
-                |d| d.dead_lettered.get(),
-            ),
-            (
-                "switchyard_destination_call_failures_total",
-                "Plugin calls that failed as a whole",
-                |d| d.call_failures.get(),
-            ),
+        let dest: [Series<DestinationStats>; 6] = [
+            ("switchyard_destination_received_total", "Events routed to the destination", |d| d.received.get()),
+            ("switchyard_destination_filtered_total", "Events not subscribed by the destination", |d| d.filtered.get()),
+            ("switchyard_destination_delivered_total", "Events the destination accepted", |d| d.delivered.get()),
+            ("switchyard_destination_retried_total", "Delivery attempts that asked for a retry", |d| d.retried.get()),
+            ("switchyard_destination_dead_lettered_total", "Events rejected or out of retries", |d| {
+                d.dead_lettered.get()
+            }),
+            ("switchyard_destination_call_failures_total", "Plugin calls that failed as a whole", |d| {
+                d.call_failures.get()
+            }),
         ];
         for (name, help, get) in dest {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
@@ -100,22 +83,12 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{destination=\"{}\"}} {}", d.name, get(d));
             }
         }
-        let src: [(&str, &str, fn(&SourceStats) -> u64); 3] = [
-            (
-                "switchyard_source_requests_total",
-                "Tracking API requests",
-                |s| s.requests.get(),
-            ),
-            (
-                "switchyard_source_events_accepted_total",
-                "Events accepted",
-                |s| s.events_accepted.get(),
-            ),
-            (
-                "switchyard_source_events_failed_total",
-                "Events failed on ingest (validation)",
-                |s| s.events_failed.get(),
-            ),
+        let src: [Series<SourceStats>; 3] = [
+            ("switchyard_source_requests_total", "Tracking API requests", |s| s.requests.get()),
+            ("switchyard_source_events_accepted_total", "Events accepted", |s| s.events_accepted.get()),
+            ("switchyard_source_events_failed_total", "Events failed on ingest (validation)", |s| {
+                s.events_failed.get()
+            }),
         ];
         for (name, help, get) in src {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");

@@ -27,10 +27,7 @@ pub trait EventSink: Send + Sync + 'static {
     /// # Errors
     ///
     /// [`SinkError`] when the events were not taken.
-    fn submit(
-        &self,
-        events: Vec<Arc<Envelope>>,
-    ) -> impl Future<Output = Result<(), SinkError>> + Send;
+    fn submit(&self, events: Vec<Arc<Envelope>>) -> impl Future<Output = Result<(), SinkError>> + Send;
 }
 
 /// Which events a destination receives.
@@ -54,10 +51,7 @@ impl Subscription {
         let Some(integrations) = &event.integrations else {
             return true;
         };
-        let own = integrations
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(&self.name))
-            .map(|(_, v)| v);
+        let own = integrations.iter().find(|(k, _)| k.eq_ignore_ascii_case(&self.name)).map(|(_, v)| v);
         match own.or_else(|| integrations.get("All")) {
             Some(Value::Bool(b)) => *b,
             Some(Value::Null) | None => true,
@@ -91,12 +85,11 @@ impl EventSink for MemoryRouter {
             for event in &events {
                 if route.subscription.wants(event) {
                     route.stats.received.inc();
-                    route.queue.send(event.clone()).await.map_err(|_| {
-                        SinkError(format!(
-                            "destination `{}` is shut down",
-                            route.subscription.name
-                        ))
-                    })?;
+                    route
+                        .queue
+                        .send(event.clone())
+                        .await
+                        .map_err(|_| SinkError(format!("destination `{}` is shut down", route.subscription.name)))?;
                 } else {
                     route.stats.filtered.inc();
                 }
@@ -128,21 +121,12 @@ mod tests {
 
     #[test]
     fn subscriptions_follow_types_and_integrations() {
-        let s = Subscription {
-            name: "Amplitude".into(),
-            types: [EventType::Track].into_iter().collect(),
-        };
+        let s = Subscription { name: "Amplitude".into(), types: [EventType::Track].into_iter().collect() };
         assert!(s.wants(&event(EventType::Track, None)));
         assert!(!s.wants(&event(EventType::Identify, None)));
         assert!(!s.wants(&event(EventType::Track, Some(json!({"All": false})))));
-        assert!(s.wants(&event(
-            EventType::Track,
-            Some(json!({"All": false, "amplitude": true}))
-        )));
-        assert!(s.wants(&event(
-            EventType::Track,
-            Some(json!({"All": false, "Amplitude": {"session_id": 1}}))
-        )));
+        assert!(s.wants(&event(EventType::Track, Some(json!({"All": false, "amplitude": true})))));
+        assert!(s.wants(&event(EventType::Track, Some(json!({"All": false, "Amplitude": {"session_id": 1}})))));
         assert!(!s.wants(&event(EventType::Track, Some(json!({"Amplitude": false})))));
         assert!(s.wants(&event(EventType::Track, Some(json!({"Statsig": false})))));
     }

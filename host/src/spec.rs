@@ -24,14 +24,8 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 6] = [
-        EventType::Identify,
-        EventType::Track,
-        EventType::Page,
-        EventType::Screen,
-        EventType::Group,
-        EventType::Alias,
-    ];
+    pub const ALL: [EventType; 6] =
+        [EventType::Identify, EventType::Track, EventType::Page, EventType::Screen, EventType::Group, EventType::Alias];
 
     /// The Segment `type` string.
     pub fn as_str(self) -> &'static str {
@@ -121,11 +115,7 @@ pub fn normalize(
     let mut e = event;
     let kind = match forced_type {
         Some(t) => t,
-        None => e
-            .get("type")
-            .and_then(Value::as_str)
-            .and_then(EventType::parse)
-            .ok_or(Invalid::Type)?,
+        None => e.get("type").and_then(Value::as_str).and_then(EventType::parse).ok_or(Invalid::Type)?,
     };
     e.insert("type".into(), Value::String(kind.as_str().into()));
 
@@ -150,9 +140,7 @@ pub fn normalize(
             Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
             _ => return Err(Invalid::TrackEvent),
         },
-        EventType::Page | EventType::Screen => {
-            e.get("name").and_then(Value::as_str).map(str::to_owned)
-        }
+        EventType::Page | EventType::Screen => e.get("name").and_then(Value::as_str).map(str::to_owned),
         EventType::Group => {
             match id_field(&mut e, "groupId")? {
                 Some(_) => {}
@@ -170,11 +158,7 @@ pub fn normalize(
     };
     for key in ["properties", "traits"] {
         if matches!(e.get(key), Some(v) if !v.is_object() && !v.is_null()) {
-            return Err(Invalid::NotObject(if key == "properties" {
-                "properties"
-            } else {
-                "traits"
-            }));
+            return Err(Invalid::NotObject(if key == "properties" { "properties" } else { "traits" }));
         }
     }
 
@@ -287,11 +271,7 @@ fn parse_time(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s.trim())
         .ok()
         .map(|t| t.with_timezone(&Utc))
-        .or_else(|| {
-            chrono::NaiveDateTime::parse_from_str(s.trim(), "%Y-%m-%dT%H:%M:%S%.f")
-                .ok()
-                .map(|n| n.and_utc())
-        })
+        .or_else(|| chrono::NaiveDateTime::parse_from_str(s.trim(), "%Y-%m-%dT%H:%M:%S%.f").ok().map(|n| n.and_utc()))
 }
 
 /// ISO 8601 with milliseconds and `Z`, as Segment writes timestamps.
@@ -314,22 +294,13 @@ mod tests {
     }
 
     fn norm(v: Value) -> Result<Envelope, Invalid> {
-        normalize(
-            obj(v),
-            None,
-            &BatchMeta::default(),
-            now(),
-            &Arc::from("web"),
-        )
+        normalize(obj(v), None, &BatchMeta::default(), now(), &Arc::from("web"))
     }
 
     #[test]
     fn skew_is_corrected_and_original_kept() {
         // Device clock 1 hour behind: sent "11:00:05", event at "11:00:00".
-        let meta = BatchMeta {
-            sent_at: Some("2024-05-01T11:00:05Z"),
-            ..Default::default()
-        };
+        let meta = BatchMeta { sent_at: Some("2024-05-01T11:00:05Z"), ..Default::default() };
         let e = normalize(
             obj(json!({"type": "track", "event": "E", "userId": "u", "timestamp": "2024-05-01T11:00:00Z"})),
             None,
@@ -342,12 +313,7 @@ mod tests {
         assert_eq!(v["timestamp"], "2024-05-01T12:00:05.000Z");
         assert_eq!(v["originalTimestamp"], "2024-05-01T11:00:00.000Z");
         assert_eq!(v["receivedAt"], "2024-05-01T12:00:10.000Z");
-        assert_eq!(
-            e.timestamp_ms,
-            parse_time("2024-05-01T12:00:05Z")
-                .unwrap()
-                .timestamp_millis()
-        );
+        assert_eq!(e.timestamp_ms, parse_time("2024-05-01T12:00:05Z").unwrap().timestamp_millis());
     }
 
     #[test]
@@ -365,11 +331,7 @@ mod tests {
     fn batch_context_merges_under_event_context() {
         let ctx = obj(json!({"library": {"name": "batch-lib", "version": "1"}, "ip": "1.2.3.4"}));
         let integ = obj(json!({"All": false}));
-        let meta = BatchMeta {
-            context: Some(&ctx),
-            integrations: Some(&integ),
-            ..Default::default()
-        };
+        let meta = BatchMeta { context: Some(&ctx), integrations: Some(&integ), ..Default::default() };
         let e = normalize(
             obj(json!({"type": "track", "event": "E", "userId": "u", "context": {"library": {"name": "own"}}, "integrations": {"Amplitude": true}})),
             None,
@@ -379,10 +341,7 @@ mod tests {
         )
         .unwrap();
         let v: Value = serde_json::from_str(&e.json).unwrap();
-        assert_eq!(
-            v["context"]["library"],
-            json!({"name": "own", "version": "1"})
-        );
+        assert_eq!(v["context"]["library"], json!({"name": "own", "version": "1"}));
         assert_eq!(v["context"]["ip"], "1.2.3.4");
         assert_eq!(v["integrations"], json!({"All": false, "Amplitude": true}));
     }
@@ -394,18 +353,9 @@ mod tests {
             (json!({"type": "track", "event": "E"}), Invalid::MissingId),
             (json!({"type": "nope", "userId": "u"}), Invalid::Type),
             (json!({"type": "group", "userId": "u"}), Invalid::GroupId),
-            (
-                json!({"type": "alias", "anonymousId": "a", "previousId": "p"}),
-                Invalid::Alias,
-            ),
-            (
-                json!({"type": "track", "event": "E", "userId": {"x": 1}}),
-                Invalid::IdType("userId"),
-            ),
-            (
-                json!({"type": "track", "event": "E", "userId": "u", "messageId": 7}),
-                Invalid::MessageId,
-            ),
+            (json!({"type": "alias", "anonymousId": "a", "previousId": "p"}), Invalid::Alias),
+            (json!({"type": "track", "event": "E", "userId": {"x": 1}}), Invalid::IdType("userId")),
+            (json!({"type": "track", "event": "E", "userId": "u", "messageId": 7}), Invalid::MessageId),
             (
                 json!({"type": "track", "event": "E", "userId": "u", "timestamp": "noon"}),
                 Invalid::Timestamp("timestamp"),
@@ -414,10 +364,7 @@ mod tests {
                 json!({"type": "track", "event": "E", "userId": "u", "properties": [1]}),
                 Invalid::NotObject("properties"),
             ),
-            (
-                json!({"type": "track", "event": "E", "userId": "u", "context": "x"}),
-                Invalid::NotObject("context"),
-            ),
+            (json!({"type": "track", "event": "E", "userId": "u", "context": "x"}), Invalid::NotObject("context")),
         ];
         for (event, want) in cases {
             assert_eq!(norm(event.clone()).unwrap_err(), want, "{event}");

@@ -106,24 +106,17 @@ impl Event {
     /// When the JSON is not an object, or `type` or `messageId` is missing or
     /// unknown.
     pub fn from_segment_json(json: &str) -> Result<Event, String> {
-        let value: serde_json::Value =
-            serde_json::from_str(json).map_err(|e| format!("invalid JSON: {e}"))?;
+        let value: serde_json::Value = serde_json::from_str(json).map_err(|e| format!("invalid JSON: {e}"))?;
         let obj = value.as_object().ok_or("event is not a JSON object")?;
         let text = |key: &str| obj.get(key).and_then(|v| v.as_str()).map(str::to_owned);
-        let kind = text("type")
-            .as_deref()
-            .and_then(EventType::parse)
-            .ok_or("missing or unknown `type`")?;
+        let kind = text("type").as_deref().and_then(EventType::parse).ok_or("missing or unknown `type`")?;
         let message_id = text("messageId").ok_or("missing `messageId`")?;
         let name = match kind {
             EventType::Track => text("event"),
             EventType::Page | EventType::Screen => text("name"),
             _ => None,
         };
-        let timestamp_ms = text("timestamp")
-            .as_deref()
-            .and_then(spec::parse_timestamp_ms)
-            .unwrap_or(0);
+        let timestamp_ms = text("timestamp").as_deref().and_then(spec::parse_timestamp_ms).unwrap_or(0);
         Ok(Event {
             kind,
             message_id,

@@ -33,11 +33,7 @@ pub fn deliver<D: Destination>(batch: Vec<wit::Event>) -> Vec<wit::Outcome> {
     INSTANCE.with(|slot| {
         let mut slot = slot.borrow_mut();
         match slot.as_mut().and_then(|d| d.downcast_mut::<D>()) {
-            Some(destination) => destination
-                .deliver(events)
-                .into_iter()
-                .map(wit::Outcome::from)
-                .collect(),
+            Some(destination) => destination.deliver(events).into_iter().map(wit::Outcome::from).collect(),
             None => {
                 let reason = "deliver called before a successful init";
                 (0..len).map(|_| Outcome::retry(reason).into()).collect()
@@ -59,9 +55,7 @@ impl From<Outcome> for wit::Outcome {
     fn from(outcome: Outcome) -> Self {
         match outcome {
             Outcome::Delivered => wit::Outcome::Delivered,
-            Outcome::Retry { after_ms, reason } => {
-                wit::Outcome::Retry(wit_types::RetryLater { after_ms, reason })
-            }
+            Outcome::Retry { after_ms, reason } => wit::Outcome::Retry(wit_types::RetryLater { after_ms, reason }),
             Outcome::Rejected(reason) => wit::Outcome::Rejected(reason),
         }
     }

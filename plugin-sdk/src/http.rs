@@ -38,13 +38,7 @@ pub struct Request {
 impl Request {
     /// A request with no headers and no body.
     pub fn new(method: Method, url: impl Into<String>) -> Self {
-        Request {
-            method,
-            url: url.into(),
-            headers: Vec::new(),
-            body: String::new(),
-            timeout_ms: None,
-        }
+        Request { method, url: url.into(), headers: Vec::new(), body: String::new(), timeout_ms: None }
     }
 
     /// A `GET` request.
@@ -112,11 +106,7 @@ pub struct Response {
 impl Response {
     /// A response with `status` and a text body, for tests.
     pub fn new(status: u16, body: impl Into<String>) -> Self {
-        Response {
-            status,
-            headers: Vec::new(),
-            body: body.into().into_bytes(),
-        }
+        Response { status, headers: Vec::new(), body: body.into().into_bytes() }
     }
 
     /// Adds a header, for tests.
@@ -152,7 +142,7 @@ impl Response {
     /// `Retry-After` in milliseconds, when given in seconds.
     pub fn retry_after_ms(&self) -> Option<u64> {
         let secs: f64 = self.header("retry-after")?.trim().parse().ok()?;
-        (secs.is_finite() && secs >= 0.0).then(|| (secs * 1000.0) as u64)
+        (secs.is_finite() && secs >= 0.0).then_some((secs * 1000.0) as u64)
     }
 }
 
@@ -191,10 +181,7 @@ pub fn outcome_for(result: &Result<Response, HttpError>) -> Outcome {
     match result {
         Ok(resp) => match resp.class() {
             RetryClass::Success => Outcome::Delivered,
-            RetryClass::Retry => Outcome::Retry {
-                after_ms: resp.retry_after_ms(),
-                reason: status_reason(resp),
-            },
+            RetryClass::Retry => Outcome::Retry { after_ms: resp.retry_after_ms(), reason: status_reason(resp) },
             RetryClass::Reject => Outcome::Rejected(status_reason(resp)),
         },
         Err(err) if err.is_retryable() => Outcome::retry(err.to_string()),
@@ -214,10 +201,7 @@ pub fn status_reason(resp: &Response) -> String {
 }
 
 fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
+    headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
 }
 
 /// Sends `request` through the host capability.
@@ -244,11 +228,7 @@ pub fn send(request: &Request) -> Result<Response, HttpError> {
         timeout_ms: request.timeout_ms,
     };
     match wit::send(&req) {
-        Ok(resp) => Ok(Response {
-            status: resp.status,
-            headers: resp.headers,
-            body: resp.body,
-        }),
+        Ok(resp) => Ok(Response { status: resp.status, headers: resp.headers, body: resp.body }),
         Err(wit::Error::Denied(s)) => Err(HttpError::Denied(s)),
         Err(wit::Error::InvalidRequest(s)) => Err(HttpError::InvalidRequest(s)),
         Err(wit::Error::Connection(s)) => Err(HttpError::Connection(s)),
@@ -273,30 +253,12 @@ mod tests {
 
     #[test]
     fn outcome_classes() {
-        assert_eq!(
-            outcome_for(&Ok(Response::new(200, "{}"))),
-            Outcome::Delivered
-        );
+        assert_eq!(outcome_for(&Ok(Response::new(200, "{}"))), Outcome::Delivered);
         let o = outcome_for(&Ok(Response::new(429, "").with_header("Retry-After", "7")));
-        assert_eq!(
-            o,
-            Outcome::Retry {
-                after_ms: Some(7000),
-                reason: "HTTP 429".into()
-            }
-        );
-        assert_eq!(
-            outcome_for(&Ok(Response::new(400, "bad"))),
-            Outcome::Rejected("HTTP 400: bad".into())
-        );
-        assert!(matches!(
-            outcome_for(&Err(HttpError::Timeout)),
-            Outcome::Retry { .. }
-        ));
-        assert!(matches!(
-            outcome_for(&Err(HttpError::Denied("x".into()))),
-            Outcome::Rejected(_)
-        ));
+        assert_eq!(o, Outcome::Retry { after_ms: Some(7000), reason: "HTTP 429".into() });
+        assert_eq!(outcome_for(&Ok(Response::new(400, "bad"))), Outcome::Rejected("HTTP 400: bad".into()));
+        assert!(matches!(outcome_for(&Err(HttpError::Timeout)), Outcome::Retry { .. }));
+        assert!(matches!(outcome_for(&Err(HttpError::Denied("x".into()))), Outcome::Rejected(_)));
     }
 
     #[test]

@@ -8,10 +8,7 @@ pub enum Outcome {
     /// A transient failure: the host retries later. `after_ms` is the delay
     /// the destination asked for (say, from `Retry-After`); `None` lets the
     /// host back off on its own schedule.
-    Retry {
-        after_ms: Option<u64>,
-        reason: String,
-    },
+    Retry { after_ms: Option<u64>, reason: String },
     /// A permanent failure, with the reason. The event is dead-lettered.
     Rejected(String),
 }
@@ -19,18 +16,12 @@ pub enum Outcome {
 impl Outcome {
     /// A retry on the host's own backoff schedule.
     pub fn retry(reason: impl Into<String>) -> Self {
-        Outcome::Retry {
-            after_ms: None,
-            reason: reason.into(),
-        }
+        Outcome::Retry { after_ms: None, reason: reason.into() }
     }
 
     /// A retry no sooner than `after_ms` milliseconds from now.
     pub fn retry_after(after_ms: u64, reason: impl Into<String>) -> Self {
-        Outcome::Retry {
-            after_ms: Some(after_ms),
-            reason: reason.into(),
-        }
+        Outcome::Retry { after_ms: Some(after_ms), reason: reason.into() }
     }
 
     /// A permanent rejection.

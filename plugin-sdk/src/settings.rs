@@ -61,18 +61,13 @@ mod tests {
     #[test]
     fn missing_field_is_named() {
         let err = parse_settings::<S>("{}").unwrap_err();
-        assert_eq!(
-            err,
-            InitError::InvalidSettings("missing field `url`".into())
-        );
+        assert_eq!(err, InitError::InvalidSettings("missing field `url`".into()));
     }
 
     #[test]
     fn wrong_type_names_path_and_hides_value() {
         let err = parse_settings::<S>(r#"{"url":"x","retries":"secret-value"}"#).unwrap_err();
-        let InitError::InvalidSettings(msg) = err else {
-            panic!("wrong kind")
-        };
+        let InitError::InvalidSettings(msg) = err else { panic!("wrong kind") };
         assert!(msg.starts_with("`retries`: invalid type"), "{msg}");
         assert!(!msg.contains("secret-value"), "{msg}");
     }

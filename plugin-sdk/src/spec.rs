@@ -340,22 +340,10 @@ mod tests {
     #[test]
     fn timestamps() {
         assert_eq!(parse_timestamp_ms("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(
-            parse_timestamp_ms("2024-05-01T12:00:00.123Z"),
-            Some(1_714_564_800_123)
-        );
-        assert_eq!(
-            parse_timestamp_ms("2024-05-01T14:00:00.123+02:00"),
-            Some(1_714_564_800_123)
-        );
-        assert_eq!(
-            parse_timestamp_ms("2024-05-01T07:30:00-0430"),
-            Some(1_714_564_800_000)
-        );
-        assert_eq!(
-            parse_timestamp_ms("2024-05-01T12:00:00.1234567Z"),
-            Some(1_714_564_800_123)
-        );
+        assert_eq!(parse_timestamp_ms("2024-05-01T12:00:00.123Z"), Some(1_714_564_800_123));
+        assert_eq!(parse_timestamp_ms("2024-05-01T14:00:00.123+02:00"), Some(1_714_564_800_123));
+        assert_eq!(parse_timestamp_ms("2024-05-01T07:30:00-0430"), Some(1_714_564_800_000));
+        assert_eq!(parse_timestamp_ms("2024-05-01T12:00:00.1234567Z"), Some(1_714_564_800_123));
         assert_eq!(parse_timestamp_ms("2024-05-01"), Some(1_714_521_600_000));
         assert_eq!(parse_timestamp_ms("1969-12-31T23:59:59Z"), Some(-1000));
         for bad in [

@@ -63,16 +63,11 @@ impl<D: Destination> Harness<D> {
     pub fn new(settings: serde_json::Value) -> Result<Self, InitError> {
         STATE.with(|s| *s.borrow_mut() = State::default());
         let settings = crate::parse_settings::<D::Settings>(&settings.to_string())?;
-        Ok(Harness {
-            destination: D::init(settings)?,
-        })
+        Ok(Harness { destination: D::init(settings)? })
     }
 
     /// Answers every request with `responder`, after any queued responses.
-    pub fn respond(
-        &mut self,
-        responder: impl FnMut(&Request) -> Result<Response, HttpError> + 'static,
-    ) {
+    pub fn respond(&mut self, responder: impl FnMut(&Request) -> Result<Response, HttpError> + 'static) {
         STATE.with(|s| s.borrow_mut().responder = Some(Box::new(responder)));
     }
 
@@ -90,12 +85,7 @@ impl<D: Destination> Harness<D> {
     pub fn deliver(&mut self, batch: Vec<Event>) -> Vec<Outcome> {
         let n = batch.len();
         let outcomes = self.destination.deliver(batch);
-        assert_eq!(
-            outcomes.len(),
-            n,
-            "destination returned {} outcomes for {n} events",
-            outcomes.len()
-        );
+        assert_eq!(outcomes.len(), n, "destination returned {} outcomes for {n} events", outcomes.len());
         outcomes
     }
 
@@ -144,9 +134,7 @@ pub(crate) fn dispatch(request: &Request) -> Result<Response, HttpError> {
         }
         match s.responder.as_mut() {
             Some(responder) => responder(request),
-            None => Err(HttpError::Connection(
-                "no scripted response for this request".into(),
-            )),
+            None => Err(HttpError::Connection("no scripted response for this request".into())),
         }
     })
 }

@@ -1,1 +1,6 @@
+#![allow(clippy::unwrap_used)]
+//! End-to-end tests: the real `switchyard` binary, real configs, real HTTP.
+//! One test binary, so it links once.
 
+mod startup;
+mod webhook;

@@ -1,1 +1,291 @@
+//! Helpers for end-to-end tests: start the real `switchyard` binary with a
+//! real config, send it real HTTP, and stand up loopback receivers that play
+//! a destination's server.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::Value;
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_owned()
+}
+
+/// The `switchyard` binary: `$SWITCHYARD_BIN`, or `target/debug/switchyard`.
+pub fn binary() -> PathBuf {
+    let path = std::env::var_os("SWITCHYARD_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target/debug/switchyard"));
+    assert!(path.exists(), "{} is missing: run `cargo build -p switchyard` first (`./x test` does)", path.display());
+    path
+}
+
+/// A plugin built by `./x plugins`, e.g. `plugin("webhook_destination")`.
+pub fn plugin(name: &str) -> PathBuf {
+    let path = workspace().join(format!("target/wasm32-wasip2/plugin/{name}.wasm"));
+    assert!(path.exists(), "{} is missing: run `./x plugins` first (`./x test` does)", path.display());
+    path
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// Polls `cond` until it holds or `timeout` passes. This is a deadline for
+/// correctness, not a speed assertion: generous on purpose.
+pub async fn eventually<F: FnMut() -> bool>(timeout: Duration, what: &str, mut cond: F) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A running `switchyard run` process with its own data dir.
+pub struct Switchyard {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub admin_port: u16,
+    log: PathBuf,
+}
+
+impl Switchyard {
+    /// Writes `config` (with `{port}`, `{admin_port}` and `{data_dir}`
+    /// placeholders filled in) and starts the server; waits until it accepts
+    /// connections.
+    pub async fn start(config: &str) -> Switchyard {
+        Self::start_with_env(config, &[]).await
+    }
+
+    /// As [`Switchyard::start`], with extra environment variables.
+    pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Switchyard {
+        let (child, dir, port, admin_port, log) = Self::spawn(config, env);
+        let mut sy = Switchyard { child, dir, port, admin_port, log };
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let start = Instant::now();
+        loop {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                break;
+            }
+            if let Ok(Some(status)) = sy.child.try_wait() {
+                panic!("switchyard exited with {status} before listening:\n{}", sy.logs());
+            }
+            assert!(start.elapsed() < Duration::from_secs(120), "switchyard did not listen:\n{}", sy.logs());
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        sy
+    }
+
+    /// Runs `switchyard run` on `config` expecting it to fail at start;
+    /// returns its exit code and stderr.
+    pub fn start_expecting_failure(config: &str) -> (Option<i32>, String) {
+        let (mut child, _dir, _p, _a, log) = Self::spawn(config, &[]);
+        let start = Instant::now();
+        let status = loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                break status;
+            }
+            if start.elapsed() > Duration::from_secs(120) {
+                let _ = child.kill();
+                panic!("switchyard kept running on a config that should fail");
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        };
+        (status.code(), std::fs::read_to_string(log).unwrap_or_default())
+    }
+
+    fn spawn(config: &str, env: &[(&str, &str)]) -> (Child, tempfile::TempDir, u16, u16, PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (port, admin_port) = (free_port(), free_port());
+        let text = config
+            .replace("{port}", &port.to_string())
+            .replace("{admin_port}", &admin_port.to_string())
+            .replace("{data_dir}", &dir.path().join("data").display().to_string());
+        let config_path = dir.path().join("switchyard.toml");
+        std::fs::write(&config_path, text).expect("write config");
+        let log = dir.path().join("switchyard.log");
+        let stderr = std::fs::File::create(&log).expect("log file");
+        let mut cmd = Command::new(binary());
+        cmd.arg("run").arg("--config").arg(&config_path).stdout(Stdio::null()).stderr(stderr);
+        cmd.env("RUST_LOG", "info,switchyard=debug,cranelift=warn,wasmtime=warn");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn switchyard");
+        (child, dir, port, admin_port, log)
+    }
+
+    /// Everything the server logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The tracking API's base URL.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// A metric's value from `/metrics` (0 when absent).
+    pub async fn metric(&self, name_and_labels: &str) -> u64 {
+        let (_, body) =
+            http(hyper::Method::GET, &format!("http://127.0.0.1:{}/metrics", self.admin_port), &[], Vec::new()).await;
+        let text = String::from_utf8_lossy(&body).into_owned();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name_and_labels).and_then(|rest| rest.trim().parse().ok()))
+            .unwrap_or(0)
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        self.child.wait().expect("wait")
+    }
+}
+
+impl Drop for Switchyard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends one HTTP request and returns the status and body.
+pub async fn http(method: hyper::Method, url: &str, headers: &[(&str, &str)], body: Vec<u8>) -> (u16, Bytes) {
+    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let mut req = hyper::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::from(body))).expect("request");
+    let resp = client.request(req).await.expect("send request");
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, body)
+}
+
+/// POSTs `body` as JSON to the tracking API with Basic auth for `write_key`.
+pub async fn post_json(url: &str, write_key: Option<&str>, body: &Value) -> (u16, Value) {
+    let auth =
+        write_key.map(|k| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{k}:"))));
+    let mut headers = vec![("content-type", "application/json")];
+    if let Some(a) = &auth {
+        headers.push(("authorization", a.as_str()));
+    }
+    let (status, bytes) = http(hyper::Method::POST, url, &headers, body.to_string().into_bytes()).await;
+    let json = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+    (status, json)
+}
+
+/// One request a [`Receiver`] got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    pub path: String,
+    pub headers: HashMap<String, String>,
+    pub body: Bytes,
+}
+
+impl Received {
+    /// The body as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+/// What a [`Receiver`] answers: status, headers, body.
+pub type Reply = (u16, Vec<(String, String)>, String);
+
+type Script = Box<dyn Fn(usize, &Received) -> Reply + Send + Sync>;
+
+/// A loopback HTTP server that records every request and answers with a
+/// script (given the request's index, from 0).
+#[derive(Clone)]
+pub struct Receiver {
+    pub addr: SocketAddr,
+    got: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Receiver {
+    /// Starts a receiver answering with `script`.
+    pub async fn start(script: impl Fn(usize, &Received) -> Reply + Send + Sync + 'static) -> Receiver {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
+        let addr = listener.local_addr().expect("addr");
+        let got: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let script: Arc<Script> = Arc::new(Box::new(script));
+        let (g, s) = (got.clone(), script.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let (g, s) = (g.clone(), s.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let (g, s) = (g.clone(), s.clone());
+                        async move {
+                            let method = req.method().to_string();
+                            let path = req.uri().path().to_owned();
+                            let headers = req
+                                .headers()
+                                .iter()
+                                .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+                                .collect();
+                            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            let rec = Received { method, path, headers, body };
+                            let index = {
+                                let mut g = g.lock().expect("lock");
+                                g.push(rec.clone());
+                                g.len() - 1
+                            };
+                            let (status, headers, body) = s(index, &rec);
+                            let mut resp = hyper::Response::builder().status(status);
+                            for (k, v) in headers {
+                                resp = resp.header(k, v);
+                            }
+                            Ok::<_, std::convert::Infallible>(
+                                resp.body(Full::new(Bytes::from(body))).expect("response"),
+                            )
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Receiver { addr, got }
+    }
+
+    /// A receiver that answers `status` to everything.
+    pub async fn always(status: u16) -> Receiver {
+        Receiver::start(move |_, _| (status, vec![], String::new())).await
+    }
+
+    /// The origin, for `allow_http`.
+    pub fn origin(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every request so far.
+    pub fn requests(&self) -> Vec<Received> {
+        self.got.lock().expect("lock").clone()
+    }
+
+    /// How many requests so far.
+    pub fn count(&self) -> usize {
+        self.got.lock().expect("lock").len()
+    }
+}

@@ -32,9 +32,7 @@ impl Destination for Console {
             "info" => Level::Info,
             "warn" => Level::Warn,
             other => {
-                return Err(InitError::invalid_settings(format!(
-                    "`level`: `{other}` is not debug, info or warn"
-                )));
+                return Err(InitError::invalid_settings(format!("`level`: `{other}` is not debug, info or warn")));
             }
         };
         Ok(Console { level })
@@ -42,20 +40,9 @@ impl Destination for Console {
 
     fn deliver(&mut self, batch: Vec<Event>) -> Vec<Outcome> {
         for e in &batch {
-            let who = e
-                .user_id
-                .as_deref()
-                .or(e.anonymous_id.as_deref())
-                .unwrap_or("-");
+            let who = e.user_id.as_deref().or(e.anonymous_id.as_deref()).unwrap_or("-");
             let name = e.name.as_deref().unwrap_or("");
-            log::log(
-                self.level,
-                &format!(
-                    "{} {name} user={who} messageId={}",
-                    e.kind.as_str(),
-                    e.message_id
-                ),
-            );
+            log::log(self.level, &format!("{} {name} user={who} messageId={}", e.kind.as_str(), e.message_id));
         }
         vec![Outcome::Delivered; batch.len()]
     }
@@ -74,24 +61,13 @@ mod tests {
     fn logs_one_line_per_event() {
         let mut h = Harness::<Console>::new(json!({})).unwrap();
         let out = h.deliver(vec![
-            event(
-                json!({"type": "track", "event": "Signed Up", "userId": "u1", "messageId": "m1"}),
-            ),
+            event(json!({"type": "track", "event": "Signed Up", "userId": "u1", "messageId": "m1"})),
             event(json!({"type": "identify", "anonymousId": "a1", "messageId": "m2"})),
         ]);
         assert_eq!(out, vec![Outcome::Delivered; 2]);
         let logs = h.logs();
-        assert_eq!(
-            logs[0],
-            (
-                Level::Info,
-                "track Signed Up user=u1 messageId=m1".to_owned()
-            )
-        );
-        assert_eq!(
-            logs[1],
-            (Level::Info, "identify  user=a1 messageId=m2".to_owned())
-        );
+        assert_eq!(logs[0], (Level::Info, "track Signed Up user=u1 messageId=m1".to_owned()));
+        assert_eq!(logs[1], (Level::Info, "identify  user=a1 messageId=m2".to_owned()));
     }
 
     #[test]

@@ -47,18 +47,10 @@ impl Destination for Webhook {
     fn init(settings: Settings) -> Result<Self, InitError> {
         let url = settings.url.trim();
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(InitError::invalid_settings(
-                "`url` must be an absolute http:// or https:// URL",
-            ));
+            return Err(InitError::invalid_settings("`url` must be an absolute http:// or https:// URL"));
         }
-        if let Some(name) = settings
-            .headers
-            .keys()
-            .find(|k| k.eq_ignore_ascii_case("host"))
-        {
-            return Err(InitError::invalid_settings(format!(
-                "`headers.{name}`: the host sets Host from the URL"
-            )));
+        if let Some(name) = settings.headers.keys().find(|k| k.eq_ignore_ascii_case("host")) {
+            return Err(InitError::invalid_settings(format!("`headers.{name}`: the host sets Host from the URL")));
         }
         Ok(Webhook { settings })
     }
@@ -84,9 +76,7 @@ impl Webhook {
             body.push_str(event.json());
         }
         body.push_str("]}");
-        let mut request = Request::post(self.settings.url.trim())
-            .header("Content-Type", "application/json")
-            .body(body);
+        let mut request = Request::post(self.settings.url.trim()).header("Content-Type", "application/json").body(body);
         for (name, value) in &self.settings.headers {
             request = request.header(name.clone(), value.clone());
         }
@@ -128,17 +118,9 @@ mod tests {
         assert_eq!(reqs.len(), 1);
         assert_eq!(reqs[0].url, "https://hooks.example.com/in");
         assert_eq!(reqs[0].header_value("authorization"), Some("Bearer t"));
-        assert_eq!(
-            reqs[0].header_value("content-type"),
-            Some("application/json")
-        );
+        assert_eq!(reqs[0].header_value("content-type"), Some("application/json"));
         let body: Value = serde_json::from_str(&reqs[0].body).unwrap();
-        let ids: Vec<_> = body["batch"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["messageId"].clone())
-            .collect();
+        let ids: Vec<_> = body["batch"].as_array().unwrap().iter().map(|e| e["messageId"].clone()).collect();
         assert_eq!(ids, vec![json!("m0"), json!("m1"), json!("m2")]);
     }
 
@@ -150,18 +132,9 @@ mod tests {
         h.push_response(Ok(Response::new(400, "bad payload")));
         h.push_response(Ok(Response::new(501, "")));
         h.push_response(Err(HttpError::Connection("refused".into())));
-        assert_eq!(
-            h.deliver(batch(2)),
-            vec![Outcome::retry("HTTP 500: boom"); 2]
-        );
-        assert_eq!(
-            h.deliver(batch(1)),
-            vec![Outcome::retry_after(2000, "HTTP 503")]
-        );
-        assert_eq!(
-            h.deliver(batch(1)),
-            vec![Outcome::rejected("HTTP 400: bad payload")]
-        );
+        assert_eq!(h.deliver(batch(2)), vec![Outcome::retry("HTTP 500: boom"); 2]);
+        assert_eq!(h.deliver(batch(1)), vec![Outcome::retry_after(2000, "HTTP 503")]);
+        assert_eq!(h.deliver(batch(1)), vec![Outcome::rejected("HTTP 400: bad payload")]);
         assert_eq!(h.deliver(batch(1)), vec![Outcome::rejected("HTTP 501")]);
         assert!(matches!(&h.deliver(batch(1))[0], Outcome::Retry { .. }));
     }
@@ -177,17 +150,11 @@ mod tests {
     fn settings_are_checked() {
         let err = Harness::<Webhook>::new(json!({})).err().unwrap();
         assert_eq!(err, InitError::invalid_settings("missing field `url`"));
-        let err = Harness::<Webhook>::new(json!({"url": "ftp://x"}))
-            .err()
-            .unwrap();
+        let err = Harness::<Webhook>::new(json!({"url": "ftp://x"})).err().unwrap();
         assert!(matches!(err, InitError::InvalidSettings(m) if m.contains("`url`")));
-        let err = Harness::<Webhook>::new(json!({"url": "http://x", "headers": {"Host": "evil"}}))
-            .err()
-            .unwrap();
+        let err = Harness::<Webhook>::new(json!({"url": "http://x", "headers": {"Host": "evil"}})).err().unwrap();
         assert!(matches!(err, InitError::InvalidSettings(m) if m.contains("Host")));
-        let err = Harness::<Webhook>::new(json!({"url": "http://x", "bogus": 1}))
-            .err()
-            .unwrap();
+        let err = Harness::<Webhook>::new(json!({"url": "http://x", "bogus": 1})).err().unwrap();
         assert!(matches!(err, InitError::InvalidSettings(m) if m.contains("bogus")));
     }
 
@@ -195,16 +162,11 @@ mod tests {
     fn preserves_unicode_and_nested_properties() {
         let mut h = harness();
         h.respond(|_| Ok(Response::new(202, "")));
-        let e = event(
-            json!({"type": "track", "event": "Ünïcödé ✓", "anonymousId": "a",
-            "properties": {"nested": {"deep": [1, {"x": "日本"}]}}}),
-        );
+        let e = event(json!({"type": "track", "event": "Ünïcödé ✓", "anonymousId": "a",
+            "properties": {"nested": {"deep": [1, {"x": "日本"}]}}}));
         assert_eq!(h.deliver(vec![e]), vec![Outcome::Delivered]);
         let body: Value = serde_json::from_str(&h.requests()[0].body).unwrap();
         assert_eq!(body["batch"][0]["event"], "Ünïcödé ✓");
-        assert_eq!(
-            body["batch"][0]["properties"]["nested"]["deep"][1]["x"],
-            "日本"
-        );
+        assert_eq!(body["batch"][0]["properties"]["nested"]["deep"][1]["x"], "日本");
     }
 }

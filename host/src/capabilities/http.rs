@@ -41,10 +41,7 @@ impl Origin {
     pub fn parse(s: &str) -> Result<Origin, String> {
         let trimmed = s.strip_suffix('/').unwrap_or(s);
         let uri: Uri = trimmed.parse().map_err(|e| format!("not a URL: {e}"))?;
-        if uri
-            .path_and_query()
-            .is_some_and(|p| p.as_str() != "/" && !p.as_str().is_empty())
-        {
+        if uri.path_and_query().is_some_and(|p| p.as_str() != "/" && !p.as_str().is_empty()) {
             return Err("must be an origin (scheme://host[:port]) without a path".into());
         }
         Origin::of(&uri)
@@ -66,11 +63,7 @@ impl Origin {
         if authority.as_str().contains('@') {
             return Err("URL must not contain user info".into());
         }
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_ascii_lowercase();
+        let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
         if host.is_empty() {
             return Err("URL has no host".into());
         }
@@ -108,8 +101,7 @@ pub enum TransportError {
 }
 
 /// The future a [`Transport`] returns.
-pub type TransportFuture =
-    Pin<Box<dyn Future<Output = Result<hyper::Response<Bytes>, TransportError>> + Send>>;
+pub type TransportFuture = Pin<Box<dyn Future<Output = Result<hyper::Response<Bytes>, TransportError>> + Send>>;
 
 /// Sends requests. The real one is [`HyperTransport`]; benchmarks use an
 /// in-process one to measure the plugin without the network.
@@ -153,14 +145,10 @@ impl Transport for HyperTransport {
     fn send(&self, request: hyper::Request<Full<Bytes>>, max_body: usize) -> TransportFuture {
         let fut = self.client.request(request);
         Box::pin(async move {
-            let resp = fut
-                .await
-                .map_err(|e| TransportError::Connection(describe_client_error(&e)))?;
+            let resp = fut.await.map_err(|e| TransportError::Connection(describe_client_error(&e)))?;
             let (parts, body) = resp.into_parts();
             let body = Limited::new(body, max_body).collect().await.map_err(|e| {
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some()
-                {
+                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
                     TransportError::TooLarge
                 } else {
                     TransportError::Connection(format!("reading response: {e}"))
@@ -189,14 +177,7 @@ pub struct HttpCapability {
 }
 
 /// Headers a plugin may not set: the host owns them.
-const HOST_OWNED: [&str; 6] = [
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "upgrade",
-    "te",
-];
+const HOST_OWNED: [&str; 6] = ["host", "content-length", "transfer-encoding", "connection", "upgrade", "te"];
 
 impl HttpCapability {
     pub fn new(policy: HttpPolicy, transport: Arc<dyn Transport>) -> Self {
@@ -210,10 +191,7 @@ impl HttpCapability {
     /// The contract's [`Error`]: denied origin, malformed request,
     /// connection failure, timeout, oversize response.
     pub async fn send(&self, request: Request) -> Result<Response, Error> {
-        let uri: Uri = request
-            .url
-            .parse()
-            .map_err(|e| Error::InvalidRequest(format!("URL: {e}")))?;
+        let uri: Uri = request.url.parse().map_err(|e| Error::InvalidRequest(format!("URL: {e}")))?;
         let origin = Origin::of(&uri).map_err(Error::InvalidRequest)?;
         if !self.policy.allow.contains(&origin) {
             return Err(Error::Denied(origin.to_string()));
@@ -227,22 +205,19 @@ impl HttpCapability {
             Method::Delete => hyper::Method::DELETE,
         };
         let mut builder = hyper::Request::builder().method(method).uri(uri);
-        let headers = builder
-            .headers_mut()
-            .ok_or_else(|| Error::InvalidRequest("request".into()))?;
+        let headers = builder.headers_mut().ok_or_else(|| Error::InvalidRequest("request".into()))?;
         for (name, value) in &request.headers {
             let name = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| Error::InvalidRequest(format!("header name `{name}`")))?;
             if HOST_OWNED.contains(&name.as_str()) {
                 continue;
             }
-            let value = HeaderValue::from_str(value)
-                .map_err(|_| Error::InvalidRequest(format!("value of header `{name}`")))?;
+            let value =
+                HeaderValue::from_str(value).map_err(|_| Error::InvalidRequest(format!("value of header `{name}`")))?;
             headers.append(name, value);
         }
-        let req = builder
-            .body(Full::new(Bytes::from(request.body)))
-            .map_err(|e| Error::InvalidRequest(e.to_string()))?;
+        let req =
+            builder.body(Full::new(Bytes::from(request.body))).map_err(|e| Error::InvalidRequest(e.to_string()))?;
         let timeout = request
             .timeout_ms
             .map(|ms| Duration::from_millis(ms.into()).min(self.policy.timeout))
@@ -257,18 +232,9 @@ impl HttpCapability {
         let headers = resp
             .headers()
             .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
+            .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
             .collect();
-        Ok(Response {
-            status: resp.status().as_u16(),
-            headers,
-            body: resp.into_body().to_vec(),
-        })
+        Ok(Response { status: resp.status().as_u16(), headers, body: resp.into_body().to_vec() })
     }
 }
 
@@ -289,14 +255,7 @@ mod tests {
     #[test]
     fn origins() {
         let o = Origin::parse("https://API2.amplitude.com").unwrap();
-        assert_eq!(
-            o,
-            Origin {
-                https: true,
-                host: "api2.amplitude.com".into(),
-                port: 443
-            }
-        );
+        assert_eq!(o, Origin { https: true, host: "api2.amplitude.com".into(), port: 443 });
         assert_eq!(Origin::parse("http://127.0.0.1:9000/").unwrap().port, 9000);
         assert!(Origin::parse("https://x.com/path").is_err());
         assert!(Origin::parse("ftp://x.com").is_err());
@@ -304,24 +263,15 @@ mod tests {
         let uri: Uri = "http://user@127.0.0.1:9000/x".parse().unwrap();
         assert!(Origin::of(&uri).is_err());
         let uri: Uri = "http://127.0.0.1:9000/x?y=1".parse().unwrap();
-        assert_eq!(
-            Origin::of(&uri).unwrap(),
-            Origin::parse("http://127.0.0.1:9000").unwrap()
-        );
+        assert_eq!(Origin::of(&uri).unwrap(), Origin::parse("http://127.0.0.1:9000").unwrap());
     }
 
     struct Echo;
     impl Transport for Echo {
         fn send(&self, request: hyper::Request<Full<Bytes>>, _max: usize) -> TransportFuture {
-            let host = request
-                .headers()
-                .get("host")
-                .map(|h| h.to_str().unwrap_or("").to_owned());
+            let host = request.headers().get("host").map(|h| h.to_str().unwrap_or("").to_owned());
             Box::pin(async move {
-                Ok(hyper::Response::builder()
-                    .status(200)
-                    .body(Bytes::from(host.unwrap_or_default()))
-                    .unwrap())
+                Ok(hyper::Response::builder().status(200).body(Bytes::from(host.unwrap_or_default())).unwrap())
             })
         }
     }
@@ -341,10 +291,7 @@ mod tests {
         Request {
             method: Method::Post,
             url: url.into(),
-            headers: headers
-                .iter()
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-                .collect(),
+            headers: headers.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
             body: String::new(),
             timeout_ms: None,
         }
@@ -356,19 +303,12 @@ mod tests {
         assert!(
             matches!(c.send(req("http://127.0.0.1:9001/x", &[])).await, Err(Error::Denied(o)) if o == "http://127.0.0.1:9001")
         );
-        assert!(matches!(
-            c.send(req("https://127.0.0.1:9000/x", &[])).await,
-            Err(Error::Denied(_))
-        ));
-        let ok = c
-            .send(req("http://127.0.0.1:9000/x", &[("Host", "evil.example")]))
-            .await
-            .unwrap();
+        assert!(matches!(c.send(req("https://127.0.0.1:9000/x", &[])).await, Err(Error::Denied(_))));
+        let ok = c.send(req("http://127.0.0.1:9000/x", &[("Host", "evil.example")])).await.unwrap();
         assert_eq!(ok.status, 200);
         assert_ne!(ok.body, b"evil.example");
         assert!(matches!(
-            c.send(req("http://127.0.0.1:9000/x", &[("bad header", "v")]))
-                .await,
+            c.send(req("http://127.0.0.1:9000/x", &[("bad header", "v")])).await,
             Err(Error::InvalidRequest(_))
         ));
     }

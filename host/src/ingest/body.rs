@@ -30,19 +30,14 @@ pub enum BodyError {
 /// [`BodyError`].
 pub async fn read(headers: &HeaderMap, body: Incoming, limit: usize) -> Result<Bytes, BodyError> {
     let raw = Limited::new(body, limit).collect().await.map_err(|e| {
-        if e.downcast_ref::<http_body_util::LengthLimitError>()
-            .is_some()
-        {
+        if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
             BodyError::TooLarge(limit)
         } else {
             BodyError::Read(e.to_string())
         }
     })?;
     let raw = raw.to_bytes();
-    match headers
-        .get(CONTENT_ENCODING)
-        .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase())
-    {
+    match headers.get(CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase()) {
         None => Ok(raw),
         Some(enc) if enc.is_empty() || enc == "identity" => Ok(raw),
         Some(enc) if enc == "gzip" || enc == "x-gzip" => gunzip(&raw, limit),
@@ -53,9 +48,7 @@ pub async fn read(headers: &HeaderMap, body: Incoming, limit: usize) -> Result<B
 fn gunzip(raw: &[u8], limit: usize) -> Result<Bytes, BodyError> {
     let mut out = Vec::with_capacity(raw.len() * 4);
     let mut decoder = flate2::read::MultiGzDecoder::new(raw).take(limit as u64 + 1);
-    decoder
-        .read_to_end(&mut out)
-        .map_err(|e| BodyError::Gzip(e.to_string()))?;
+    decoder.read_to_end(&mut out).map_err(|e| BodyError::Gzip(e.to_string()))?;
     if out.len() > limit {
         return Err(BodyError::TooLarge(limit));
     }
@@ -69,9 +62,7 @@ pub fn basic_auth_key(headers: &HeaderMap) -> Option<String> {
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
     let decoded = String::from_utf8(decoded).ok()?;
     let key = decoded.split_once(':').map_or(decoded.as_str(), |(k, _)| k);
     (!key.is_empty()).then(|| key.to_owned())
@@ -100,10 +91,7 @@ mod tests {
         enc.write_all(&vec![b' '; 10 * 1024 * 1024]).unwrap();
         let bomb = enc.finish().unwrap();
         assert!(bomb.len() < 20 * 1024);
-        assert!(matches!(
-            gunzip(&bomb, 500 * 1024),
-            Err(BodyError::TooLarge(_))
-        ));
+        assert!(matches!(gunzip(&bomb, 500 * 1024), Err(BodyError::TooLarge(_))));
         assert!(matches!(gunzip(b"not gzip", 100), Err(BodyError::Gzip(_))));
     }
 }

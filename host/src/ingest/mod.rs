@@ -76,11 +76,7 @@ impl<S: EventSink> Ingest<S> {
     /// # Errors
     ///
     /// Only if accepting connections fails for good.
-    pub async fn serve(
-        self: Arc<Self>,
-        listener: TcpListener,
-        shutdown: watch::Receiver<bool>,
-    ) -> anyhow::Result<()> {
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let stop = crate::stopped(shutdown);
         tokio::pin!(stop);
@@ -130,20 +126,12 @@ impl<S: EventSink> Ingest<S> {
             p => match p.strip_prefix("/v1/").and_then(EventType::parse) {
                 Some(t) => Some(t),
                 None => {
-                    return self.refuse(
-                        StatusCode::NOT_FOUND,
-                        "not_found",
-                        format!("no such endpoint: {path}"),
-                    );
+                    return self.refuse(StatusCode::NOT_FOUND, "not_found", format!("no such endpoint: {path}"));
                 }
             },
         };
         if req.method() != Method::POST {
-            return self.refuse(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "use POST".into(),
-            );
+            return self.refuse(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST".into());
         }
         let (parts, incoming) = req.into_parts();
         let bytes = match body::read(&parts.headers, incoming, self.max_request_bytes).await {
@@ -170,25 +158,13 @@ impl<S: EventSink> Ingest<S> {
         let body: BatchBody<'_> = match serde_json::from_slice(bytes) {
             Ok(b) => b,
             Err(e) => {
-                return self.refuse(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_json",
-                    format!("invalid JSON: {e}"),
-                );
+                return self.refuse(StatusCode::BAD_REQUEST, "invalid_json", format!("invalid JSON: {e}"));
             }
         };
         let Some(source) = self.authenticate(header_key.or(body.write_key)) else {
-            return self.refuse(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "missing or unknown write key".into(),
-            );
+            return self.refuse(StatusCode::UNAUTHORIZED, "unauthorized", "missing or unknown write key".into());
         };
-        if let Some(i) = body
-            .batch
-            .iter()
-            .position(|raw| raw.get().len() > self.max_event_bytes)
-        {
+        if let Some(i) = body.batch.iter().position(|raw| raw.get().len() > self.max_event_bytes) {
             return self.refuse(
                 StatusCode::BAD_REQUEST,
                 "event_too_large",
@@ -203,9 +179,7 @@ impl<S: EventSink> Ingest<S> {
         let mut accepted = Vec::with_capacity(body.batch.len());
         for (i, raw) in body.batch.iter().enumerate() {
             let event = match serde_json::from_str::<Value>(raw.get()) {
-                Ok(Value::Object(map)) => {
-                    spec::normalize(map, None, &meta, received_at, &source.name)
-                }
+                Ok(Value::Object(map)) => spec::normalize(map, None, &meta, received_at, &source.name),
                 _ => Err(spec::Invalid::NotAnObject),
             };
             self.tally(source, i, event, &mut accepted);
@@ -230,18 +204,10 @@ impl<S: EventSink> Ingest<S> {
         let mut map = match serde_json::from_slice::<Value>(bytes) {
             Ok(Value::Object(map)) => map,
             Ok(_) => {
-                return self.refuse(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_json",
-                    "body must be a JSON object".into(),
-                );
+                return self.refuse(StatusCode::BAD_REQUEST, "invalid_json", "body must be a JSON object".into());
             }
             Err(e) => {
-                return self.refuse(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_json",
-                    format!("invalid JSON: {e}"),
-                );
+                return self.refuse(StatusCode::BAD_REQUEST, "invalid_json", format!("invalid JSON: {e}"));
             }
         };
         let body_key = match map.remove("writeKey") {
@@ -249,20 +215,10 @@ impl<S: EventSink> Ingest<S> {
             _ => None,
         };
         let Some(source) = self.authenticate(header_key.or(body_key)) else {
-            return self.refuse(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "missing or unknown write key".into(),
-            );
+            return self.refuse(StatusCode::UNAUTHORIZED, "unauthorized", "missing or unknown write key".into());
         };
         let mut accepted = Vec::with_capacity(1);
-        let event = spec::normalize(
-            map,
-            Some(kind),
-            &BatchMeta::default(),
-            received_at,
-            &source.name,
-        );
+        let event = spec::normalize(map, Some(kind), &BatchMeta::default(), received_at, &source.name);
         self.tally(source, 0, event, &mut accepted);
         self.accept(source, accepted).await
     }
@@ -295,10 +251,7 @@ impl<S: EventSink> Ingest<S> {
             && let Err(e) = self.sink.submit(events).await
         {
             tracing::error!(source = &*source.name, error = %e, "could not accept events");
-            return reply(
-                StatusCode::SERVICE_UNAVAILABLE,
-                error_body("unavailable", &e.to_string()),
-            );
+            return reply(StatusCode::SERVICE_UNAVAILABLE, error_body("unavailable", &e.to_string()));
         }
         source.stats.events_accepted.add(n);
         reply(StatusCode::OK, Bytes::from_static(br#"{"success":true}"#))
@@ -319,7 +272,6 @@ fn error_body(code: &str, message: &str) -> Bytes {
 fn reply(status: StatusCode, body: Bytes) -> Reply {
     let mut resp = Response::new(Full::new(body));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }

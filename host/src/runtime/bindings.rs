@@ -10,4 +10,4 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use switchyard::destination::{http, log, types};
+pub use self::switchyard::destination::{http, log, types};

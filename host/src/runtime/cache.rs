@@ -30,12 +30,7 @@ fn engine_key(engine: &Engine) -> String {
 /// # Errors
 ///
 /// The compiler's message when `bytes` is not a valid component.
-pub fn compile_cached(
-    engine: &Engine,
-    dir: &Path,
-    hash: &str,
-    bytes: &[u8],
-) -> Result<Component, String> {
+pub fn compile_cached(engine: &Engine, dir: &Path, hash: &str, bytes: &[u8]) -> Result<Component, String> {
     let artifact = dir.join(format!("{hash}-{}.cwasm", engine_key(engine)));
     if artifact.exists() {
         match deserialize_file(engine, &artifact) {
@@ -47,14 +42,9 @@ pub fn compile_cached(
         }
     }
     let started = std::time::Instant::now();
-    let compiled = engine
-        .precompile_component(bytes)
-        .map_err(|e| format!("not a valid WebAssembly component: {e:#}"))?;
-    tracing::info!(
-        hash = &hash[..12],
-        ms = started.elapsed().as_millis() as u64,
-        "compiled plugin"
-    );
+    let compiled =
+        engine.precompile_component(bytes).map_err(|e| format!("not a valid WebAssembly component: {e:#}"))?;
+    tracing::info!(hash = &hash[..12], ms = started.elapsed().as_millis() as u64, "compiled plugin");
     let tmp = artifact.with_extension(format!("tmp{}", std::process::id()));
     let stored = std::fs::write(&tmp, &compiled).and_then(|()| std::fs::rename(&tmp, &artifact));
     if let Err(err) = stored {

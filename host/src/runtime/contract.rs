@@ -54,20 +54,13 @@ pub fn check(engine: &Engine, component: &Component) -> Result<(), String> {
     }
     let exports: Vec<(String, bool)> = ty
         .exports(engine)
-        .map(|(name, item)| {
-            (
-                name.to_owned(),
-                matches!(item.ty, ComponentItem::ComponentFunc(_)),
-            )
-        })
+        .map(|(name, item)| (name.to_owned(), matches!(item.ty, ComponentItem::ComponentFunc(_))))
         .collect();
     for want in ["init", "deliver"] {
         match exports.iter().find(|(n, _)| n == want) {
             Some((_, true)) => {}
             Some((_, false)) => {
-                return Err(format!(
-                    "exports `{want}`, but not as a function ({CONTRACT})"
-                ));
+                return Err(format!("exports `{want}`, but not as a function ({CONTRACT})"));
             }
             None => {
                 let has: Vec<&str> = exports.iter().map(|(n, _)| n.as_str()).collect();
@@ -83,9 +76,7 @@ pub fn check(engine: &Engine, component: &Component) -> Result<(), String> {
 
 /// Semver-compatible with the supported version (0.x: same minor).
 fn supported(version: &str) -> bool {
-    let mut parts = version
-        .split('.')
-        .map(|p| p.split(['-', '+']).next().unwrap_or("").parse::<u64>());
+    let mut parts = version.split('.').map(|p| p.split(['-', '+']).next().unwrap_or("").parse::<u64>());
     matches!((parts.next(), parts.next()), (Some(Ok(major)), Some(Ok(minor))) if (major, minor) == SUPPORTED)
 }
 
@@ -96,16 +87,8 @@ mod tests {
     #[test]
     fn header_kinds() {
         assert!(check_header(b"\0asm\x0d\0\x01\0rest").is_ok());
-        assert!(
-            check_header(b"\0asm\x01\0\0\0rest")
-                .unwrap_err()
-                .contains("core WebAssembly module")
-        );
-        assert!(
-            check_header(b"hello")
-                .unwrap_err()
-                .contains("not a WebAssembly file")
-        );
+        assert!(check_header(b"\0asm\x01\0\0\0rest").unwrap_err().contains("core WebAssembly module"));
+        assert!(check_header(b"hello").unwrap_err().contains("not a WebAssembly file"));
     }
 
     #[test]

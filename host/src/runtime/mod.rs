@@ -22,8 +22,7 @@ use std::time::{Duration, SystemTime};
 
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{
-    Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
-    StoreLimitsBuilder, UpdateDeadline,
+    Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline,
 };
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -123,29 +122,19 @@ impl Runtime {
         };
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
-        bindings::Destination::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
-            &mut linker,
-            |s| s,
-        )
-        .map_err(anyhow::Error::from)?;
+        bindings::Destination::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(anyhow::Error::from)?;
         std::fs::create_dir_all(&opts.cache_dir)?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let (e, stop) = (engine.clone(), ticker_stop.clone());
-        std::thread::Builder::new()
-            .name("epoch-ticker".into())
-            .spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    e.increment_epoch();
-                }
-            })?;
-        Ok(Runtime {
-            engine,
-            linker,
-            cache_dir: opts.cache_dir.clone(),
-            ticker_stop,
-        })
+        std::thread::Builder::new().name("epoch-ticker".into()).spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                e.increment_epoch();
+            }
+        })?;
+        Ok(Runtime { engine, linker, cache_dir: opts.cache_dir.clone(), ticker_stop })
     }
 
     /// The engine.
@@ -161,28 +150,19 @@ impl Runtime {
     ///
     /// A [`LoadError`] naming the file and what is wrong with it.
     pub fn load(&self, path: &Path) -> Result<Plugin, LoadError> {
-        let fail = |message: String| LoadError {
-            path: path.to_owned(),
-            message,
-        };
+        let fail = |message: String| LoadError { path: path.to_owned(), message };
         let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read: {e}")))?;
         contract::check_header(&bytes).map_err(fail)?;
         let hash = cache::content_hash(&bytes);
-        let component =
-            cache::compile_cached(&self.engine, &self.cache_dir, &hash, &bytes).map_err(fail)?;
+        let component = cache::compile_cached(&self.engine, &self.cache_dir, &hash, &bytes).map_err(fail)?;
         contract::check(&self.engine, &component).map_err(fail)?;
         let pre = self
             .linker
             .instantiate_pre(&component)
             .map_err(|e| fail(format!("not a valid {CONTRACT} plugin: {e:#}")))?;
-        let pre = bindings::DestinationPre::new(pre)
-            .map_err(|e| fail(format!("not a valid {CONTRACT} plugin: {e:#}")))?;
-        Ok(Plugin {
-            path: path.to_owned(),
-            hash,
-            pre,
-            loaded_at: SystemTime::now(),
-        })
+        let pre =
+            bindings::DestinationPre::new(pre).map_err(|e| fail(format!("not a valid {CONTRACT} plugin: {e:#}")))?;
+        Ok(Plugin { path: path.to_owned(), hash, pre, loaded_at: SystemTime::now() })
     }
 
     /// Compiles `bytes` without caching, for benchmarks of load time.
@@ -213,10 +193,7 @@ pub struct Plugin {
 
 impl std::fmt::Debug for Plugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Plugin")
-            .field("path", &self.path)
-            .field("hash", &self.hash)
-            .finish()
+        f.debug_struct("Plugin").field("path", &self.path).field("hash", &self.hash).finish()
     }
 }
 
@@ -244,10 +221,7 @@ pub struct HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }
 
@@ -269,14 +243,8 @@ impl Plugin {
             .memories(4)
             .trap_on_grow_failure(true)
             .build();
-        let state = HostState {
-            wasi,
-            table: ResourceTable::new(),
-            limits,
-            stderr,
-            ticks_left: grants.cpu_ticks,
-            grants,
-        };
+        let state =
+            HostState { wasi, table: ResourceTable::new(), limits, stderr, ticks_left: grants.cpu_ticks, grants };
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_callback(|mut ctx| {
@@ -291,17 +259,12 @@ impl Plugin {
         });
         store.set_epoch_deadline(1);
         let timeout = store.data().grants.call_timeout;
-        let bindings =
-            match tokio::time::timeout(timeout, self.pre.instantiate_async(&mut store)).await {
-                Err(_) => return Err(CallError::Timeout(timeout)),
-                Ok(Err(e)) => return Err(CallError::Trap(describe_trap(&e, &store))),
-                Ok(Ok(b)) => b,
-            };
-        Ok(Instance {
-            store,
-            bindings,
-            hash: self.hash.clone(),
-        })
+        let bindings = match tokio::time::timeout(timeout, self.pre.instantiate_async(&mut store)).await {
+            Err(_) => return Err(CallError::Timeout(timeout)),
+            Ok(Err(e)) => return Err(CallError::Trap(describe_trap(&e, &store))),
+            Ok(Ok(b)) => b,
+        };
+        Ok(Instance { store, bindings, hash: self.hash.clone() })
     }
 }
 
@@ -318,10 +281,7 @@ pub struct Instance {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Delivered,
-    Retry {
-        after: Option<Duration>,
-        reason: String,
-    },
+    Retry { after: Option<Duration>, reason: String },
     Rejected(String),
 }
 
@@ -347,9 +307,7 @@ impl Instance {
                     }
                     bindings::types::InitError::Other(m) => m,
                 };
-                Err(CallError::Init(
-                    self.store.data().grants.redactor.redact(&msg),
-                ))
+                Err(CallError::Init(self.store.data().grants.redactor.redact(&msg)))
             }
         }
     }
@@ -370,23 +328,17 @@ impl Instance {
             Ok(Ok(outcomes)) => outcomes,
         };
         if outcomes.len() != batch.len() {
-            return Err(CallError::OutcomeCount {
-                got: outcomes.len(),
-                want: batch.len(),
-            });
+            return Err(CallError::OutcomeCount { got: outcomes.len(), want: batch.len() });
         }
         let redactor = &self.store.data().grants.redactor;
         Ok(outcomes
             .into_iter()
             .map(|o| match o {
                 bindings::types::Outcome::Delivered => Outcome::Delivered,
-                bindings::types::Outcome::Retry(r) => Outcome::Retry {
-                    after: r.after_ms.map(Duration::from_millis),
-                    reason: redactor.redact(&r.reason),
-                },
-                bindings::types::Outcome::Rejected(reason) => {
-                    Outcome::Rejected(redactor.redact(&reason))
+                bindings::types::Outcome::Retry(r) => {
+                    Outcome::Retry { after: r.after_ms.map(Duration::from_millis), reason: redactor.redact(&r.reason) }
                 }
+                bindings::types::Outcome::Rejected(reason) => Outcome::Rejected(redactor.redact(&reason)),
             })
             .collect())
     }
@@ -432,16 +384,8 @@ fn describe_trap(err: &wasmtime::Error, store: &Store<HostState>) -> String {
     }
     let stderr = store.data().stderr.contents();
     let stderr = String::from_utf8_lossy(&stderr);
-    let tail: String = stderr
-        .trim()
-        .lines()
-        .rev()
-        .take(3)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect::<Vec<_>>()
-        .join(" | ");
+    let tail: String =
+        stderr.trim().lines().rev().take(3).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(" | ");
     if !tail.is_empty() {
         msg.push_str(": ");
         msg.push_str(&tail);

@@ -1,0 +1,165 @@
+//! What the binary does with bad plugins, bad configs and bad requests.
+
+use serde_json::json;
+use switchyard_tests::{Switchyard, http, plugin, post_json};
+
+fn config_with_plugin(plugin_path: &str, settings: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:{{port}}"
+admin_listen = "127.0.0.1:{{admin_port}}"
+data_dir = "{{data_dir}}"
+
+[[sources]]
+name = "web"
+write_key = "wk_test"
+
+[[destinations]]
+name = "hook"
+plugin = "{plugin_path}"
+settings = {settings}
+allow_http = ["http://127.0.0.1:9"]
+"#
+    )
+}
+
+#[tokio::test]
+async fn a_core_module_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("core.wasm");
+    // The smallest valid core module: magic + version 1.
+    std::fs::write(&path, b"\0asm\x01\0\0\0").unwrap();
+    let (code, stderr) = Switchyard::start_expecting_failure(&config_with_plugin(&path.display().to_string(), "{}"));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains(&path.display().to_string()), "names the file: {stderr}");
+    assert!(stderr.contains("core WebAssembly module, not a component"), "{stderr}");
+    assert!(stderr.contains("wasm32-wasip2"), "says how to fix it: {stderr}");
+}
+
+#[tokio::test]
+async fn a_non_wasm_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plugin.wasm");
+    std::fs::write(&path, "#!/bin/sh\necho not wasm\n").unwrap();
+    let (code, stderr) = Switchyard::start_expecting_failure(&config_with_plugin(&path.display().to_string(), "{}"));
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("plugin.wasm: is not a WebAssembly file"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_missing_plugin_is_refused() {
+    let (code, stderr) = Switchyard::start_expecting_failure(&config_with_plugin("/nonexistent/x.wasm", "{}"));
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("/nonexistent/x.wasm: cannot read"), "{stderr}");
+}
+
+#[tokio::test]
+async fn settings_the_plugin_refuses_stop_the_start() {
+    let p = plugin("webhook_destination");
+    let (code, stderr) =
+        Switchyard::start_expecting_failure(&config_with_plugin(&p.display().to_string(), "{ headers = {} }"));
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("destination `hook`"), "{stderr}");
+    assert!(stderr.contains("invalid settings: missing field `url`"), "{stderr}");
+}
+
+#[tokio::test]
+async fn an_invalid_config_names_file_and_line() {
+    let (code, stderr) =
+        Switchyard::start_expecting_failure("[server]\nlisten = \"127.0.0.1:{port}\"\nlisten_typo = 1\n");
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("switchyard.toml:3:"), "{stderr}");
+    assert!(stderr.contains("listen_typo"), "{stderr}");
+}
+
+#[tokio::test]
+async fn secrets_from_the_environment_never_reach_the_log() {
+    let p = plugin("webhook_destination");
+    let cfg = config_with_plugin(
+        &p.display().to_string(),
+        r#"{ url = "http://127.0.0.1:9/x", headers = { Authorization = "Bearer ${HOOK_SECRET}" }, bogus = "${HOOK_SECRET}" }"#,
+    );
+    let (code, stderr) = {
+        // The plugin refuses `bogus`; the error must not echo the secret.
+        let dir = tempfile::tempdir().unwrap();
+        let cfg_path = dir.path().join("switchyard.toml");
+        std::fs::write(
+            &cfg_path,
+            cfg.replace("{port}", "0")
+                .replace("{admin_port}", "0")
+                .replace("{data_dir}", &dir.path().join("d").display().to_string()),
+        )
+        .unwrap();
+        let out = std::process::Command::new(switchyard_tests::binary())
+            .args(["run", "--config"])
+            .arg(&cfg_path)
+            .env("HOOK_SECRET", "sk_live_very_secret_value")
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("bogus"), "{stderr}");
+    assert!(!stderr.contains("sk_live_very_secret_value"), "secret leaked: {stderr}");
+}
+
+#[tokio::test]
+async fn bad_requests_get_precise_answers() {
+    let p = plugin("webhook_destination");
+    let sy =
+        Switchyard::start(&config_with_plugin(&p.display().to_string(), r#"{ url = "http://127.0.0.1:9/x" }"#)).await;
+    let event = json!({"userId": "u", "event": "E"});
+
+    let (status, body) = post_json(&sy.url("/v1/track"), Some("nope"), &event).await;
+    assert_eq!(status, 401);
+    assert_eq!(body["success"], false);
+    assert_eq!(body["code"], "unauthorized");
+
+    let (status, body) = post_json(&sy.url("/v1/track"), None, &event).await;
+    assert_eq!((status, body["code"].as_str()), (401, Some("unauthorized")));
+
+    let (status, body) = http(
+        hyper::Method::POST,
+        &sy.url("/v1/batch"),
+        &[("authorization", "Basic d2tfdGVzdDo=")],
+        b"{\"batch\": [".to_vec(),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["code"], "invalid_json");
+    assert!(body["message"].as_str().unwrap().contains("line 1"), "{body}");
+
+    let big = "x".repeat(40 * 1024);
+    let (status, body) = post_json(
+        &sy.url("/v1/batch"),
+        Some("wk_test"),
+        &json!({"batch": [{"type": "track", "userId": "u", "event": "E", "properties": {"big": big}}]}),
+    )
+    .await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("event_too_large")));
+
+    let huge: Vec<_> = (0..20)
+        .map(|_| json!({"type": "track", "userId": "u", "event": "E", "properties": {"p": "y".repeat(30 * 1024)}}))
+        .collect();
+    let (status, body) = post_json(&sy.url("/v1/batch"), Some("wk_test"), &json!({"batch": huge})).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("payload_too_large")));
+
+    let (status, body) = post_json(&sy.url("/v1/nope"), Some("wk_test"), &event).await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
+
+    let (status, _) = http(hyper::Method::GET, &sy.url("/v1/track"), &[], Vec::new()).await;
+    assert_eq!(status, 405);
+
+    // An invalid event in a batch is counted, the valid one accepted: 200.
+    let (status, body) = post_json(
+        &sy.url("/v1/batch"),
+        Some("wk_test"),
+        &json!({"batch": [{"type": "track", "userId": "u"}, {"type": "track", "userId": "u", "event": "E"}]}),
+    )
+    .await;
+    assert_eq!((status, body), (200, json!({"success": true})));
+    assert_eq!(sy.metric("switchyard_source_events_failed_total{source=\"web\"}").await, 1, "{}", sy.logs());
+    assert_eq!(sy.metric("switchyard_source_events_accepted_total{source=\"web\"}").await, 1);
+}
