@@ -1,1 +1,237 @@
-fn main() {}
+//! Plugin-call benchmark: events/s through `deliver()` for the webhook
+//! example compiled to Wasm (through the real host runtime) against the
+//! same crate compiled natively (through the SDK's native harness), plus
+//! instantiate cost with and without the pooling allocator, the cost of a
+//! fresh store per call, and load time with and without the compiled cache.
+//!
+//! Run: `./x bench` (or `cargo bench -p switchyard --bench deliver` after
+//! `./x plugins`). HTTP is answered in-process on both sides, so this
+//! measures the plugin call, not the network.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use serde_json::json;
+use switchyard::capabilities::http::{HttpCapability, HttpPolicy, Origin, Transport, TransportFuture};
+use switchyard::redact::Redactor;
+use switchyard::runtime::{Grants, Runtime, RuntimeOptions};
+use switchyard::spec::{BatchMeta, Envelope, normalize};
+use switchyard_plugin_sdk::http::Response;
+use switchyard_plugin_sdk::testing::Harness;
+use webhook_destination::Webhook;
+
+/// Answers 200 at once.
+struct Ok200;
+
+impl Transport for Ok200 {
+    fn send(&self, _req: hyper::Request<Full<Bytes>>, _max: usize) -> TransportFuture {
+        Box::pin(async { Ok(hyper::Response::builder().status(200).body(Bytes::new()).expect("response")) })
+    }
+}
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("parent").to_owned()
+}
+
+/// A ~500-byte track event, normalized as the host would.
+fn events(n: usize) -> Vec<Arc<Envelope>> {
+    let source: Arc<str> = Arc::from("web");
+    (0..n)
+        .map(|i| {
+            let v = json!({
+                "type": "track", "event": "Product Added", "userId": format!("user-{i:06}"),
+                "anonymousId": "4d2c7a0e-1f7b-4c57-9d2b-0a6f3c1e9b11", "messageId": format!("msg-{i:08}"),
+                "timestamp": "2024-05-01T12:00:00.000Z",
+                "properties": {"product_id": "507f1f77bcf86cd799439011", "sku": "G-32", "category": "Games",
+                               "name": "Monopoly: 3rd Edition", "price": 18.99, "quantity": 1},
+                "context": {"ip": "203.0.113.7", "library": {"name": "analytics.js", "version": "2.11.1"},
+                            "userAgent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7)"}
+            });
+            let map = v.as_object().cloned().expect("object");
+            Arc::new(normalize(map, None, &BatchMeta::default(), chrono::Utc::now(), &source).expect("valid"))
+        })
+        .collect()
+}
+
+fn grants() -> Arc<Grants> {
+    Arc::new(Grants {
+        name: Arc::from("bench"),
+        http: HttpCapability::new(
+            HttpPolicy {
+                allow: vec![Origin::parse("http://127.0.0.1:1").expect("origin")],
+                timeout: Duration::from_secs(5),
+                max_response_bytes: 1 << 20,
+            },
+            Arc::new(Ok200),
+        ),
+        memory_bytes: 256 << 20,
+        cpu_ticks: 1000,
+        call_timeout: Duration::from_secs(30),
+        redactor: Redactor::default(),
+    })
+}
+
+/// Runs `f` (which processes `per_call` events) for about `budget`, returns
+/// events/s.
+async fn rate<F, Fut>(per_call: usize, budget: Duration, mut f: F) -> f64
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for _ in 0..3 {
+        f().await;
+    }
+    let start = Instant::now();
+    let mut calls = 0u64;
+    while start.elapsed() < budget {
+        f().await;
+        calls += 1;
+    }
+    (calls as f64 * per_call as f64) / start.elapsed().as_secs_f64()
+}
+
+/// Median of `f`'s duration over `n` runs, µs.
+async fn median_us<F, Fut>(n: usize, mut f: F) -> f64
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Duration>,
+{
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        v.push(f().await.as_secs_f64() * 1e6);
+    }
+    v.sort_by(f64::total_cmp);
+    v[n / 2]
+}
+
+fn runtime(pooling: bool, cache: &std::path::Path) -> Runtime {
+    Runtime::new(&RuntimeOptions {
+        cache_dir: cache.to_owned(),
+        max_instances: 16,
+        max_memory_bytes: 256 << 20,
+        pooling,
+    })
+    .expect("runtime")
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio");
+    rt.block_on(bench());
+}
+
+async fn bench() {
+    let wasm = workspace().join("target/wasm32-wasip2/plugin/webhook_destination.wasm");
+    assert!(wasm.exists(), "build the plugins first: ./x plugins");
+    let cache = tempfile::tempdir().expect("tempdir");
+    let settings = r#"{"url":"http://127.0.0.1:1/hook"}"#;
+    let budget = Duration::from_millis(std::env::var("BENCH_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(1500));
+    let size = events(1)[0].json.len();
+    println!("# deliver() throughput — webhook example, {size}-byte events, HTTP answered in-process\n");
+    println!("| batch | native events/s | Wasm events/s | Wasm time / native time |");
+    println!("|---:|---:|---:|---:|");
+
+    let pooled = runtime(true, cache.path());
+    let plugin = pooled.load(&wasm).expect("load");
+    let mut instance = plugin.instantiate(grants()).await.expect("instantiate");
+    instance.init(settings).await.expect("init");
+    let mut native = Harness::<Webhook>::new(json!({"url": "http://127.0.0.1:1/hook"})).expect("native init");
+    native.respond(|_| Ok(Response::new(200, "")));
+    native.set_recording(false);
+
+    for n in [1usize, 10, 100, 1000] {
+        let batch = events(n);
+        let sdk_batch: Vec<switchyard_plugin_sdk::Event> =
+            batch.iter().map(|e| switchyard_plugin_sdk::Event::from_segment_json(&e.json).expect("event")).collect();
+        let native_rate = rate(n, budget, || {
+            let out = native.deliver(sdk_batch.clone());
+            assert_eq!(out.len(), n);
+            async {}
+        })
+        .await;
+        let wasm_rate = {
+            for _ in 0..3 {
+                instance.deliver(&batch).await.expect("deliver");
+            }
+            let start = Instant::now();
+            let mut calls = 0u64;
+            while start.elapsed() < budget {
+                let out = instance.deliver(&batch).await.expect("deliver");
+                assert_eq!(out.len(), n);
+                calls += 1;
+            }
+            (calls as f64 * n as f64) / start.elapsed().as_secs_f64()
+        };
+        println!("| {n} | {native_rate:.0} | {wasm_rate:.0} | {:.2}× |", native_rate / wasm_rate);
+    }
+
+    println!("\n# instance lifecycle (median of 2000, µs)\n");
+    println!("| step | pooling allocator | on-demand allocator |");
+    println!("|---|---:|---:|");
+    let ondemand = runtime(false, cache.path());
+    let plugin_od = ondemand.load(&wasm).expect("load");
+    let mut rows = Vec::new();
+    for p in [&plugin, &plugin_od] {
+        let inst = median_us(2000, || async {
+            let t = Instant::now();
+            let i = p.instantiate(grants()).await.expect("instantiate");
+            let d = t.elapsed();
+            drop(i);
+            d
+        })
+        .await;
+        let init = median_us(2000, || async {
+            let mut i = p.instantiate(grants()).await.expect("instantiate");
+            let t = Instant::now();
+            i.init(settings).await.expect("init");
+            t.elapsed()
+        })
+        .await;
+        let per_call = median_us(2000, || async {
+            let batch = events(100);
+            let t = Instant::now();
+            let mut i = p.instantiate(grants()).await.expect("instantiate");
+            i.init(settings).await.expect("init");
+            i.deliver(&batch).await.expect("deliver");
+            drop(i);
+            t.elapsed()
+        })
+        .await;
+        rows.push((inst, init, per_call));
+    }
+    println!("| instantiate | {:.1} | {:.1} |", rows[0].0, rows[1].0);
+    println!("| init() | {:.1} | {:.1} |", rows[0].1, rows[1].1);
+    println!(
+        "| fresh store per call: instantiate + init + deliver(100) + drop | {:.1} | {:.1} |",
+        rows[0].2, rows[1].2
+    );
+    let batch = events(100);
+    let mut samples = Vec::with_capacity(2000);
+    for _ in 0..2000 {
+        let t = Instant::now();
+        instance.deliver(&batch).await.expect("deliver");
+        samples.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    samples.sort_by(f64::total_cmp);
+    let reuse = samples[samples.len() / 2];
+    println!("| reused instance: deliver(100) | {reuse:.1} | |");
+
+    println!("\n# plugin load ({} KB .wasm)\n", std::fs::metadata(&wasm).map(|m| m.len() / 1024).unwrap_or(0));
+    let bytes = std::fs::read(&wasm).expect("read");
+    let compile = median_us(5, || async {
+        let t = Instant::now();
+        pooled.compile_uncached(&bytes).expect("compile");
+        t.elapsed()
+    })
+    .await;
+    let cached = median_us(50, || async {
+        let t = Instant::now();
+        pooled.load(&wasm).expect("load");
+        t.elapsed()
+    })
+    .await;
+    println!("| compile (Cranelift, no cache) | {:.1} ms |", compile / 1000.0);
+    println!("| load from the compiled cache (hash + deserialize + link) | {:.2} ms |", cached / 1000.0);
+}

@@ -42,6 +42,7 @@ struct State {
     queue: VecDeque<Result<Response, HttpError>>,
     requests: Vec<Request>,
     logs: Vec<(Level, String)>,
+    not_recording: bool,
 }
 
 thread_local! {
@@ -89,6 +90,12 @@ impl<D: Destination> Harness<D> {
         outcomes
     }
 
+    /// Stops (or resumes) recording requests and log lines; benchmarks turn
+    /// it off so recording does not dominate what they measure.
+    pub fn set_recording(&mut self, on: bool) {
+        STATE.with(|s| s.borrow_mut().not_recording = !on);
+    }
+
     /// The requests sent so far, in order.
     pub fn requests(&self) -> Vec<Request> {
         STATE.with(|s| s.borrow().requests.clone())
@@ -128,7 +135,9 @@ pub fn event(mut json: serde_json::Value) -> Event {
 pub(crate) fn dispatch(request: &Request) -> Result<Response, HttpError> {
     STATE.with(|s| {
         let mut s = s.borrow_mut();
-        s.requests.push(request.clone());
+        if !s.not_recording {
+            s.requests.push(request.clone());
+        }
         if let Some(queued) = s.queue.pop_front() {
             return queued;
         }
@@ -140,5 +149,10 @@ pub(crate) fn dispatch(request: &Request) -> Result<Response, HttpError> {
 }
 
 pub(crate) fn record_log(level: Level, message: &str) {
-    STATE.with(|s| s.borrow_mut().logs.push((level, message.to_owned())));
+    STATE.with(|s| {
+        let mut s = s.borrow_mut();
+        if !s.not_recording {
+            s.logs.push((level, message.to_owned()));
+        }
+    });
 }

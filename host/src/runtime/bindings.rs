@@ -8,6 +8,9 @@ wasmtime::component::bindgen!({
         default: async | trappable,
     },
     exports: { default: async },
+    // Events are lent to the guest straight from the host's buffers instead
+    // of being cloned into owned bindings first.
+    ownership: Borrowing { duplicate_if_necessary: true },
 });
 
 pub use self::switchyard::destination::{http, log, types};

@@ -318,7 +318,7 @@ impl Instance {
     ///
     /// A trap, a timeout, or the wrong number of outcomes.
     pub async fn deliver(&mut self, batch: &[Arc<Envelope>]) -> Result<Vec<Outcome>, CallError> {
-        let events: Vec<bindings::types::Event> = batch.iter().map(|e| to_wit(e)).collect();
+        let events: Vec<bindings::types::Event<'_>> = batch.iter().map(|e| to_wit(e)).collect();
         self.arm();
         let timeout = self.store.data().grants.call_timeout;
         let call = self.bindings.call_deliver(&mut self.store, &events);
@@ -351,7 +351,7 @@ impl Instance {
     }
 }
 
-fn to_wit(e: &Envelope) -> bindings::types::Event {
+fn to_wit(e: &Envelope) -> bindings::types::Event<'_> {
     use bindings::types::EventType as W;
     let kind = match e.kind {
         EventType::Identify => W::Identify,
@@ -363,12 +363,12 @@ fn to_wit(e: &Envelope) -> bindings::types::Event {
     };
     bindings::types::Event {
         kind,
-        message_id: e.message_id.clone(),
-        name: e.name.clone(),
-        user_id: e.user_id.clone(),
-        anonymous_id: e.anonymous_id.clone(),
+        message_id: &e.message_id,
+        name: e.name.as_deref(),
+        user_id: e.user_id.as_deref(),
+        anonymous_id: e.anonymous_id.as_deref(),
         timestamp_ms: e.timestamp_ms,
-        json: e.json.clone(),
+        json: &e.json,
     }
 }
 
