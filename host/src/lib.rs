@@ -13,6 +13,7 @@ pub mod capabilities;
 pub mod config;
 pub mod delivery;
 pub mod ingest;
+pub mod log;
 pub mod metrics;
 pub mod redact;
 pub mod router;
