@@ -1,31 +1,48 @@
-//! The admin listener: `/metrics` (Prometheus), `/health`, and the admin API
-//! behind a bearer token.
+//! The admin listener: `/metrics` (Prometheus), `/health` and `/ready`
+//! (open), and the admin API under `/admin/` (bearer token required).
+//!
+//! | method | path | does |
+//! |---|---|---|
+//! | GET | `/admin/destinations/{name}/dead-letters` | lists up to 1000 dead letters and the total |
+//! | POST | `/admin/destinations/{name}/dead-letters/replay?limit=N` | replays up to N (default 1000) |
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::deadletter::DeadLetters;
+use crate::log::{EventLog, SegmentLog, encode_envelope};
 use crate::metrics::Metrics;
+
+/// What the admin listener serves.
+pub struct AdminState {
+    pub metrics: Arc<Metrics>,
+    pub token: Option<String>,
+    pub log: Arc<SegmentLog>,
+    pub dead_letters: HashMap<String, Arc<DeadLetters>>,
+}
+
+type Reply = Response<Full<Bytes>>;
 
 /// Serves the admin listener until `shutdown` turns true.
 ///
 /// # Errors
 ///
-/// Never in practice; accept errors are logged and retried.
+/// Never in practice; accept errors are retried.
 pub async fn serve(
     listener: TcpListener,
-    metrics: Arc<Metrics>,
-    token: Option<String>,
+    state: Arc<AdminState>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let token: Option<Arc<str>> = token.map(Arc::from);
     let stop = crate::stopped(shutdown);
     tokio::pin!(stop);
     loop {
@@ -36,10 +53,10 @@ pub async fn serve(
             },
             () = &mut stop => return Ok(()),
         };
-        let (metrics, token) = (metrics.clone(), token.clone());
+        let state = state.clone();
         let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-            let (metrics, token) = (metrics.clone(), token.clone());
-            async move { Ok::<_, Infallible>(route(&req, &metrics, token.as_deref())) }
+            let state = state.clone();
+            async move { Ok::<_, Infallible>(route(&req, &state).await) }
         });
         tokio::spawn(async move {
             let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
@@ -47,31 +64,96 @@ pub async fn serve(
     }
 }
 
-fn route(req: &Request<hyper::body::Incoming>, metrics: &Metrics, token: Option<&str>) -> Response<Full<Bytes>> {
-    match req.uri().path() {
-        "/metrics" => text(StatusCode::OK, "text/plain; version=0.0.4", metrics.render()),
-        "/health" | "/ready" => text(StatusCode::OK, "application/json", r#"{"status":"ok"}"#.into()),
-        _ => {
-            let presented = req
-                .headers()
-                .get(hyper::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
-            match (token, presented) {
-                (Some(t), Some(p)) if constant_time_eq(t.as_bytes(), p.trim().as_bytes()) => {
-                    text(StatusCode::NOT_FOUND, "application/json", r#"{"error":"not found"}"#.into())
+async fn route(req: &Request<hyper::body::Incoming>, state: &AdminState) -> Reply {
+    let path = req.uri().path();
+    match path {
+        "/metrics" => return text(StatusCode::OK, "text/plain; version=0.0.4", state.metrics.render()),
+        "/health" | "/ready" => return reply(StatusCode::OK, json!({"status": "ok"})),
+        _ => {}
+    }
+    if !authorized(req, state.token.as_deref()) {
+        return reply(StatusCode::UNAUTHORIZED, json!({"error": "admin token required (Authorization: Bearer …)"}));
+    }
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (req.method(), parts.as_slice()) {
+        (&Method::GET, ["admin", "destinations", name, "dead-letters"]) => {
+            let Some(dl) = state.dead_letters.get(*name) else { return no_destination(name) };
+            match dl.pending(1000).await {
+                Ok(list) => {
+                    reply(StatusCode::OK, json!({"destination": name, "count": dl.count(), "dead_letters": list}))
                 }
-                _ => text(StatusCode::UNAUTHORIZED, "application/json", r#"{"error":"admin token required"}"#.into()),
+                Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, json!({"error": e.to_string()})),
             }
         }
+        (&Method::POST, ["admin", "destinations", name, "dead-letters", "replay"]) => {
+            let Some(dl) = state.dead_letters.get(*name) else { return no_destination(name) };
+            let limit = query_param(req, "limit").and_then(|v| v.parse().ok()).unwrap_or(1000usize).clamp(1, 100_000);
+            replay(state, dl, name, limit).await
+        }
+        _ => reply(StatusCode::NOT_FOUND, json!({"error": format!("no such admin endpoint: {} {path}", req.method())})),
     }
+}
+
+/// Appends up to `limit` dead letters to the log addressed to `name` only,
+/// then marks them replayed.
+async fn replay(state: &AdminState, dl: &DeadLetters, name: &str, limit: usize) -> Reply {
+    let pending = match dl.pending(limit).await {
+        Ok(p) => p,
+        Err(e) => return reply(StatusCode::INTERNAL_SERVER_ERROR, json!({"error": e.to_string()})),
+    };
+    let Some(last) = pending.last().map(|d| d.seq) else {
+        return reply(StatusCode::OK, json!({"replayed": 0, "remaining": 0}));
+    };
+    let target: Arc<str> = Arc::from(name);
+    let records = pending
+        .iter()
+        .map(|d| {
+            let mut e = d.event.clone();
+            e.only_for = Some(target.clone());
+            encode_envelope(&e)
+        })
+        .collect();
+    if let Err(e) = state.log.append(records).await {
+        return reply(StatusCode::SERVICE_UNAVAILABLE, json!({"error": e.to_string()}));
+    }
+    if let Err(e) = dl.mark_replayed(last + 1) {
+        // The events are in the log already; a later replay may repeat them
+        // (at-least-once), never lose them.
+        tracing::warn!(destination = name, error = %e, "cannot mark dead letters replayed");
+    }
+    tracing::info!(destination = name, replayed = pending.len(), "dead letters replayed");
+    reply(StatusCode::OK, json!({"replayed": pending.len(), "remaining": dl.count()}))
+}
+
+fn authorized(req: &Request<hyper::body::Incoming>, token: Option<&str>) -> bool {
+    let presented = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match (token, presented) {
+        (Some(t), Some(p)) if !t.is_empty() => constant_time_eq(t.as_bytes(), p.trim().as_bytes()),
+        _ => false,
+    }
+}
+
+fn query_param<'a>(req: &'a Request<hyper::body::Incoming>, key: &str) -> Option<&'a str> {
+    req.uri().query()?.split('&').find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == key).map(|(_, v)| v))
+}
+
+fn no_destination(name: &str) -> Reply {
+    reply(StatusCode::NOT_FOUND, json!({"error": format!("no destination named `{name}`")}))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+fn reply(status: StatusCode, body: serde_json::Value) -> Reply {
+    text(status, "application/json", body.to_string())
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Reply {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
     resp.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(content_type));

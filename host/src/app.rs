@@ -2,26 +2,26 @@
 //! router, tracking API and the metrics listener.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::capabilities::http::{HttpCapability, HttpPolicy, HyperTransport, Origin, Transport};
 use crate::config::{Config, DestinationConfig};
+use crate::cursor::Cursors;
+use crate::deadletter::DeadLetters;
+use crate::dedupe::Dedupe;
 use crate::delivery::{WorkerSpec, run_worker};
 use crate::ingest::{Ingest, Source};
+use crate::log::{LogOptions, SegmentLog};
 use crate::metrics::{DestinationStats, Metrics, SourceStats};
 use crate::redact::Redactor;
-use crate::router::{MemoryRouter, Route, Subscription};
+use crate::router::{LogSink, Subscription};
 use crate::runtime::{EPOCH_TICK, Grants, Plugin, Runtime, RuntimeOptions};
-
-/// Events a destination's in-memory queue holds before ingest waits.
-const QUEUE_DEPTH: usize = 10_000;
 
 /// The runtime for `config`.
 ///
@@ -95,39 +95,54 @@ pub async fn load_destinations(
 }
 
 /// Runs the server until `shutdown` resolves, then shuts down gracefully:
-/// stop accepting, finish in-flight requests and batches.
+/// stop accepting, finish in-flight requests and batches, save cursors.
 ///
 /// # Errors
 ///
-/// When a listener cannot bind or a destination cannot start.
+/// When a listener cannot bind, the data dir is unusable, or a destination
+/// cannot start.
 pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.server.data_dir)
-        .with_context(|| format!("creating data_dir {}", config.server.data_dir.display()))?;
+    let data = &config.server.data_dir;
+    std::fs::create_dir_all(data).with_context(|| format!("creating data_dir {}", data.display()))?;
     let runtime = Arc::new(runtime_for(&config)?);
     let transport: Arc<dyn Transport> = Arc::new(HyperTransport::new());
     let loaded = load_destinations(&runtime, &config, &transport).await?;
 
+    let log_opts = LogOptions { segment_bytes: config.server.log_segment_mb.max(1) * 1024 * 1024, fsync: true };
+    let log = Arc::new(SegmentLog::open(&data.join("log"), log_opts).context("opening the durable log")?);
+    let cursors = Cursors::open(&data.join("cursors")).context("opening cursors")?;
+    let dedupe = Dedupe::open(
+        &data.join("dedupe.journal"),
+        Duration::from_secs(config.server.dedupe_window_secs),
+        config.server.dedupe_max_ids,
+    )
+    .context("opening the dedupe journal")?;
+
     let mut metrics = Metrics::default();
-    let mut routes = Vec::new();
+    let (stop_tx, stop_rx) = watch::channel(false);
     let mut workers = JoinSet::new();
+    let mut dead_letters = HashMap::new();
     for (d, (plugin, grants)) in config.destinations.iter().zip(loaded) {
         let stats = Arc::new(DestinationStats { name: d.name.clone(), ..Default::default() });
         metrics.destinations.push(stats.clone());
-        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        routes.push(Route {
-            subscription: Subscription { name: d.name.clone(), types: d.subscribe.types.clone() },
-            queue: tx,
-            stats: stats.clone(),
-        });
+        let dl = Arc::new(
+            DeadLetters::open(&data.join("dead-letters").join(&d.name))
+                .with_context(|| format!("destination `{}`: opening dead letters", d.name))?,
+        );
+        dead_letters.insert(d.name.clone(), dl.clone());
         let spec = WorkerSpec {
             plugin,
             grants,
             settings_json: settings_json(d),
+            subscription: Subscription { name: d.name.clone(), types: d.subscribe.types.clone() },
             batch: d.batch.clone(),
             retry: d.retry.clone(),
             stats,
+            log: log.clone(),
+            cursors: cursors.clone(),
+            dead_letters: dl,
         };
-        workers.spawn(run_worker(spec, rx));
+        workers.spawn(run_worker(spec, stop_rx.clone()));
     }
     let mut sources = HashMap::new();
     for s in &config.sources {
@@ -138,7 +153,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let metrics = Arc::new(metrics);
     let ingest = Arc::new(Ingest {
         sources,
-        sink: MemoryRouter::new(routes),
+        sink: LogSink { log: log.clone(), dedupe, duplicates: Arc::new(Default::default()) },
         metrics: metrics.clone(),
         max_request_bytes: config.server.max_request_bytes,
         max_event_bytes: config.server.max_event_bytes,
@@ -148,35 +163,38 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         .await
         .with_context(|| format!("binding tracking API to {}", config.server.listen))?;
     let addr = listener.local_addr()?;
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (http_stop_tx, http_stop_rx) = watch::channel(false);
     let mut servers = JoinSet::new();
-    servers.spawn(ingest.clone().serve(listener, stop_rx.clone()));
+    servers.spawn(ingest.clone().serve(listener, http_stop_rx.clone()));
     if let Some(admin) = config.server.admin_listen {
         let listener = TcpListener::bind(admin).await.with_context(|| format!("binding admin API to {admin}"))?;
         tracing::info!(addr = %listener.local_addr()?, "admin API and /metrics listening");
-        servers.spawn(crate::admin::serve(listener, metrics.clone(), config.server.admin_token.clone(), stop_rx));
+        let state = Arc::new(crate::admin::AdminState {
+            metrics: metrics.clone(),
+            token: config.server.admin_token.clone(),
+            log: log.clone(),
+            dead_letters,
+        });
+        servers.spawn(crate::admin::serve(listener, state, http_stop_rx));
     }
-    announce(addr, config.destinations.len());
+    tracing::info!(%addr, destinations = config.destinations.len(), "tracking API listening");
 
     shutdown.await;
     tracing::info!("shutting down: no new requests; finishing in-flight work");
-    let _ = stop_tx.send(true);
+    let _ = http_stop_tx.send(true);
     while let Some(r) = servers.join_next().await {
         if let Ok(Err(e)) = r {
             tracing::warn!(error = %e, "server stopped with error");
         }
     }
-    // Dropping the router closes the queues; workers finish their batch.
-    drop(ingest);
+    let _ = stop_tx.send(true);
     let drained =
         tokio::time::timeout(Duration::from_secs(30), async { while workers.join_next().await.is_some() {} }).await;
     if drained.is_err() {
-        tracing::warn!("destinations did not finish within 30 s");
+        tracing::warn!("destinations did not finish within 30 s; unfinished events are redelivered after restart");
     }
+    drop(ingest);
+    log.close();
     tracing::info!("stopped");
     Ok(())
-}
-
-fn announce(addr: SocketAddr, destinations: usize) {
-    tracing::info!(%addr, destinations, "tracking API listening");
 }

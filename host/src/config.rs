@@ -54,6 +54,12 @@ pub struct ServerConfig {
     pub max_request_bytes: usize,
     /// Largest single event, in bytes.
     pub max_event_bytes: usize,
+    /// Repeated `messageId`s within this window are dropped.
+    pub dedupe_window_secs: u64,
+    /// Most message ids remembered for dedupe (bounds its memory, ~40 B each).
+    pub dedupe_max_ids: usize,
+    /// Log segment size, MiB.
+    pub log_segment_mb: u64,
 }
 
 impl Default for ServerConfig {
@@ -65,6 +71,9 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("data"),
             max_request_bytes: 500 * 1024,
             max_event_bytes: 32 * 1024,
+            dedupe_window_secs: 24 * 3600,
+            dedupe_max_ids: 1_000_000,
+            log_segment_mb: 64,
         }
     }
 }

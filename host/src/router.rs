@@ -1,18 +1,18 @@
 //! The seam between ingest and delivery.
 //!
 //! Ingest hands every accepted batch to an [`EventSink`]; once `submit`
-//! returns `Ok`, the events are the sink's responsibility. [`MemoryRouter`]
-//! routes them straight to each subscribed destination's worker queue; the
-//! durable log takes its place behind the same trait.
+//! returns `Ok`, the events are the sink's responsibility. [`LogSink`] makes
+//! them durable in the log; each destination's worker then reads the log
+//! and keeps what its [`Subscription`] wants.
 
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
 
 use serde_json::Value;
-use tokio::sync::mpsc;
 
-use crate::metrics::DestinationStats;
+use crate::dedupe::{self, Dedupe};
+use crate::log::{EventLog, encode_envelope};
 use crate::spec::{Envelope, EventType};
 
 /// Why a sink could not take events. Ingest answers 503: never 200.
@@ -45,6 +45,9 @@ impl Subscription {
     /// `All`, else yes). A per-destination value that is an object means
     /// enabled, with options.
     pub fn wants(&self, event: &Envelope) -> bool {
+        if let Some(only) = &event.only_for {
+            return **only == *self.name;
+        }
         if !self.types.contains(&event.kind) {
             return false;
         }
@@ -60,41 +63,35 @@ impl Subscription {
     }
 }
 
-/// One destination as the router sees it.
-pub struct Route {
-    pub subscription: Subscription,
-    pub queue: mpsc::Sender<Arc<Envelope>>,
-    pub stats: Arc<DestinationStats>,
+/// The durable sink: deduplicates, appends to the log, and answers only once
+/// the events are on disk. Delivery workers read the log on their own.
+pub struct LogSink<L: EventLog> {
+    pub log: Arc<L>,
+    pub dedupe: Dedupe,
+    pub duplicates: Arc<crate::metrics::Counter>,
 }
 
-/// Routes events in memory to each destination's queue, waiting when a
-/// queue is full (back-pressure reaches the client as latency, not loss).
-pub struct MemoryRouter {
-    routes: Vec<Route>,
-}
-
-impl MemoryRouter {
-    pub fn new(routes: Vec<Route>) -> Self {
-        MemoryRouter { routes }
-    }
-}
-
-impl EventSink for MemoryRouter {
+impl<L: EventLog> EventSink for LogSink<L> {
     async fn submit(&self, events: Vec<Arc<Envelope>>) -> Result<(), SinkError> {
-        for route in &self.routes {
-            for event in &events {
-                if route.subscription.wants(event) {
-                    route.stats.received.inc();
-                    route
-                        .queue
-                        .send(event.clone())
-                        .await
-                        .map_err(|_| SinkError(format!("destination `{}` is shut down", route.subscription.name)))?;
-                } else {
-                    route.stats.filtered.inc();
-                }
+        let mut keys = Vec::with_capacity(events.len());
+        let mut records = Vec::with_capacity(events.len());
+        for e in &events {
+            let k = dedupe::key(&e.source, &e.message_id);
+            if self.dedupe.seen(k) || keys.contains(&k) {
+                self.duplicates.inc();
+                tracing::debug!(message_id = %e.message_id, source = &*e.source, "duplicate messageId dropped");
+                continue;
             }
+            keys.push(k);
+            records.push(encode_envelope(e));
         }
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.log.append(records).await.map_err(|e| SinkError(e.to_string()))?;
+        // Only now: a failed append must not make the client's retry look
+        // like a duplicate.
+        self.dedupe.remember(&keys);
         Ok(())
     }
 }
@@ -116,6 +113,7 @@ mod tests {
             source: Arc::from("web"),
             integrations: integrations.and_then(|v| v.as_object().cloned()),
             json: "{}".into(),
+            only_for: None,
         }
     }
 

@@ -62,6 +62,8 @@ pub struct Envelope {
     pub integrations: Option<Map<String, Value>>,
     /// The normalized event as JSON text.
     pub json: String,
+    /// Set on a replayed dead letter: deliver to this destination only.
+    pub only_for: Option<Arc<str>>,
 }
 
 /// Why an event was refused at ingest (the rest of its batch is accepted).
@@ -178,6 +180,7 @@ pub fn normalize(
         source: source.clone(),
         integrations,
         json,
+        only_for: None,
     })
 }
 

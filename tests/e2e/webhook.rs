@@ -161,7 +161,7 @@ async fn client_errors_are_rejected_not_retried() {
     assert_eq!(receiver.count(), 1, "a 400 must not be retried");
     assert_eq!(sy.metric("switchyard_destination_retried_total{destination=\"hook\"}").await, 0);
     let logs = sy.logs();
-    assert!(logs.contains("event rejected by destination") && logs.contains("HTTP 400"), "{logs}");
+    assert!(logs.contains("event dead-lettered") && logs.contains("HTTP 400"), "{logs}");
 }
 
 #[tokio::test]

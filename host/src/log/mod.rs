@@ -83,6 +83,13 @@ pub trait LogReader: Send + 'static {
     /// As [`LogReader::next_batch`].
     fn try_batch(&mut self, max: usize) -> impl Future<Output = Result<Vec<(Seq, Bytes)>, LogError>> + Send;
 
+    /// Resolves once a record at the reader's position is durable.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Closed`] when the log is gone.
+    fn wait(&mut self) -> impl Future<Output = Result<(), LogError>> + Send;
+
     /// The sequence number of the next record this reader returns.
     fn position(&self) -> Seq;
 }

@@ -75,6 +75,7 @@ pub fn encode_envelope(e: &Envelope) -> Bytes {
     put_str(&mut b, e.anonymous_id.as_deref());
     put_str(&mut b, Some(&e.source));
     put_str(&mut b, integrations.as_deref());
+    put_str(&mut b, e.only_for.as_deref());
     put_str(&mut b, Some(&e.json));
     b.freeze()
 }
@@ -101,6 +102,7 @@ pub fn decode_envelope(mut b: &[u8]) -> Result<Envelope, String> {
         Some(s) => serde_json::from_str::<serde_json::Value>(&s).ok().and_then(|v| v.as_object().cloned()),
         None => None,
     };
+    let only_for = get_str(&mut b)?.map(|s| Arc::from(s.as_str()));
     let json = get_str(&mut b)?.ok_or("missing json")?;
     Ok(Envelope {
         kind,
@@ -112,6 +114,7 @@ pub fn decode_envelope(mut b: &[u8]) -> Result<Envelope, String> {
         source: Arc::from(source.as_str()),
         integrations,
         json,
+        only_for,
     })
 }
 
@@ -187,6 +190,7 @@ mod tests {
             source: Arc::from("web"),
             integrations: Some(integrations),
             json: "{\"type\":\"page\"}".into(),
+            only_for: Some(Arc::from("hook")),
         };
         assert_eq!(decode_envelope(&encode_envelope(&e)).unwrap(), e);
         assert!(decode_envelope(&encode_envelope(&e)[..10]).is_err());

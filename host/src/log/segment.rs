@@ -412,6 +412,13 @@ impl LogReader for SegmentReader {
         if self.pos < end { self.read(max, end) } else { Ok(Vec::new()) }
     }
 
+    async fn wait(&mut self) -> Result<(), LogError> {
+        while *self.durable.borrow_and_update() <= self.pos {
+            self.durable.changed().await.map_err(|_| LogError::Closed)?;
+        }
+        Ok(())
+    }
+
     fn position(&self) -> Seq {
         self.pos
     }

@@ -1,0 +1,60 @@
+//! Per-destination cursors: how far into the log each destination has
+//! finished, persisted under `data_dir/cursors`, and the minimum over all
+//! destinations that tells the log what it may delete.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::log::Seq;
+
+/// The cursors of every destination, shared by their workers.
+#[derive(Clone)]
+pub struct Cursors {
+    dir: PathBuf,
+    positions: Arc<Mutex<HashMap<String, Seq>>>,
+}
+
+impl Cursors {
+    /// Opens the cursor folder, creating it.
+    ///
+    /// # Errors
+    ///
+    /// When the folder cannot be created.
+    pub fn open(dir: &Path) -> std::io::Result<Cursors> {
+        std::fs::create_dir_all(dir)?;
+        Ok(Cursors { dir: dir.to_owned(), positions: Arc::default() })
+    }
+
+    /// The saved cursor of `name`, or `default` for a new destination. The
+    /// destination is registered, holding back deletion from there.
+    pub fn load(&self, name: &str, default: Seq) -> Seq {
+        let saved = std::fs::read_to_string(self.path(name)).ok().and_then(|s| s.trim().parse().ok());
+        let at = saved.unwrap_or(default);
+        if let Ok(mut p) = self.positions.lock() {
+            p.insert(name.to_owned(), at);
+        }
+        at
+    }
+
+    /// Persists `name`'s cursor (write then rename: a crash leaves the old or
+    /// the new value, never a torn one) and returns the minimum over all
+    /// destinations.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be written; the in-memory value is kept.
+    pub fn save(&self, name: &str, at: Seq) -> std::io::Result<Seq> {
+        let path = self.path(name);
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, at.to_string())?;
+        std::fs::rename(&tmp, &path)?;
+        let mut p = self.positions.lock().map_err(|_| std::io::Error::other("cursor lock poisoned"))?;
+        p.insert(name.to_owned(), at);
+        Ok(p.values().copied().min().unwrap_or(at))
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.cursor"))
+    }
+}

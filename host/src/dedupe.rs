@@ -1,0 +1,168 @@
+//! Drops repeated `messageId`s (per source) seen within a window, as Segment
+//! does (at least 24 hours), in bounded memory and across restarts.
+//!
+//! Ids are kept as 64-bit hashes in two generations: an id is remembered
+//! for between one and two windows. When the current generation reaches
+//! half of `max_ids` it rotates early, shortening the window rather than
+//! growing without bound (and says so in the log). Every remembered id is
+//! appended to a journal under `data_dir`, replayed on start; the journal is
+//! rewritten at each rotation. A crash can lose the journal's last writes:
+//! the worst case is a duplicate delivered, never a lost event.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// The dedupe state.
+pub struct Dedupe {
+    state: Mutex<State>,
+    path: PathBuf,
+    window_ms: i64,
+    max_ids: usize,
+}
+
+struct State {
+    current: HashMap<u64, i64>,
+    previous: HashMap<u64, i64>,
+    started_ms: i64,
+    journal: Option<BufWriter<File>>,
+}
+
+/// The key of an event: its source and `messageId`.
+pub fn key(source: &str, message_id: &str) -> u64 {
+    // FNV-1a: stable across builds, which the journal needs.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in source.bytes().chain([0u8]).chain(message_id.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+impl Dedupe {
+    /// Opens the journal at `path` and loads the ids still in the window.
+    ///
+    /// # Errors
+    ///
+    /// When the journal cannot be opened.
+    pub fn open(path: &Path, window: Duration, max_ids: usize) -> std::io::Result<Dedupe> {
+        let now = now_ms();
+        let window_ms = window.as_millis() as i64;
+        let mut current = HashMap::new();
+        if let Ok(mut f) = File::open(path) {
+            let mut buf = Vec::new();
+            f.read_to_end(&mut buf)?;
+            for chunk in buf.chunks_exact(16) {
+                let (k, t) = chunk.split_at(8);
+                let (Ok(k), Ok(t)) = (k.try_into(), t.try_into()) else { continue };
+                let t = i64::from_le_bytes(t);
+                if now - t < window_ms {
+                    current.insert(u64::from_le_bytes(k), t);
+                }
+            }
+        }
+        let d = Dedupe {
+            state: Mutex::new(State { current, previous: HashMap::new(), started_ms: now, journal: None }),
+            path: path.to_owned(),
+            window_ms,
+            max_ids: max_ids.max(2),
+        };
+        if let Ok(mut s) = d.state.lock() {
+            d.rewrite(&mut s)?;
+        }
+        Ok(d)
+    }
+
+    /// Whether `key` was seen within the window.
+    pub fn seen(&self, key: u64) -> bool {
+        self.state.lock().map(|s| s.current.contains_key(&key) || s.previous.contains_key(&key)).unwrap_or(false)
+    }
+
+    /// Remembers `keys` (call after they are durably accepted).
+    pub fn remember(&self, keys: &[u64]) {
+        let Ok(mut s) = self.state.lock() else { return };
+        let now = now_ms();
+        if now - s.started_ms >= self.window_ms || s.current.len() + keys.len() > self.max_ids / 2 {
+            if now - s.started_ms < self.window_ms {
+                tracing::warn!(
+                    max_ids = self.max_ids,
+                    "dedupe memory bound reached: the dedupe window is shorter than configured"
+                );
+            }
+            s.previous = std::mem::take(&mut s.current);
+            s.started_ms = now;
+            if let Err(e) = self.rewrite(&mut s) {
+                tracing::warn!(error = %e, "cannot rewrite dedupe journal");
+            }
+        }
+        let mut buf = Vec::with_capacity(keys.len() * 16);
+        for k in keys {
+            s.current.insert(*k, now);
+            buf.extend_from_slice(&k.to_le_bytes());
+            buf.extend_from_slice(&now.to_le_bytes());
+        }
+        if let Some(j) = s.journal.as_mut() {
+            let _ = j.write_all(&buf).and_then(|()| j.flush());
+        }
+    }
+
+    /// Rewrites the journal with the remembered ids (write then rename).
+    fn rewrite(&self, s: &mut State) -> std::io::Result<()> {
+        let tmp = self.path.with_extension("tmp");
+        {
+            let mut w = BufWriter::new(File::create(&tmp)?);
+            for (k, t) in s.previous.iter().chain(s.current.iter()) {
+                w.write_all(&k.to_le_bytes())?;
+                w.write_all(&t.to_le_bytes())?;
+            }
+            w.flush()?;
+        }
+        std::fs::rename(&tmp, &self.path)?;
+        s.journal = Some(BufWriter::new(OpenOptions::new().append(true).open(&self.path)?));
+        Ok(())
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remembers_across_reopen_and_rotates_within_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dedupe.journal");
+        let d = Dedupe::open(&path, Duration::from_secs(3600), 1000).unwrap();
+        let (a, b) = (key("web", "m1"), key("web", "m2"));
+        assert_ne!(a, key("ios", "m1"), "keys are per source");
+        assert!(!d.seen(a));
+        d.remember(&[a]);
+        assert!(d.seen(a) && !d.seen(b));
+        drop(d);
+        let d = Dedupe::open(&path, Duration::from_secs(3600), 1000).unwrap();
+        assert!(d.seen(a), "survives a restart");
+        for i in 0..2000 {
+            d.remember(&[key("web", &format!("x{i}"))]);
+        }
+        let s = d.state.lock().unwrap();
+        assert!(s.current.len() + s.previous.len() <= 1000, "bounded");
+    }
+
+    #[test]
+    fn expired_ids_are_not_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dedupe.journal");
+        let mut old = Vec::new();
+        old.extend_from_slice(&key("web", "old").to_le_bytes());
+        old.extend_from_slice(&(now_ms() - 10_000).to_le_bytes());
+        std::fs::write(&path, old).unwrap();
+        let d = Dedupe::open(&path, Duration::from_secs(5), 100).unwrap();
+        assert!(!d.seen(key("web", "old")));
+    }
+}
