@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod app;
 pub mod capabilities;
+pub mod cli;
 pub mod config;
 pub mod cursor;
 pub mod deadletter;

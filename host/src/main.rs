@@ -29,6 +29,18 @@ enum Command {
         #[arg(long, short, env = "SWITCHYARD_CONFIG")]
         config: PathBuf,
     },
+    /// List a destination's dead letters, or replay them (through the admin
+    /// API of the running server named in the config).
+    DeadLetters {
+        #[arg(long, short, env = "SWITCHYARD_CONFIG")]
+        config: PathBuf,
+        /// The destination.
+        #[arg(long, short)]
+        destination: String,
+        /// Replay them all instead of listing them.
+        #[arg(long)]
+        replay: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -76,6 +88,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 config.destinations.len()
             );
             Ok(())
+        }
+        Command::DeadLetters { config, destination, replay } => {
+            let config = Config::load(&config)?;
+            switchyard::cli::dead_letters(&config, &destination, replay).await
         }
     }
 }

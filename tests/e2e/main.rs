@@ -2,5 +2,6 @@
 //! End-to-end tests: the real `switchyard` binary, real configs, real HTTP.
 //! One test binary, so it links once.
 
+mod durability;
 mod startup;
 mod webhook;

@@ -62,6 +62,7 @@ pub struct Switchyard {
     pub port: u16,
     pub admin_port: u16,
     log: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 impl Switchyard {
@@ -75,20 +76,54 @@ impl Switchyard {
     /// As [`Switchyard::start`], with extra environment variables.
     pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Switchyard {
         let (child, dir, port, admin_port, log) = Self::spawn(config, env);
-        let mut sy = Switchyard { child, dir, port, admin_port, log };
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut sy = Switchyard { child, dir, port, admin_port, log, env };
+        sy.wait_listening().await;
+        sy
+    }
+
+    async fn wait_listening(&mut self) {
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
         let start = Instant::now();
         loop {
             if tokio::net::TcpStream::connect(addr).await.is_ok() {
                 break;
             }
-            if let Ok(Some(status)) = sy.child.try_wait() {
-                panic!("switchyard exited with {status} before listening:\n{}", sy.logs());
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("switchyard exited with {status} before listening:\n{}", self.logs());
             }
-            assert!(start.elapsed() < Duration::from_secs(120), "switchyard did not listen:\n{}", sy.logs());
+            assert!(start.elapsed() < Duration::from_secs(120), "switchyard did not listen:\n{}", self.logs());
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        sy
+    }
+
+    /// Kills the process with SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same config, data dir and ports
+    /// (after [`Switchyard::kill9`] or [`Switchyard::terminate`]).
+    pub async fn restart(&mut self) {
+        let stderr = std::fs::OpenOptions::new().append(true).open(&self.log).expect("log file");
+        let mut cmd = Command::new(binary());
+        cmd.arg("run")
+            .arg("--config")
+            .arg(self.dir.path().join("switchyard.toml"))
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        cmd.env("RUST_LOG", "info,switchyard=debug,cranelift=warn,wasmtime=warn");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        self.child = cmd.spawn().expect("spawn switchyard");
+        self.wait_listening().await;
+    }
+
+    /// The admin API's base URL.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port)
     }
 
     /// Runs `switchyard run` on `config` expecting it to fail at start;

@@ -1,0 +1,203 @@
+//! The durable log through the real binary: crashes, restarts, dedupe, dead
+//! letters and replay.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use switchyard_tests::{Receiver, Switchyard, eventually, http, plugin, post_json};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+fn config(receiver: &Receiver, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:{{port}}"
+admin_listen = "127.0.0.1:{{admin_port}}"
+admin_token = "adm1n-token"
+data_dir = "{{data_dir}}"
+log_segment_mb = 1
+
+[[sources]]
+name = "web"
+write_key = "wk_test"
+
+[[destinations]]
+name = "hook"
+plugin = "{plugin}"
+settings = {{ url = "{origin}/hook" }}
+allow_http = ["{origin}"]
+batch = {{ max_events = 200, linger_ms = 10 }}
+retry = {{ initial_backoff_ms = 20, max_backoff_ms = 200 }}
+{extra}
+"#,
+        plugin = plugin("webhook_destination").display(),
+        origin = receiver.origin(),
+    )
+}
+
+fn delivered(receiver: &Receiver) -> Vec<String> {
+    receiver
+        .requests()
+        .iter()
+        .flat_map(|r| r.json()["batch"].as_array().cloned().unwrap_or_default())
+        .filter_map(|e| e["messageId"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Sends batches of 50 until told to stop; records the ids answered 200.
+fn load(url: String, acked: Arc<Mutex<Vec<String>>>, stop: Arc<std::sync::atomic::AtomicBool>, tag: &'static str) {
+    tokio::spawn(async move {
+        let mut n = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let ids: Vec<String> = (0..50).map(|i| format!("{tag}-{n}-{i}")).collect();
+            let batch: Vec<Value> = ids
+                .iter()
+                .map(|id| json!({"type": "track", "event": "Load", "userId": "u", "messageId": id, "properties": {"pad": "x".repeat(300)}}))
+                .collect();
+            n += 1;
+            let body = json!({"batch": batch}).to_string();
+            let auth = "Basic d2tfdGVzdDo="; // wk_test:
+            let result = tokio::time::timeout(Duration::from_secs(5), try_post(&url, auth, body)).await;
+            match result {
+                Ok(Some(200)) => acked.lock().unwrap().extend(ids),
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    });
+}
+
+async fn try_post(url: &str, auth: &str, body: String) -> Option<u16> {
+    use http_body_util::Full;
+    use hyper_util::client::legacy::Client;
+    let client: Client<_, Full<bytes::Bytes>> = Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let req = hyper::Request::post(url).header("authorization", auth).body(Full::new(bytes::Bytes::from(body))).ok()?;
+    client.request(req).await.ok().map(|r| r.status().as_u16())
+}
+
+#[tokio::test]
+async fn kill_9_under_load_loses_no_acknowledged_event() {
+    let receiver = Receiver::always(200).await;
+    let mut sy = Switchyard::start(&config(&receiver, "")).await;
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    for (round, tag) in ["r0", "r1", "r2"].into_iter().enumerate() {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        for _ in 0..3 {
+            load(sy.url("/v1/batch"), acked.clone(), stop.clone(), tag);
+        }
+        // Let load build up for a while, then pull the plug mid-stream.
+        let before = acked.lock().unwrap().len();
+        eventually(WAIT, "some load accepted", || acked.lock().unwrap().len() >= before + 500 * (round + 1)).await;
+        sy.kill9();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        sy.restart().await;
+    }
+    let acked: Vec<String> = acked.lock().unwrap().clone();
+    assert!(acked.len() >= 3000, "load ran: {}", acked.len());
+    eventually(WAIT, "every acknowledged event delivered", || {
+        let got: HashSet<String> = delivered(&receiver).into_iter().collect();
+        acked.iter().all(|id| got.contains(id))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn duplicates_are_dropped_across_a_restart() {
+    let receiver = Receiver::always(200).await;
+    let mut sy = Switchyard::start(&config(&receiver, "")).await;
+    let event = |id: &str| json!({"type": "track", "event": "E", "userId": "u", "messageId": id});
+    post_json(&sy.url("/v1/batch"), Some("wk_test"), &json!({"batch": [event("dup-1"), event("dup-1")]})).await;
+    eventually(WAIT, "first delivery", || delivered(&receiver).contains(&"dup-1".to_owned())).await;
+    let status = sy.terminate();
+    assert!(status.success(), "clean shutdown on SIGTERM: {status}");
+    sy.restart().await;
+    let (status, body) =
+        post_json(&sy.url("/v1/batch"), Some("wk_test"), &json!({"batch": [event("dup-1"), event("new-1")]})).await;
+    assert_eq!((status, body), (200, json!({"success": true})), "a duplicate is still answered 200");
+    eventually(WAIT, "new event delivered", || delivered(&receiver).contains(&"new-1".to_owned())).await;
+    assert_eq!(delivered(&receiver).iter().filter(|id| *id == "dup-1").count(), 1);
+}
+
+#[tokio::test]
+async fn outage_then_recovery_delivers_everything() {
+    // The destination is down (503) for its first 8 requests, then recovers.
+    let receiver = Receiver::start(|i, _| (if i < 8 { 503 } else { 200 }, vec![], String::new())).await;
+    let sy = Switchyard::start(&config(&receiver, "")).await;
+    let mut ids = Vec::new();
+    for b in 0..10 {
+        let batch: Vec<Value> = (0..20)
+            .map(|i| {
+                let id = format!("o-{b}-{i}");
+                ids.push(id.clone());
+                json!({"type": "identify", "userId": format!("u{i}"), "messageId": id, "traits": {"n": i}})
+            })
+            .collect();
+        assert_eq!(post_json(&sy.url("/v1/batch"), Some("wk_test"), &json!({"batch": batch})).await.0, 200);
+    }
+    eventually(WAIT, "all delivered after the outage", || {
+        let ok: HashSet<String> = receiver
+            .requests()
+            .get(8..)
+            .unwrap_or_default()
+            .iter()
+            .flat_map(|r| r.json()["batch"].as_array().cloned().unwrap_or_default())
+            .filter_map(|e| e["messageId"].as_str().map(str::to_owned))
+            .collect();
+        ids.iter().all(|id| ok.contains(id))
+    })
+    .await;
+    assert!(sy.metric("switchyard_destination_retried_total{destination=\"hook\"}").await > 0);
+    assert_eq!(sy.metric("switchyard_destination_dead_lettered_total{destination=\"hook\"}").await, 0);
+}
+
+#[tokio::test]
+async fn dead_letters_are_listed_and_replayed() {
+    // The first request is refused with 400; everything after succeeds.
+    let receiver = Receiver::start(|i, _| (if i == 0 { 400 } else { 200 }, vec![], "bad".into())).await;
+    let sy = Switchyard::start(&config(&receiver, "")).await;
+    post_json(&sy.url("/v1/track"), Some("wk_test"), &json!({"userId": "u", "event": "E", "messageId": "dl-1"})).await;
+    let mut dead = 0;
+    for _ in 0..3000 {
+        dead = sy.metric("switchyard_destination_dead_lettered_total{destination=\"hook\"}").await;
+        if dead == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(dead, 1);
+
+    let list_url = sy.admin_url("/admin/destinations/hook/dead-letters");
+    let (status, _) = http(hyper::Method::GET, &list_url, &[], Vec::new()).await;
+    assert_eq!(status, 401, "the admin API needs the token");
+    let (status, _) = http(hyper::Method::GET, &list_url, &[("authorization", "Bearer wrong")], Vec::new()).await;
+    assert_eq!(status, 401);
+    let auth = [("authorization", "Bearer adm1n-token")];
+    let (status, body) = http(hyper::Method::GET, &list_url, &auth, Vec::new()).await;
+    assert_eq!(status, 200);
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["count"], 1);
+    assert_eq!(body["dead_letters"][0]["messageId"], "dl-1");
+    assert!(body["dead_letters"][0]["reason"].as_str().unwrap().contains("HTTP 400"), "{body}");
+
+    // Replay with the CLI, as an operator would.
+    let out = std::process::Command::new(switchyard_tests::binary())
+        .args(["dead-letters", "--config"])
+        .arg(sy.dir.path().join("switchyard.toml"))
+        .args(["--destination", "hook", "--replay"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("replayed 1"), "{stdout}");
+    eventually(WAIT, "the replayed event delivered", || {
+        delivered(&receiver).iter().filter(|id| *id == "dl-1").count() == 2
+    })
+    .await;
+    let (_, body) = http(hyper::Method::GET, &list_url, &auth, Vec::new()).await;
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["count"], 0, "nothing left to replay");
+}
