@@ -2,6 +2,7 @@
 //! End-to-end tests: the real `switchyard` binary, real configs, real HTTP.
 //! One test binary, so it links once.
 
+mod clients;
 mod durability;
 mod startup;
 mod webhook;
