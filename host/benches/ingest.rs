@@ -1,0 +1,215 @@
+//! Ingest benchmark: HTTP batches of 100 ~500-byte events over several
+//! connections → tracking API → durable log (fsync) → webhook plugin →
+//! loopback receiver. In the same run, the same load against a bare
+//! hyper + serde_json server that parses and discards (the ceiling).
+//!
+//! Run: `./x bench` (or `cargo bench -p switchyard --bench ingest` after
+//! `./x plugins`). `BENCH_SECS` sets each phase's length (default 5).
+//! Everything runs in this one process on this machine's cores, load
+//! generator included, for both servers alike.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+
+const CONNECTIONS: usize = 8;
+const BATCH: usize = 100;
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("parent").to_owned()
+}
+
+fn body(seed: u64) -> Bytes {
+    let events: Vec<serde_json::Value> = (0..BATCH)
+        .map(|i| {
+            serde_json::json!({
+                "type": "track", "event": "Product Added", "userId": format!("user-{}", (seed + i as u64) % 10_000),
+                "messageId": format!("bench-{seed}-{i}"), "timestamp": "2024-05-01T12:00:00.000Z",
+                "properties": {"product_id": "507f1f77bcf86cd799439011", "sku": "G-32", "category": "Games",
+                               "name": "Monopoly: 3rd Edition", "price": 18.99, "quantity": 1},
+                "context": {"ip": "203.0.113.7", "library": {"name": "analytics.js", "version": "2.11.1"}}
+            })
+        })
+        .collect();
+    Bytes::from(serde_json::json!({"batch": events, "sentAt": "2024-05-01T12:00:01.000Z"}).to_string())
+}
+
+/// A loopback server: counts events POSTed as `{"batch": [...]}`; or, as
+/// the baseline, parses any body and discards it.
+async fn serve(listener: tokio::net::TcpListener, events: Arc<AtomicU64>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let events = events.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let events = events.clone();
+                async move {
+                    let b = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                    let v: serde_json::Value = serde_json::from_slice(&b).unwrap_or(serde_json::Value::Null);
+                    events.fetch_add(v["batch"].as_array().map_or(0, |a| a.len() as u64), Ordering::Relaxed);
+                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(br#"{"success":true}"#))))
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+        });
+    }
+}
+
+struct LoadResult {
+    events_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+}
+
+/// Sends batches for `secs` over `CONNECTIONS` connections, optionally
+/// paced to `rate` events/s in total.
+async fn load(addr: SocketAddr, secs: f64, rate: Option<f64>) -> LoadResult {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let mut tasks = Vec::new();
+    for c in 0..CONNECTIONS {
+        tasks.push(tokio::spawn(async move {
+            let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            stream.set_nodelay(true).ok();
+            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
+            tokio::spawn(conn);
+            let mut lat = Vec::new();
+            let mut errors = 0u64;
+            let mut n = 0u64;
+            let interval = rate.map(|r| Duration::from_secs_f64(BATCH as f64 * CONNECTIONS as f64 / r));
+            let start = Instant::now();
+            while Instant::now() < deadline {
+                if let Some(iv) = interval {
+                    let due = start + iv * n as u32;
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                let seed = (c as u64) << 40 | n * BATCH as u64;
+                let req = hyper::Request::post("/v1/batch")
+                    .header("host", "bench")
+                    .header("authorization", "Basic YmVuY2hfa2V5Og==") // bench_key:
+                    .header("content-type", "application/json")
+                    .body(Full::new(body(seed)))
+                    .expect("request");
+                let t = Instant::now();
+                match send.send_request(req).await {
+                    Ok(resp) if resp.status() == 200 => {
+                        let _ = resp.into_body().collect().await;
+                        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    _ => errors += 1,
+                }
+                n += 1;
+            }
+            (lat, errors)
+        }));
+    }
+    let started = Instant::now();
+    let mut lat = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await.expect("load task");
+        lat.extend(l);
+        errors += e;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    lat.sort_by(f64::total_cmp);
+    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0.0);
+    LoadResult { events_per_sec: lat.len() as f64 * BATCH as f64 / elapsed, p50_ms: pct(0.50), p99_ms: pct(0.99), errors }
+}
+
+fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_owned))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio");
+    rt.block_on(bench());
+}
+
+async fn bench() {
+    let secs: f64 = std::env::var("BENCH_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(5.0);
+    let wasm = workspace().join("target/wasm32-wasip2/plugin/webhook_destination.wasm");
+    assert!(wasm.exists(), "build the plugins first: ./x plugins");
+
+    // The bare ceiling: hyper + serde_json, parse and discard.
+    let bare = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let bare_addr = bare.local_addr().expect("addr");
+    tokio::spawn(serve(bare, Arc::new(AtomicU64::new(0))));
+    let ceiling = load(bare_addr, secs, None).await;
+
+    // Switchyard with the webhook plugin delivering to a loopback receiver.
+    let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let recv_addr = receiver.local_addr().expect("addr");
+    let delivered = Arc::new(AtomicU64::new(0));
+    tokio::spawn(serve(receiver, delivered.clone()));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let config = format!(
+        r#"
+[server]
+listen = "127.0.0.1:{port}"
+data_dir = "{data}"
+[[sources]]
+name = "bench"
+write_key = "bench_key"
+[[destinations]]
+name = "hook"
+plugin = "{plugin}"
+settings = {{ url = "http://{recv_addr}/hook" }}
+allow_http = ["http://{recv_addr}"]
+batch = {{ max_events = 1000, linger_ms = 50 }}
+"#,
+        data = dir.path().join("data").display(),
+        plugin = wasm.display(),
+    );
+    let path = dir.path().join("switchyard.toml");
+    std::fs::write(&path, config).expect("config");
+    let config = switchyard::config::Config::load(&path).expect("config");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(switchyard::app::run(config, async {
+        let _ = stop_rx.await;
+    }));
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let d0 = delivered.load(Ordering::Relaxed);
+    let t0 = Instant::now();
+    let peak = load(addr, secs, None).await;
+    let delivered_rate = (delivered.load(Ordering::Relaxed) - d0) as f64 / t0.elapsed().as_secs_f64();
+    let rss_peak = rss_mb();
+    let half = load(addr, secs, Some(peak.events_per_sec / 2.0)).await;
+    let _ = stop_tx.send(());
+    let _ = server.await;
+
+    println!("# ingest: batches of {BATCH} × ~500-byte events, {CONNECTIONS} connections, {secs} s per phase\n");
+    println!("| server | accepted events/s | p50 ms | p99 ms | errors |");
+    println!("|---|---:|---:|---:|---:|");
+    println!(
+        "| bare hyper + serde_json (parse, discard) | {:.0} | {:.2} | {:.2} | {} |",
+        ceiling.events_per_sec, ceiling.p50_ms, ceiling.p99_ms, ceiling.errors
+    );
+    println!(
+        "| switchyard, durable (fsync) | {:.0} | {:.2} | {:.2} | {} |",
+        peak.events_per_sec, peak.p50_ms, peak.p99_ms, peak.errors
+    );
+    println!(
+        "| switchyard at half its peak rate | {:.0} | {:.2} | {:.2} | {} |",
+        half.events_per_sec, half.p50_ms, half.p99_ms, half.errors
+    );
+    println!("\nswitchyard / ceiling: {:.2}", peak.events_per_sec / ceiling.events_per_sec);
+    println!("delivered to the receiver during the peak phase: {delivered_rate:.0} events/s");
+    println!("RSS of the whole process (server + load generator + receiver) after the peak phase: {rss_peak:.0} MB");
+}
