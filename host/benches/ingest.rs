@@ -79,7 +79,8 @@ async fn load(addr: SocketAddr, secs: f64, rate: Option<f64>) -> LoadResult {
         tasks.push(tokio::spawn(async move {
             let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
             stream.set_nodelay(true).ok();
-            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
+            let (mut send, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
             tokio::spawn(conn);
             let mut lat = Vec::new();
             let mut errors = 0u64;
@@ -91,7 +92,7 @@ async fn load(addr: SocketAddr, secs: f64, rate: Option<f64>) -> LoadResult {
                     let due = start + iv * n as u32;
                     tokio::time::sleep_until(due.into()).await;
                 }
-                let seed = (c as u64) << 40 | n * BATCH as u64;
+                let seed = ((c as u64) << 40) | (n * BATCH as u64);
                 let req = hyper::Request::post("/v1/batch")
                     .header("host", "bench")
                     .header("authorization", "Basic YmVuY2hfa2V5Og==") // bench_key:
@@ -121,8 +122,14 @@ async fn load(addr: SocketAddr, secs: f64, rate: Option<f64>) -> LoadResult {
     }
     let elapsed = started.elapsed().as_secs_f64();
     lat.sort_by(f64::total_cmp);
-    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0.0);
-    LoadResult { events_per_sec: lat.len() as f64 * BATCH as f64 / elapsed, p50_ms: pct(0.50), p99_ms: pct(0.99), errors }
+    let pct =
+        |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0.0);
+    LoadResult {
+        events_per_sec: lat.len() as f64 * BATCH as f64 / elapsed,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        errors,
+    }
 }
 
 fn rss_mb() -> f64 {
