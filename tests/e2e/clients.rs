@@ -31,10 +31,6 @@ batch = {{ max_events = 100, linger_ms = 10 }}
     )
 }
 
-fn events(receiver: &Receiver) -> Vec<Value> {
-    receiver.requests().iter().flat_map(|r| r.json()["batch"].as_array().cloned().unwrap_or_default()).collect()
-}
-
 fn find<'a>(events: &'a [Value], id: &str) -> &'a Value {
     events.iter().find(|e| e["messageId"] == id).unwrap_or_else(|| panic!("{id} not delivered"))
 }
@@ -88,8 +84,8 @@ async fn analytics_python_events_arrive_intact() {
     })
     .await
     .unwrap();
-    eventually(Duration::from_secs(60), "six python events", || events(&receiver).len() >= 6).await;
-    let evs = events(&receiver);
+    eventually(Duration::from_secs(60), "six python events", || receiver.events().len() >= 6).await;
+    let evs = receiver.events();
     check_all_six(&evs, "py", "u-py");
     assert_eq!(find(&evs, "py-track")["context"]["app"]["version"], "1.2.3");
     assert_eq!(find(&evs, "py-track")["properties"]["price"], 9.99);
@@ -113,8 +109,8 @@ async fn analytics_node_events_arrive_intact() {
     })
     .await
     .unwrap();
-    eventually(Duration::from_secs(60), "six node events", || events(&receiver).len() >= 6).await;
-    let evs = events(&receiver);
+    eventually(Duration::from_secs(60), "six node events", || receiver.events().len() >= 6).await;
+    let evs = receiver.events();
     check_all_six(&evs, "node", "u-node");
     assert_eq!(find(&evs, "node-track")["context"]["app"]["version"], "4.5.6");
 }

@@ -38,15 +38,6 @@ retry = {{ initial_backoff_ms = 20, max_backoff_ms = 200 }}
     )
 }
 
-fn delivered(receiver: &Receiver) -> Vec<String> {
-    receiver
-        .requests()
-        .iter()
-        .flat_map(|r| r.json()["batch"].as_array().cloned().unwrap_or_default())
-        .filter_map(|e| e["messageId"].as_str().map(str::to_owned))
-        .collect()
-}
-
 /// Sends batches of 50 until told to stop; records the ids answered 200.
 fn load(url: String, acked: Arc<Mutex<Vec<String>>>, stop: Arc<std::sync::atomic::AtomicBool>, tag: &'static str) {
     tokio::spawn(async move {
@@ -99,7 +90,7 @@ async fn kill_9_under_load_loses_no_acknowledged_event() {
     let acked: Vec<String> = acked.lock().unwrap().clone();
     assert!(acked.len() >= 3000, "load ran: {}", acked.len());
     eventually(WAIT, "every acknowledged event delivered", || {
-        let got: HashSet<String> = delivered(&receiver).into_iter().collect();
+        let got: HashSet<String> = receiver.message_ids().into_iter().collect();
         acked.iter().all(|id| got.contains(id))
     })
     .await;
@@ -111,15 +102,15 @@ async fn duplicates_are_dropped_across_a_restart() {
     let mut sy = Switchyard::start(&config(&receiver, "")).await;
     let event = |id: &str| json!({"type": "track", "event": "E", "userId": "u", "messageId": id});
     post_json(&sy.url("/v1/batch"), Some("wk_test"), &json!({"batch": [event("dup-1"), event("dup-1")]})).await;
-    eventually(WAIT, "first delivery", || delivered(&receiver).contains(&"dup-1".to_owned())).await;
+    eventually(WAIT, "first delivery", || receiver.message_ids().contains(&"dup-1".to_owned())).await;
     let status = sy.terminate();
     assert!(status.success(), "clean shutdown on SIGTERM: {status}");
     sy.restart().await;
     let (status, body) =
         post_json(&sy.url("/v1/batch"), Some("wk_test"), &json!({"batch": [event("dup-1"), event("new-1")]})).await;
     assert_eq!((status, body), (200, json!({"success": true})), "a duplicate is still answered 200");
-    eventually(WAIT, "new event delivered", || delivered(&receiver).contains(&"new-1".to_owned())).await;
-    assert_eq!(delivered(&receiver).iter().filter(|id| *id == "dup-1").count(), 1);
+    eventually(WAIT, "new event delivered", || receiver.message_ids().contains(&"new-1".to_owned())).await;
+    assert_eq!(receiver.message_ids().iter().filter(|id| *id == "dup-1").count(), 1);
 }
 
 #[tokio::test]
@@ -160,14 +151,7 @@ async fn dead_letters_are_listed_and_replayed() {
     let receiver = Receiver::start(|i, _| (if i == 0 { 400 } else { 200 }, vec![], "bad".into())).await;
     let sy = Switchyard::start(&config(&receiver, "")).await;
     post_json(&sy.url("/v1/track"), Some("wk_test"), &json!({"userId": "u", "event": "E", "messageId": "dl-1"})).await;
-    let mut dead = 0;
-    for _ in 0..3000 {
-        dead = sy.metric("switchyard_destination_dead_lettered_total{destination=\"hook\"}").await;
-        if dead == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let dead = sy.wait_metric("switchyard_destination_dead_lettered_total{destination=\"hook\"}", 1).await;
     assert_eq!(dead, 1);
 
     let list_url = sy.admin_url("/admin/destinations/hook/dead-letters");
@@ -194,7 +178,7 @@ async fn dead_letters_are_listed_and_replayed() {
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("replayed 1"), "{stdout}");
     eventually(WAIT, "the replayed event delivered", || {
-        delivered(&receiver).iter().filter(|id| *id == "dl-1").count() == 2
+        receiver.message_ids().iter().filter(|id| *id == "dl-1").count() == 2
     })
     .await;
     let (_, body) = http(hyper::Method::GET, &list_url, &auth, Vec::new()).await;

@@ -33,15 +33,6 @@ batch = {{ max_events = 50, linger_ms = 20 }}
     )
 }
 
-fn delivered_ids(receiver: &Receiver) -> Vec<String> {
-    receiver
-        .requests()
-        .iter()
-        .flat_map(|r| r.json()["batch"].as_array().cloned().unwrap_or_default())
-        .filter_map(|e| e["messageId"].as_str().map(str::to_owned))
-        .collect()
-}
-
 #[tokio::test]
 async fn batch_is_delivered_with_its_fields_mapped() {
     let receiver = Receiver::always(200).await;
@@ -60,7 +51,7 @@ async fn batch_is_delivered_with_its_fields_mapped() {
     let (status, resp) = post_json(&sy.url("/v1/batch"), Some("wk_test"), &body).await;
     assert_eq!((status, resp), (200, json!({"success": true})));
 
-    eventually(WAIT, "3 events at the receiver", || delivered_ids(&receiver).len() >= 3).await;
+    eventually(WAIT, "3 events at the receiver", || receiver.message_ids().len() >= 3).await;
     let req = &receiver.requests()[0];
     assert_eq!(req.method, "POST");
     assert_eq!(req.path, "/hook");
@@ -89,7 +80,7 @@ async fn single_event_endpoint_with_key_in_body() {
         post_json(&sy.url("/v1/track"), None, &json!({"writeKey": "wk_test", "userId": "u9", "event": "Signed Up"}))
             .await;
     assert_eq!(status, 200);
-    eventually(WAIT, "one event", || delivered_ids(&receiver).len() == 1).await;
+    eventually(WAIT, "one event", || receiver.message_ids().len() == 1).await;
     let event = &receiver.requests()[0].json()["batch"][0];
     assert_eq!(event["type"], "track");
     assert_eq!(event["event"], "Signed Up");
@@ -123,14 +114,7 @@ async fn server_errors_are_retried_until_delivered() {
     let failed = ids_in(&reqs[..2]);
     assert!(failed.len() >= 2, "the failed requests carried events: {failed:?}");
     // Each failed attempt was counted as a retry, and every event delivered once.
-    let mut delivered = 0;
-    for _ in 0..500 {
-        delivered = sy.metric("switchyard_destination_delivered_total{destination=\"hook\"}").await;
-        if delivered == 5 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let delivered = sy.wait_metric("switchyard_destination_delivered_total{destination=\"hook\"}", 5).await;
     assert_eq!(delivered, 5);
     assert_eq!(sy.metric("switchyard_destination_retried_total{destination=\"hook\"}").await, failed.len() as u64);
     assert_eq!(sy.metric("switchyard_destination_dead_lettered_total{destination=\"hook\"}").await, 0);
@@ -147,14 +131,7 @@ async fn client_errors_are_rejected_not_retried() {
     )
     .await;
     assert_eq!(status, 200);
-    let mut dead = 0;
-    for _ in 0..3000 {
-        dead = sy.metric("switchyard_destination_dead_lettered_total{destination=\"hook\"}").await;
-        if dead == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let dead = sy.wait_metric("switchyard_destination_dead_lettered_total{destination=\"hook\"}", 1).await;
     assert_eq!(dead, 1, "the event is rejected:\n{}", sy.logs());
     // Give a retry, if one were (wrongly) scheduled, ample time to happen.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -192,14 +169,7 @@ async fn plugin_cannot_reach_hosts_outside_allow_http() {
     let cfg = config(&allowed, "").replace(&format!("{}/hook", allowed.origin()), &format!("{}/hook", other.origin()));
     let sy = Switchyard::start(&cfg).await;
     post_json(&sy.url("/v1/track"), Some("wk_test"), &json!({"userId": "u", "event": "E"})).await;
-    let mut dead = 0;
-    for _ in 0..3000 {
-        dead = sy.metric("switchyard_destination_dead_lettered_total{destination=\"hook\"}").await;
-        if dead == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let dead = sy.wait_metric("switchyard_destination_dead_lettered_total{destination=\"hook\"}", 1).await;
     assert_eq!(dead, 1);
     assert_eq!(other.count(), 0, "the request must never leave the host");
     assert_eq!(allowed.count(), 0);

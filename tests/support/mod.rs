@@ -185,6 +185,19 @@ impl Switchyard {
             .unwrap_or(0)
     }
 
+    /// Polls a metric until it equals `want` (for up to a minute: a deadline
+    /// for correctness, not speed) and returns the last value read.
+    pub async fn wait_metric(&self, name_and_labels: &str, want: u64) -> u64 {
+        let start = Instant::now();
+        loop {
+            let v = self.metric(name_and_labels).await;
+            if v == want || start.elapsed() > Duration::from_secs(60) {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Sends SIGTERM and waits for the process to exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
@@ -317,6 +330,16 @@ impl Receiver {
     /// Every request so far.
     pub fn requests(&self) -> Vec<Received> {
         self.got.lock().expect("lock").clone()
+    }
+
+    /// Every event received in `{"batch": [...]}` bodies, in arrival order.
+    pub fn events(&self) -> Vec<Value> {
+        self.requests().iter().flat_map(|r| r.json()["batch"].as_array().cloned().unwrap_or_default()).collect()
+    }
+
+    /// The `messageId` of every event received, in arrival order.
+    pub fn message_ids(&self) -> Vec<String> {
+        self.events().iter().filter_map(|e| e["messageId"].as_str().map(str::to_owned)).collect()
     }
 
     /// How many requests so far.
