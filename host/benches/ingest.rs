@@ -27,24 +27,30 @@ fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("parent").to_owned()
 }
 
+/// A batch body with unique messageIds, built by plain string formatting so
+/// the load generator stays cheap next to the servers it measures.
 fn body(seed: u64) -> Bytes {
-    let events: Vec<serde_json::Value> = (0..BATCH)
-        .map(|i| {
-            serde_json::json!({
-                "type": "track", "event": "Product Added", "userId": format!("user-{}", (seed + i as u64) % 10_000),
-                "messageId": format!("bench-{seed}-{i}"), "timestamp": "2024-05-01T12:00:00.000Z",
-                "properties": {"product_id": "507f1f77bcf86cd799439011", "sku": "G-32", "category": "Games",
-                               "name": "Monopoly: 3rd Edition", "price": 18.99, "quantity": 1},
-                "context": {"ip": "203.0.113.7", "library": {"name": "analytics.js", "version": "2.11.1"}}
-            })
-        })
-        .collect();
-    Bytes::from(serde_json::json!({"batch": events, "sentAt": "2024-05-01T12:00:01.000Z"}).to_string())
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(BATCH * 520 + 64);
+    out.push_str("{\"batch\":[");
+    for i in 0..BATCH {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(
+            out,
+            r#"{{"type":"track","event":"Product Added","userId":"user-{user}","messageId":"bench-{seed}-{i}","timestamp":"2024-05-01T12:00:00.000Z","properties":{{"product_id":"507f1f77bcf86cd799439011","sku":"G-32","category":"Games","name":"Monopoly: 3rd Edition","price":18.99,"quantity":1}},"context":{{"ip":"203.0.113.7","library":{{"name":"analytics.js","version":"2.11.1"}},"userAgent":"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7)"}}}}"#,
+            user = (seed + i as u64) % 10_000,
+        );
+    }
+    out.push_str(r#"],"sentAt":"2024-05-01T12:00:01.000Z"}"#);
+    Bytes::from(out)
 }
 
-/// A loopback server: counts events POSTed as `{"batch": [...]}`; or, as
-/// the baseline, parses any body and discards it.
-async fn serve(listener: tokio::net::TcpListener, events: Arc<AtomicU64>) {
+/// A loopback server. As the baseline (`parse`), it parses each body into a
+/// `serde_json::Value` and discards it; as the destination's receiver, it
+/// only counts the events (a real destination's work is not ours to bill).
+async fn serve(listener: tokio::net::TcpListener, events: Arc<AtomicU64>, parse: bool, status: u16) {
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
         let events = events.clone();
@@ -53,9 +59,16 @@ async fn serve(listener: tokio::net::TcpListener, events: Arc<AtomicU64>) {
                 let events = events.clone();
                 async move {
                     let b = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                    let v: serde_json::Value = serde_json::from_slice(&b).unwrap_or(serde_json::Value::Null);
-                    events.fetch_add(v["batch"].as_array().map_or(0, |a| a.len() as u64), Ordering::Relaxed);
-                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(br#"{"success":true}"#))))
+                    let n = if parse {
+                        let v: serde_json::Value = serde_json::from_slice(&b).unwrap_or(serde_json::Value::Null);
+                        v["batch"].as_array().map_or(0, |a| a.len() as u64)
+                    } else {
+                        b.windows(11).filter(|w| w == b"\"messageId\"").count() as u64
+                    };
+                    events.fetch_add(n, Ordering::Relaxed);
+                    let mut resp = hyper::Response::new(Full::new(Bytes::from_static(br#"{"success":true}"#)));
+                    *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);
+                    Ok::<_, Infallible>(resp)
                 }
             });
             let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
@@ -145,22 +158,12 @@ fn main() {
     rt.block_on(bench());
 }
 
-async fn bench() {
-    let secs: f64 = std::env::var("BENCH_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(5.0);
-    let wasm = workspace().join("target/wasm32-wasip2/plugin/webhook_destination.wasm");
-    assert!(wasm.exists(), "build the plugins first: ./x plugins");
-
-    // The bare ceiling: hyper + serde_json, parse and discard.
-    let bare = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let bare_addr = bare.local_addr().expect("addr");
-    tokio::spawn(serve(bare, Arc::new(AtomicU64::new(0))));
-    let ceiling = load(bare_addr, secs, None).await;
-
-    // Switchyard with the webhook plugin delivering to a loopback receiver.
-    let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let recv_addr = receiver.local_addr().expect("addr");
-    let delivered = Arc::new(AtomicU64::new(0));
-    tokio::spawn(serve(receiver, delivered.clone()));
+/// Starts switchyard in this process, delivering to `receiver` with the
+/// webhook plugin. Returns its address, a stop switch, its task and its dir.
+async fn start_switchyard(
+    wasm: &std::path::Path,
+    recv_addr: SocketAddr,
+) -> (SocketAddr, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<anyhow::Result<()>>, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
     let config = format!(
@@ -177,6 +180,7 @@ plugin = "{plugin}"
 settings = {{ url = "http://{recv_addr}/hook" }}
 allow_http = ["http://{recv_addr}"]
 batch = {{ max_events = 1000, linger_ms = 50 }}
+retry = {{ initial_backoff_ms = 1000, max_backoff_ms = 5000 }}
 "#,
         data = dir.path().join("data").display(),
         plugin = wasm.display(),
@@ -192,6 +196,58 @@ batch = {{ max_events = 1000, linger_ms = 50 }}
     while tokio::net::TcpStream::connect(addr).await.is_err() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    (addr, stop_tx, server, dir)
+}
+
+/// With the destination down (503), ingests `n` events and reports RSS as
+/// the backlog grows on disk.
+async fn backlog(wasm: &std::path::Path, n: u64) {
+    let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let recv_addr = receiver.local_addr().expect("addr");
+    tokio::spawn(serve(receiver, Arc::new(AtomicU64::new(0)), false, 503));
+    let (addr, stop_tx, server, dir) = start_switchyard(wasm, recv_addr).await;
+    println!("\n# backlog: destination answering 503 while {n} events are ingested\n");
+    println!("| events accepted | log on disk MB | process RSS MB |");
+    println!("|---:|---:|---:|");
+    let mut accepted = 0u64;
+    let mut next_report = 0u64;
+    while accepted < n {
+        let r = load(addr, 2.0, None).await;
+        accepted += (r.events_per_sec * 2.0) as u64;
+        if accepted >= next_report {
+            let disk: u64 = std::fs::read_dir(dir.path().join("data/log"))
+                .map(|d| d.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum())
+                .unwrap_or(0);
+            println!("| {accepted} | {:.0} | {:.0} |", disk as f64 / 1e6, rss_mb());
+            next_report = accepted + n / 5;
+        }
+    }
+    let _ = stop_tx.send(());
+    let _ = server.await;
+}
+
+async fn bench() {
+    if let Some(n) = std::env::var("BENCH_BACKLOG").ok().and_then(|v| v.parse().ok()) {
+        let wasm = workspace().join("target/wasm32-wasip2/plugin/webhook_destination.wasm");
+        backlog(&wasm, n).await;
+        return;
+    }
+    let secs: f64 = std::env::var("BENCH_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(5.0);
+    let wasm = workspace().join("target/wasm32-wasip2/plugin/webhook_destination.wasm");
+    assert!(wasm.exists(), "build the plugins first: ./x plugins");
+
+    // The bare ceiling: hyper + serde_json, parse and discard.
+    let bare = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let bare_addr = bare.local_addr().expect("addr");
+    tokio::spawn(serve(bare, Arc::new(AtomicU64::new(0)), true, 200));
+    let ceiling = load(bare_addr, secs, None).await;
+
+    // Switchyard with the webhook plugin delivering to a loopback receiver.
+    let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let recv_addr = receiver.local_addr().expect("addr");
+    let delivered = Arc::new(AtomicU64::new(0));
+    tokio::spawn(serve(receiver, delivered.clone(), false, 200));
+    let (addr, stop_tx, server, _dir) = start_switchyard(&wasm, recv_addr).await;
     let d0 = delivered.load(Ordering::Relaxed);
     let t0 = Instant::now();
     let peak = load(addr, secs, None).await;

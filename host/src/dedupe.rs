@@ -81,6 +81,15 @@ impl Dedupe {
         self.state.lock().map(|s| s.current.contains_key(&key) || s.previous.contains_key(&key)).unwrap_or(false)
     }
 
+    /// For each of `keys`, whether it was seen within the window (one lock
+    /// for the whole batch).
+    pub fn seen_each(&self, keys: &[u64]) -> Vec<bool> {
+        match self.state.lock() {
+            Ok(s) => keys.iter().map(|k| s.current.contains_key(k) || s.previous.contains_key(k)).collect(),
+            Err(_) => vec![false; keys.len()],
+        }
+    }
+
     /// Remembers `keys` (call after they are durably accepted).
     pub fn remember(&self, keys: &[u64]) {
         let Ok(mut s) = self.state.lock() else { return };

@@ -73,11 +73,13 @@ pub struct LogSink<L: EventLog> {
 
 impl<L: EventLog> EventSink for LogSink<L> {
     async fn submit(&self, events: Vec<Arc<Envelope>>) -> Result<(), SinkError> {
+        let all: Vec<u64> = events.iter().map(|e| dedupe::key(&e.source, &e.message_id)).collect();
+        let seen = self.dedupe.seen_each(&all);
         let mut keys = Vec::with_capacity(events.len());
         let mut records = Vec::with_capacity(events.len());
-        for e in &events {
-            let k = dedupe::key(&e.source, &e.message_id);
-            if self.dedupe.seen(k) || keys.contains(&k) {
+        let mut in_batch = std::collections::HashSet::with_capacity(events.len());
+        for ((e, k), seen) in events.iter().zip(all).zip(seen) {
+            if seen || !in_batch.insert(k) {
                 self.duplicates.inc();
                 tracing::debug!(message_id = %e.message_id, source = &*e.source, "duplicate messageId dropped");
                 continue;

@@ -99,8 +99,12 @@ pub struct BatchMeta<'a> {
     pub integrations: Option<&'a Map<String, Value>>,
 }
 
-/// Normalizes and validates one event.
+/// Normalizes and validates one event, given as the JSON text the client
+/// sent.
 ///
+/// Only the top-level members are parsed; properties, traits and context are
+/// copied through as the client wrote them (bar the batch-level merge), which
+/// keeps the per-event cost near a single scan of its bytes.
 /// `forced_type` is the type implied by a single-event endpoint
 /// (`/v1/track`), which wins over the body's `type`.
 ///
@@ -108,117 +112,251 @@ pub struct BatchMeta<'a> {
 ///
 /// [`Invalid`] naming the first problem found.
 pub fn normalize(
-    event: Map<String, Value>,
+    raw: &str,
     forced_type: Option<EventType>,
     meta: &BatchMeta<'_>,
     received_at: DateTime<Utc>,
     source: &Arc<str>,
 ) -> Result<Envelope, Invalid> {
-    let mut e = event;
+    let members = Members::parse(raw)?;
     let kind = match forced_type {
         Some(t) => t,
-        None => e.get("type").and_then(Value::as_str).and_then(EventType::parse).ok_or(Invalid::Type)?,
+        None => members.str("type").as_deref().and_then(EventType::parse).ok_or(Invalid::Type)?,
     };
-    e.insert("type".into(), Value::String(kind.as_str().into()));
-
-    let message_id = match e.get("messageId") {
-        None | Some(Value::Null) => {
-            let id = uuid::Uuid::new_v4().to_string();
-            e.insert("messageId".into(), Value::String(id.clone()));
-            id
-        }
-        Some(Value::String(s)) if !s.is_empty() && s.chars().count() <= 100 => s.clone(),
-        Some(_) => return Err(Invalid::MessageId),
+    let message_id = match members.get("messageId").map(|v| v.get()) {
+        None | Some("null") => uuid::Uuid::new_v4().to_string(),
+        Some(v) => match serde_json::from_str::<String>(v) {
+            Ok(s) if !s.is_empty() && s.chars().count() <= 100 => s,
+            _ => return Err(Invalid::MessageId),
+        },
     };
-
-    let user_id = id_field(&mut e, "userId")?;
-    let anonymous_id = id_field(&mut e, "anonymousId")?;
+    let user_id = members.id("userId")?;
+    let anonymous_id = members.id("anonymousId")?;
     if user_id.is_none() && anonymous_id.is_none() {
         return Err(Invalid::MissingId);
     }
-
+    let mut extra_ids: Vec<(&'static str, String)> = Vec::new();
     let name = match kind {
-        EventType::Track => match e.get("event") {
-            Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
+        EventType::Track => match members.str("event") {
+            Some(s) if !s.trim().is_empty() => Some(s),
             _ => return Err(Invalid::TrackEvent),
         },
-        EventType::Page | EventType::Screen => e.get("name").and_then(Value::as_str).map(str::to_owned),
+        EventType::Page | EventType::Screen => members.str("name"),
         EventType::Group => {
-            match id_field(&mut e, "groupId")? {
-                Some(_) => {}
-                None => return Err(Invalid::GroupId),
-            }
+            extra_ids.push(("groupId", members.id("groupId")?.ok_or(Invalid::GroupId)?));
             None
         }
         EventType::Alias => {
-            if user_id.is_none() || id_field(&mut e, "previousId")?.is_none() {
-                return Err(Invalid::Alias);
+            match (members.id("previousId")?, &user_id) {
+                (Some(p), Some(_)) => extra_ids.push(("previousId", p)),
+                _ => return Err(Invalid::Alias),
             }
             None
         }
         EventType::Identify => None,
     };
     for key in ["properties", "traits"] {
-        if matches!(e.get(key), Some(v) if !v.is_object() && !v.is_null()) {
+        if members.get(key).is_some_and(|v| !is_object_or_null(v.get())) {
             return Err(Invalid::NotObject(if key == "properties" { "properties" } else { "traits" }));
         }
     }
+    let context = merged(&members, "context", meta.context)?;
+    let integrations_text = merged(&members, "integrations", meta.integrations)?;
 
-    merge_object(&mut e, "context", meta.context)?;
-    merge_object(&mut e, "integrations", meta.integrations)?;
+    // timestamp = receivedAt − (sentAt − originalTimestamp)
+    let original = members.time("timestamp")?;
+    let sent_at = match members.time("sentAt")? {
+        Some(t) => Some(t),
+        None => match meta.sent_at {
+            Some(s) => Some(parse_time(s).ok_or(Invalid::Timestamp("sentAt"))?),
+            None => None,
+        },
+    };
+    let corrected = match (original, sent_at) {
+        (Some(orig), Some(sent)) => received_at - (sent - orig),
+        (Some(orig), None) => orig,
+        (None, _) => received_at,
+    };
 
-    let timestamp = correct_timestamp(&mut e, meta.sent_at, received_at)?;
-    let integrations = e.get("integrations").and_then(Value::as_object).cloned();
-    let json = Value::Object(e).to_string();
+    // The client's members minus the ones set here, then ours.
+    let mut out = String::with_capacity(raw.len() + 200);
+    out.push('{');
+    const OURS: [&str; 13] = [
+        "type",
+        "messageId",
+        "userId",
+        "anonymousId",
+        "groupId",
+        "previousId",
+        "context",
+        "integrations",
+        "timestamp",
+        "originalTimestamp",
+        "sentAt",
+        "receivedAt",
+        "writeKey",
+    ];
+    let mut written: Vec<&str> = Vec::with_capacity(members.0.len());
+    for (k, v) in members.0.iter().rev() {
+        // Last of repeated keys wins, as in any JSON parser.
+        if OURS.contains(&k.as_str()) || written.contains(&k.as_str()) {
+            continue;
+        }
+        written.push(k);
+        push_key(&mut out, k);
+        out.push_str(v.get());
+        out.push(',');
+    }
+    push_str_member(&mut out, "type", kind.as_str());
+    push_str_member(&mut out, "messageId", &message_id);
+    for (key, value) in [("userId", &user_id), ("anonymousId", &anonymous_id)] {
+        if let Some(v) = value {
+            push_str_member(&mut out, key, v);
+        }
+    }
+    for (key, value) in &extra_ids {
+        push_str_member(&mut out, key, value);
+    }
+    for (key, value) in [("context", &context), ("integrations", &integrations_text)] {
+        if let Some(v) = value {
+            push_key(&mut out, key);
+            out.push_str(v);
+            out.push(',');
+        }
+    }
+    if let Some(orig) = original {
+        push_str_member(&mut out, "originalTimestamp", &fmt_time(orig));
+    }
+    if let Some(sent) = sent_at {
+        push_str_member(&mut out, "sentAt", &fmt_time(sent));
+    }
+    push_str_member(&mut out, "receivedAt", &fmt_time(received_at));
+    push_str_member(&mut out, "timestamp", &fmt_time(corrected));
+    out.pop();
+    out.push('}');
+
+    let integrations = integrations_text.as_deref().and_then(|t| serde_json::from_str::<Map<String, Value>>(t).ok());
     Ok(Envelope {
         kind,
         message_id,
         name,
         user_id,
         anonymous_id,
-        timestamp_ms: timestamp.timestamp_millis(),
+        timestamp_ms: corrected.timestamp_millis(),
         source: source.clone(),
         integrations,
-        json,
+        json: out,
         only_for: None,
     })
 }
 
-/// An id field: a non-empty string, or a number (which SDKs send and
-/// Segment accepts) converted to a string in place.
-fn id_field(e: &mut Map<String, Value>, key: &'static str) -> Result<Option<String>, Invalid> {
-    match e.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(Value::Number(n)) => {
-            let s = n.to_string();
-            e.insert(key.into(), Value::String(s.clone()));
-            Ok(Some(s))
+type Raw = serde_json::value::RawValue;
+
+/// The top-level members of an event, in order, values left as raw JSON.
+struct Members<'a>(Vec<(String, &'a Raw)>);
+
+impl<'a> Members<'a> {
+    fn parse(raw: &'a str) -> Result<Members<'a>, Invalid> {
+        serde_json::from_str::<Members<'a>>(raw).map_err(|_| Invalid::NotAnObject)
+    }
+
+    /// The last value of `key` (the one any JSON parser keeps).
+    fn get(&self, key: &str) -> Option<&'a Raw> {
+        self.0.iter().rev().find(|(k, _)| k == key).map(|(_, v)| *v)
+    }
+
+    fn str(&self, key: &str) -> Option<String> {
+        self.get(key).and_then(|v| serde_json::from_str::<String>(v.get()).ok())
+    }
+
+    /// An id: a non-empty string, or a number (which SDKs send and Segment
+    /// accepts) as a string.
+    fn id(&self, key: &'static str) -> Result<Option<String>, Invalid> {
+        let Some(v) = self.get(key) else { return Ok(None) };
+        match serde_json::from_str::<Value>(v.get()) {
+            Ok(Value::Null) => Ok(None),
+            Ok(Value::String(s)) if s.is_empty() => Ok(None),
+            Ok(Value::String(s)) => Ok(Some(s)),
+            Ok(Value::Number(n)) => Ok(Some(n.to_string())),
+            _ => Err(Invalid::IdType(key)),
         }
-        Some(_) => Err(Invalid::IdType(key)),
+    }
+
+    /// An ISO-8601 timestamp member, if present and not null.
+    fn time(&self, key: &'static str) -> Result<Option<DateTime<Utc>>, Invalid> {
+        match self.get(key).map(|v| v.get()) {
+            None | Some("null") => Ok(None),
+            Some(t) => serde_json::from_str::<String>(t)
+                .ok()
+                .and_then(|s| parse_time(&s))
+                .map(Some)
+                .ok_or(Invalid::Timestamp(key)),
+        }
     }
 }
 
-/// Merges the batch-level object under the event's own: the event's keys
-/// win, nested objects merge recursively.
-fn merge_object(
-    e: &mut Map<String, Value>,
+impl<'de: 'a, 'a> Deserialize<'de> for Members<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
+            type Value = Members<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut m: M) -> Result<Self::Value, M::Error> {
+                let mut out = Vec::with_capacity(m.size_hint().unwrap_or(16));
+                while let Some((k, v)) = m.next_entry::<String, &'de Raw>()? {
+                    out.push((k, v));
+                }
+                Ok(Members(out))
+            }
+        }
+        d.deserialize_map(Visitor(std::marker::PhantomData))
+    }
+}
+
+fn is_object_or_null(raw: &str) -> bool {
+    raw.starts_with('{') || raw == "null"
+}
+
+fn push_key(out: &mut String, key: &str) {
+    push_json_str(out, key);
+    out.push(':');
+}
+
+fn push_str_member(out: &mut String, key: &str, value: &str) {
+    push_key(out, key);
+    push_json_str(out, value);
+    out.push(',');
+}
+
+/// Appends `s` as a JSON string literal.
+fn push_json_str(out: &mut String, s: &str) {
+    match serde_json::to_string(s) {
+        Ok(quoted) => out.push_str(&quoted),
+        Err(_) => out.push_str("\"\""),
+    }
+}
+
+/// The event's `context` or `integrations` with the batch-level object
+/// merged under it (the event's keys win, nested objects merge), as JSON
+/// text; the event's own text untouched when there is nothing to merge.
+fn merged(
+    members: &Members<'_>,
     key: &'static str,
     batch: Option<&Map<String, Value>>,
-) -> Result<(), Invalid> {
-    match (e.get_mut(key), batch) {
-        (Some(Value::Object(own)), Some(batch)) => {
-            merge_under(own, batch);
-            Ok(())
+) -> Result<Option<String>, Invalid> {
+    let own = members.get(key).map(|v| v.get()).filter(|t| *t != "null");
+    match (own, batch) {
+        (Some(t), _) if !t.starts_with('{') => Err(Invalid::NotObject(key)),
+        (Some(t), None) => Ok(Some(t.to_owned())),
+        (None, None) => Ok(None),
+        (None, Some(b)) => Ok(serde_json::to_string(b).ok()),
+        (Some(t), Some(b)) => {
+            let mut own: Map<String, Value> = serde_json::from_str(t).map_err(|_| Invalid::NotObject(key))?;
+            merge_under(&mut own, b);
+            Ok(serde_json::to_string(&own).ok())
         }
-        (Some(Value::Object(_)), None) => Ok(()),
-        (None | Some(Value::Null), Some(batch)) => {
-            e.insert(key.into(), Value::Object(batch.clone()));
-            Ok(())
-        }
-        (None | Some(Value::Null), None) => Ok(()),
-        (Some(_), _) => Err(Invalid::NotObject(key)),
     }
 }
 
@@ -232,42 +370,6 @@ fn merge_under(own: &mut Map<String, Value>, batch: &Map<String, Value>) {
             }
         }
     }
-}
-
-/// Sets `receivedAt`, `originalTimestamp` and the corrected `timestamp`:
-/// `timestamp = receivedAt − (sentAt − originalTimestamp)`.
-fn correct_timestamp(
-    e: &mut Map<String, Value>,
-    batch_sent_at: Option<&str>,
-    received_at: DateTime<Utc>,
-) -> Result<DateTime<Utc>, Invalid> {
-    let original = match e.get("timestamp") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(parse_time(s).ok_or(Invalid::Timestamp("timestamp"))?),
-        Some(_) => return Err(Invalid::Timestamp("timestamp")),
-    };
-    let sent_at = match e.get("sentAt") {
-        Some(Value::String(s)) => Some(parse_time(s).ok_or(Invalid::Timestamp("sentAt"))?),
-        None | Some(Value::Null) => match batch_sent_at {
-            Some(s) => Some(parse_time(s).ok_or(Invalid::Timestamp("sentAt"))?),
-            None => None,
-        },
-        Some(_) => return Err(Invalid::Timestamp("sentAt")),
-    };
-    let corrected = match (original, sent_at) {
-        (Some(orig), Some(sent)) => received_at - (sent - orig),
-        (Some(orig), None) => orig,
-        (None, _) => received_at,
-    };
-    if let Some(orig) = original {
-        e.insert("originalTimestamp".into(), Value::String(fmt_time(orig)));
-    }
-    if let Some(sent) = sent_at {
-        e.insert("sentAt".into(), Value::String(fmt_time(sent)));
-    }
-    e.insert("receivedAt".into(), Value::String(fmt_time(received_at)));
-    e.insert("timestamp".into(), Value::String(fmt_time(corrected)));
-    Ok(corrected)
 }
 
 fn parse_time(s: &str) -> Option<DateTime<Utc>> {
@@ -297,7 +399,7 @@ mod tests {
     }
 
     fn norm(v: Value) -> Result<Envelope, Invalid> {
-        normalize(obj(v), None, &BatchMeta::default(), now(), &Arc::from("web"))
+        normalize(&v.to_string(), None, &BatchMeta::default(), now(), &Arc::from("web"))
     }
 
     #[test]
@@ -305,7 +407,7 @@ mod tests {
         // Device clock 1 hour behind: sent "11:00:05", event at "11:00:00".
         let meta = BatchMeta { sent_at: Some("2024-05-01T11:00:05Z"), ..Default::default() };
         let e = normalize(
-            obj(json!({"type": "track", "event": "E", "userId": "u", "timestamp": "2024-05-01T11:00:00Z"})),
+            &json!({"type": "track", "event": "E", "userId": "u", "timestamp": "2024-05-01T11:00:00Z"}).to_string(),
             None,
             &meta,
             now(),
@@ -336,7 +438,7 @@ mod tests {
         let integ = obj(json!({"All": false}));
         let meta = BatchMeta { context: Some(&ctx), integrations: Some(&integ), ..Default::default() };
         let e = normalize(
-            obj(json!({"type": "track", "event": "E", "userId": "u", "context": {"library": {"name": "own"}}, "integrations": {"Amplitude": true}})),
+            &json!({"type": "track", "event": "E", "userId": "u", "context": {"library": {"name": "own"}}, "integrations": {"Amplitude": true}}).to_string(),
             None,
             &meta,
             now(),
@@ -375,9 +477,24 @@ mod tests {
     }
 
     #[test]
+    fn client_members_pass_through_and_ours_are_set_once() {
+        let raw = r#"{"type":"group","userId":"u","groupId":77,"writeKey":"secret","we\"ird":[1,{"a":null}],
+                      "traits":{"n":1.50},"x":1,"x":2}"#;
+        let e = normalize(raw, None, &BatchMeta::default(), now(), &Arc::from("web")).unwrap();
+        let v: Value = serde_json::from_str(&e.json).unwrap();
+        assert_eq!(v["groupId"], "77", "numeric ids become strings");
+        assert!(v.get("writeKey").is_none(), "the write key is never forwarded");
+        assert_eq!(v["we\"ird"], json!([1, {"a": null}]));
+        assert_eq!(v["x"], 2, "the last of repeated keys wins");
+        assert_eq!(e.json.matches("\"x\"").count(), 1);
+        assert_eq!(e.json.matches("\"type\"").count(), 1);
+        assert!(e.json.contains(r#""traits":{"n":1.50}"#), "properties keep the client's own text");
+    }
+
+    #[test]
     fn forced_type_wins() {
         let e = normalize(
-            obj(json!({"type": "identify", "event": "E", "userId": "u"})),
+            &json!({"type": "identify", "event": "E", "userId": "u"}).to_string(),
             Some(EventType::Track),
             &BatchMeta::default(),
             now(),

@@ -69,6 +69,13 @@ struct BatchBody<'a> {
     integrations: Option<Map<String, Value>>,
 }
 
+/// Just the write key of a single-event body (the rest is left unparsed).
+#[derive(Deserialize)]
+struct KeyOnly {
+    #[serde(default, rename = "writeKey")]
+    write_key: Option<String>,
+}
+
 impl<S: EventSink> Ingest<S> {
     /// Serves the tracking API on `listener` until `shutdown` turns true,
     /// then stops accepting and lets in-flight requests finish.
@@ -178,10 +185,7 @@ impl<S: EventSink> Ingest<S> {
         };
         let mut accepted = Vec::with_capacity(body.batch.len());
         for (i, raw) in body.batch.iter().enumerate() {
-            let event = match serde_json::from_str::<Value>(raw.get()) {
-                Ok(Value::Object(map)) => spec::normalize(map, None, &meta, received_at, &source.name),
-                _ => Err(spec::Invalid::NotAnObject),
-            };
+            let event = spec::normalize(raw.get(), None, &meta, received_at, &source.name);
             self.tally(source, i, event, &mut accepted);
         }
         self.accept(source, accepted).await
@@ -201,24 +205,22 @@ impl<S: EventSink> Ingest<S> {
                 format!("event exceeds {} bytes", self.max_event_bytes),
             );
         }
-        let mut map = match serde_json::from_slice::<Value>(bytes) {
-            Ok(Value::Object(map)) => map,
-            Ok(_) => {
+        let text = match std::str::from_utf8(bytes) {
+            Ok(t) => t,
+            Err(e) => return self.refuse(StatusCode::BAD_REQUEST, "invalid_json", format!("invalid JSON: {e}")),
+        };
+        let body_key = match serde_json::from_str::<KeyOnly>(text) {
+            Ok(k) => k.write_key,
+            Err(e) if e.is_data() => {
                 return self.refuse(StatusCode::BAD_REQUEST, "invalid_json", "body must be a JSON object".into());
             }
-            Err(e) => {
-                return self.refuse(StatusCode::BAD_REQUEST, "invalid_json", format!("invalid JSON: {e}"));
-            }
-        };
-        let body_key = match map.remove("writeKey") {
-            Some(Value::String(k)) => Some(k),
-            _ => None,
+            Err(e) => return self.refuse(StatusCode::BAD_REQUEST, "invalid_json", format!("invalid JSON: {e}")),
         };
         let Some(source) = self.authenticate(header_key.or(body_key)) else {
             return self.refuse(StatusCode::UNAUTHORIZED, "unauthorized", "missing or unknown write key".into());
         };
         let mut accepted = Vec::with_capacity(1);
-        let event = spec::normalize(map, Some(kind), &BatchMeta::default(), received_at, &source.name);
+        let event = spec::normalize(text, Some(kind), &BatchMeta::default(), received_at, &source.name);
         self.tally(source, 0, event, &mut accepted);
         self.accept(source, accepted).await
     }

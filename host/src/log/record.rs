@@ -64,7 +64,7 @@ const VERSION: u8 = 1;
 
 /// Serializes an event for the log.
 pub fn encode_envelope(e: &Envelope) -> Bytes {
-    let integrations = e.integrations.as_ref().map(|m| serde_json::Value::Object(m.clone()).to_string());
+    let integrations = e.integrations.as_ref().and_then(|m| serde_json::to_string(m).ok());
     let mut b = BytesMut::with_capacity(e.json.len() + e.message_id.len() + 64);
     b.put_u8(VERSION);
     b.put_u8(kind_code(e.kind));
