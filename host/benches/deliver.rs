@@ -50,7 +50,9 @@ fn events(n: usize) -> Vec<Arc<Envelope>> {
                 "context": {"ip": "203.0.113.7", "library": {"name": "analytics.js", "version": "2.11.1"},
                             "userAgent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7)"}
             });
-            Arc::new(normalize(&v.to_string(), None, &BatchMeta::default(), chrono::Utc::now(), &source).expect("valid"))
+            Arc::new(
+                normalize(&v.to_string(), None, &BatchMeta::default(), chrono::Utc::now(), &source).expect("valid"),
+            )
         })
         .collect()
 }
