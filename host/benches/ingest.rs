@@ -21,6 +21,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
 const CONNECTIONS: usize = 8;
+
+/// The next messageId seed; see `load`.
+static NEXT_SEED: AtomicU64 = AtomicU64::new(0);
 const BATCH: usize = 100;
 
 fn workspace() -> PathBuf {
@@ -88,7 +91,7 @@ struct LoadResult {
 async fn load(addr: SocketAddr, secs: f64, rate: Option<f64>) -> LoadResult {
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let mut tasks = Vec::new();
-    for c in 0..CONNECTIONS {
+    for _ in 0..CONNECTIONS {
         tasks.push(tokio::spawn(async move {
             let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
             stream.set_nodelay(true).ok();
@@ -105,7 +108,9 @@ async fn load(addr: SocketAddr, secs: f64, rate: Option<f64>) -> LoadResult {
                     let due = start + iv * n as u32;
                     tokio::time::sleep_until(due.into()).await;
                 }
-                let seed = ((c as u64) << 40) | (n * BATCH as u64);
+                // Unique across connections, phases and calls: repeated ids
+                // would be dropped by dedupe and never reach the log.
+                let seed = NEXT_SEED.fetch_add(BATCH as u64, Ordering::Relaxed);
                 let req = hyper::Request::post("/v1/batch")
                     .header("host", "bench")
                     .header("authorization", "Basic YmVuY2hfa2V5Og==") // bench_key:
