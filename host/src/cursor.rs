@@ -28,13 +28,27 @@ impl Cursors {
 
     /// The saved cursor of `name`, or `default` for a new destination. The
     /// destination is registered, holding back deletion from there.
-    pub fn load(&self, name: &str, default: Seq) -> Seq {
+    ///
+    /// A new destination's cursor is written at once: were it written only
+    /// after its first batch, a crash before then would restart it at the
+    /// log's end, past the events it had not delivered yet.
+    ///
+    /// # Errors
+    ///
+    /// When a new cursor cannot be written.
+    pub fn load(&self, name: &str, default: Seq) -> std::io::Result<Seq> {
         let saved = std::fs::read_to_string(self.path(name)).ok().and_then(|s| s.trim().parse().ok());
-        let at = saved.unwrap_or(default);
+        let at = match saved {
+            Some(at) => at,
+            None => {
+                self.save(name, default)?;
+                default
+            }
+        };
         if let Ok(mut p) = self.positions.lock() {
             p.insert(name.to_owned(), at);
         }
-        at
+        Ok(at)
     }
 
     /// Persists `name`'s cursor (write then rename: a crash leaves the old or
@@ -56,5 +70,23 @@ impl Cursors {
 
     fn path(&self, name: &str) -> PathBuf {
         self.dir.join(format!("{name}.cursor"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_cursor_is_persisted_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Cursors::open(dir.path()).unwrap();
+        assert_eq!(c.load("hook", 40).unwrap(), 40);
+        // After a crash, the log has grown; the destination resumes at 40.
+        let c = Cursors::open(dir.path()).unwrap();
+        assert_eq!(c.load("hook", 90).unwrap(), 40);
+        assert_eq!(c.save("hook", 50).unwrap(), 50);
+        assert_eq!(c.load("other", 45).unwrap(), 45);
+        assert_eq!(c.save("hook", 60).unwrap(), 45, "the minimum holds back deletion");
     }
 }

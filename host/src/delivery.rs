@@ -88,7 +88,13 @@ struct Worker<L: EventLog> {
 /// finishes and the cursor is saved.
 pub async fn run_worker<L: EventLog>(spec: WorkerSpec<L>, shutdown: watch::Receiver<bool>) {
     let name = spec.grants.name.clone();
-    let start = spec.cursors.load(&name, spec.log.end());
+    let start = match spec.cursors.load(&name, spec.log.end()) {
+        Ok(at) => at,
+        Err(e) => {
+            tracing::error!(destination = &*name, error = %e, "cannot persist the cursor; destination stopped");
+            return;
+        }
+    };
     let reader = match spec.log.reader(start) {
         Ok(r) => r,
         Err(e) => {

@@ -89,11 +89,27 @@ async fn kill_9_under_load_loses_no_acknowledged_event() {
     }
     let acked: Vec<String> = acked.lock().unwrap().clone();
     assert!(acked.len() >= 3000, "load ran: {}", acked.len());
-    eventually(WAIT, "every acknowledged event delivered", || {
+    let all_delivered = || {
         let got: HashSet<String> = receiver.message_ids().into_iter().collect();
-        acked.iter().all(|id| got.contains(id))
-    })
-    .await;
+        acked.iter().filter(|id| !got.contains(*id)).cloned().collect::<Vec<_>>()
+    };
+    let start = std::time::Instant::now();
+    while !all_delivered().is_empty() && start.elapsed() < WAIT {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let missing = all_delivered();
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged events never delivered, e.g. {:?}\n{}",
+        missing.len(),
+        acked.len(),
+        &missing[..missing.len().min(5)],
+        sy.logs()
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("worker started"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }
 
 #[tokio::test]
