@@ -1,6 +1,15 @@
 //! Helpers for end-to-end tests: start the real `switchyard` binary with a
 //! real config, send it real HTTP, and stand up loopback receivers that play
-//! a destination's server.
+//! a destination's server ([`Receiver`] for any endpoint; [`amplitude`] and
+//! [`statsig`] for those vendors' APIs).
+
+pub mod amplitude;
+pub mod mock;
+pub mod statsig;
+
+pub use amplitude::AmplitudeMock;
+pub use mock::{Fault, MockRequest};
+pub use statsig::StatsigMock;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
