@@ -6,13 +6,13 @@
 //! in one plugin instance's memory, and is lost when the instance is
 //! discarded or Switchyard restarts.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use switchyard_plugin_sdk::spec::Properties;
 
 /// Which id a cache entry is keyed by: a userId and an anonymousId are
 /// different namespaces, so `"42"` as either never collide.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Key {
     User(String),
     Anonymous(String),
@@ -29,7 +29,8 @@ struct Entry {
 #[derive(Debug, Default)]
 pub struct IdentifyCache {
     capacity: usize,
-    entries: HashMap<Key, Entry>,
+    /// A `BTreeMap`, not a `HashMap`: no random seed to import from WASI.
+    entries: BTreeMap<Key, Entry>,
     /// Write order: `seq` → key; the first is the next to evict.
     order: BTreeMap<u64, Key>,
     next_seq: u64,
