@@ -893,3 +893,68 @@ fn environment_and_custom_ids_are_checked() {
     let msg = init_error(json!({"server_secret": SECRET, "custom_ids": {"orgID": 5}}));
     assert!(msg.contains("custom_ids"), "{msg}");
 }
+
+// ---------------------------------------------------------------- units
+
+#[test]
+fn cache_is_bounded_and_keyed_by_id_kind() {
+    use crate::cache::{IdentifyCache, Key};
+    let traits = |v: Value| v.as_object().cloned().unwrap();
+    let mut cache = IdentifyCache::new(1);
+    cache.merge(Key::User("x".into()), &traits(json!({"a": 1})));
+    cache.merge(Key::User("x".into()), &serde_json::Map::new());
+    assert_eq!(cache.len(), 1, "empty traits change nothing");
+    cache.merge(Key::Anonymous("x".into()), &traits(json!({"b": 2})));
+    assert_eq!(cache.len(), 1);
+    assert!(cache.get(&Key::User("x".into())).is_none());
+    assert_eq!(cache.lookup(Some("x"), Some("x")), traits(json!({"b": 2})));
+    let mut off = IdentifyCache::new(0);
+    off.merge(Key::User("x".into()), &traits(json!({"a": 1})));
+    assert!(off.is_empty());
+}
+
+#[test]
+fn path_lookup_and_value_conversions() {
+    use crate::user::{custom_value, id_string, lookup_path, metadata_value};
+    let doc = json!({"a": {"b": [10, {"c": "deep"}]}, "n": null});
+    let path = |p: &str| p.split('.').map(str::to_owned).collect::<Vec<_>>();
+    assert_eq!(lookup_path(&doc, &path("a.b.1.c")), Some(&json!("deep")));
+    assert_eq!(lookup_path(&doc, &path("a.b.0")), Some(&json!(10)));
+    assert_eq!(lookup_path(&doc, &path("a.b.x")), None);
+    assert_eq!(lookup_path(&doc, &path("a.b.9")), None);
+    assert_eq!(lookup_path(&doc, &path("n.x")), None);
+    assert_eq!(id_string(&json!(" ")), None);
+    assert_eq!(id_string(&json!(true)), None);
+    assert_eq!(id_string(&json!(12)), Some("12".into()));
+    assert_eq!(custom_value(json!(null)), None);
+    assert_eq!(custom_value(json!([])), Some(json!([])));
+    assert_eq!(custom_value(json!([null])), Some(json!("[null]")));
+    assert_eq!(metadata_value(&json!(1e3)), Some("1000.0".into()));
+    assert_eq!(metadata_value(&json!(u64::MAX)), Some(u64::MAX.to_string()));
+}
+
+#[test]
+fn email_precedence_identify_then_context_then_cache() {
+    let mut h = harness();
+    send_one(&mut h, json!({"type": "identify", "userId": "u1", "traits": {"email": "cached@x.io"}}));
+    let e = send_one(
+        &mut h,
+        json!({"type": "track", "event": "E", "userId": "u1", "context": {"traits": {"email": "ctx@x.io"}}}),
+    );
+    assert_eq!(e["user"]["email"], "ctx@x.io");
+    let e =
+        send_one(&mut h, json!({"type": "track", "event": "E", "userId": "u1", "context": {"traits": {"email": 5}}}));
+    assert!(e["user"].get("email").is_none(), "a non-string email is no email");
+    let e = send_one(&mut h, json!({"type": "track", "event": "E", "userId": "u1"}));
+    assert_eq!(e["user"]["email"], "cached@x.io");
+}
+
+#[test]
+fn identify_cache_survives_a_failed_delivery() {
+    let mut h = harness();
+    h.push_response(Ok(Response::new(503, "")));
+    let outcomes = h.deliver(vec![event(json!({"type": "identify", "userId": "u1", "traits": {"plan": "pro"}}))]);
+    assert!(matches!(outcomes[0], Outcome::Retry { .. }));
+    let e = send_one(&mut h, json!({"type": "track", "event": "E", "userId": "u1"}));
+    assert_eq!(e["user"]["custom"], json!({"plan": "pro"}));
+}
