@@ -87,8 +87,8 @@ impl Destination for Statsig {
             let outcome = match &shared {
                 Some(outcome) => outcome.clone(),
                 None => {
-                    let outcome = self.send(chunk);
-                    if matches!(outcome, Outcome::Retry { .. }) || self.auth_failed(&outcome) {
+                    let (outcome, stop) = self.send(chunk);
+                    if stop {
                         shared = Some(outcome.clone());
                     }
                     outcome
@@ -161,20 +161,25 @@ impl Statsig {
         Ok(request)
     }
 
-    /// Sends one request for `chunk` and classifies the answer.
-    fn send(&self, chunk: &[(usize, StatsigEvent, i64)]) -> Outcome {
+    /// Sends one request for `chunk` and classifies the answer. The flag
+    /// says whether the batch's remaining requests should share this
+    /// outcome unsent: after a retry, or when the secret was refused.
+    fn send(&self, chunk: &[(usize, StatsigEvent, i64)]) -> (Outcome, bool) {
         let events: Vec<&StatsigEvent> = chunk.iter().map(|(_, e, _)| e).collect();
         let newest = chunk.iter().map(|(_, _, ms)| *ms).max().unwrap_or(0);
         let request = match self.request(&events, newest) {
             Ok(request) => request,
-            Err(err) => return Outcome::rejected(format!("could not encode the request body: {err}")),
+            Err(err) => return (Outcome::rejected(format!("could not encode the request body: {err}")), false),
         };
         log::debug(&format!("POST {} with {} events", self.config.url, events.len()));
-        let outcome = self.classify(&request.send());
-        if self.auth_failed(&outcome) {
+        let result = request.send();
+        let auth_failed = matches!(&result, Ok(resp) if matches!(resp.status, 401 | 403));
+        if auth_failed {
             log::warn("Statsig refused the `server_secret` setting (HTTP 401/403): check the server secret key");
         }
-        outcome
+        let outcome = self.classify(&result);
+        let stop = auth_failed || matches!(outcome, Outcome::Retry { .. });
+        (outcome, stop)
     }
 
     /// Maps Statsig's answer to an outcome (see the module docs).
@@ -196,10 +201,6 @@ impl Statsig {
             )),
             Err(err) => Outcome::rejected(self.redact(&err.to_string())),
         }
-    }
-
-    fn auth_failed(&self, outcome: &Outcome) -> bool {
-        matches!(outcome, Outcome::Rejected(reason) if reason.contains("refused the `server_secret`"))
     }
 
     /// `text` with the server secret blanked out, should anything echo it.
