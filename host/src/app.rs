@@ -137,6 +137,8 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
             subscription: Subscription { name: d.name.clone(), types: d.subscribe.types.clone() },
             batch: d.batch.clone(),
             retry: d.retry.clone(),
+            max_concurrent_calls: d.quota.max_concurrent_calls,
+            events_per_second: d.quota.events_per_second,
             stats,
             log: log.clone(),
             cursors: cursors.clone(),

@@ -208,6 +208,9 @@ pub struct QuotaConfig {
     pub http_max_response_bytes: usize,
     /// Events per second; `None` is unlimited.
     pub events_per_second: Option<u32>,
+    /// Batches in flight at once, each in its own instance. More than one
+    /// lets batches finish out of order.
+    pub max_concurrent_calls: usize,
 }
 
 impl Default for QuotaConfig {
@@ -219,6 +222,7 @@ impl Default for QuotaConfig {
             http_timeout_ms: 10_000,
             http_max_response_bytes: 1024 * 1024,
             events_per_second: None,
+            max_concurrent_calls: 2,
         }
     }
 }
@@ -326,6 +330,12 @@ impl Config {
             }
             if d.quota.cpu_ms_per_call == 0 || d.quota.call_timeout_ms == 0 {
                 return fail("quota.cpu_ms_per_call and quota.call_timeout_ms must be positive".into());
+            }
+            if d.quota.max_concurrent_calls == 0 || d.quota.max_concurrent_calls > 64 {
+                return fail("quota.max_concurrent_calls must be between 1 and 64".into());
+            }
+            if d.quota.events_per_second == Some(0) {
+                return fail("quota.events_per_second must be positive (leave it out for no limit)".into());
             }
             if d.retry.initial_backoff_ms == 0 || d.retry.max_backoff_ms < d.retry.initial_backoff_ms {
                 return fail("retry.initial_backoff_ms must be positive and at most retry.max_backoff_ms".into());

@@ -12,6 +12,12 @@
 //! final, so after a crash everything unfinished is delivered again
 //! (at-least-once). At most `window` events are in flight or waiting for a
 //! retry; past that the worker stops reading and memory stays flat.
+//!
+//! Up to `quota.max_concurrent_calls` batches are in flight at once, each in
+//! its own sandboxed instance (idle instances are kept for the next batch);
+//! with more than one, batches may finish out of order, which the cursor —
+//! the first unfinished event — tolerates. `quota.events_per_second` paces
+//! the batches with a token bucket.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
@@ -19,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::config::{BatchConfig, RetryConfig};
@@ -38,6 +45,10 @@ pub struct WorkerSpec<L: EventLog> {
     pub subscription: Subscription,
     pub batch: BatchConfig,
     pub retry: RetryConfig,
+    /// Batches in flight at once (at least 1).
+    pub max_concurrent_calls: usize,
+    /// Events per second across all calls; `None` is unlimited.
+    pub events_per_second: Option<u32>,
     pub stats: Arc<DestinationStats>,
     pub log: Arc<L>,
     pub cursors: Cursors,
@@ -76,16 +87,33 @@ impl Ord for Due {
 struct Worker<L: EventLog> {
     spec: WorkerSpec<L>,
     reader: L::Reader,
-    instance: Option<Instance>,
+    /// Instances not in a call, ready for the next batch.
+    idle: Vec<Instance>,
     retries: BinaryHeap<Reverse<Due>>,
     /// Sequence numbers read but not final.
     unfinished: BTreeSet<Seq>,
     window: usize,
     saved: Seq,
+    /// The batch being gathered, kept here so that gathering can be
+    /// interrupted (by a finished call) without dropping events.
+    forming: Vec<Pending>,
+    /// When `forming` must go, `linger_ms` after its first event.
+    deadline: Option<Instant>,
+    pace: Option<TokenBucket>,
+    /// No new batch before this instant (`events_per_second`).
+    paced_until: Option<Instant>,
 }
 
-/// Runs a destination until `shutdown` turns true; the batch in flight
-/// finishes and the cursor is saved.
+/// A finished plugin call: the instance (unless it trapped), the batch and
+/// its result.
+struct CallDone {
+    instance: Option<Instance>,
+    batch: Vec<Pending>,
+    result: Result<Vec<Outcome>, CallError>,
+}
+
+/// Runs a destination until `shutdown` turns true; the batches in flight
+/// finish and the cursor is saved.
 pub async fn run_worker<L: EventLog>(spec: WorkerSpec<L>, shutdown: watch::Receiver<bool>) {
     let name = spec.grants.name.clone();
     let start = match spec.cursors.load(&name, spec.log.end()) {
@@ -103,35 +131,56 @@ pub async fn run_worker<L: EventLog>(spec: WorkerSpec<L>, shutdown: watch::Recei
         }
     };
     let window = (spec.batch.max_events * 20).max(10_000);
+    let pace = spec.events_per_second.map(|rate| TokenBucket::new(rate, spec.batch.max_events));
+    let max_calls = spec.max_concurrent_calls.max(1);
     let mut w = Worker {
         spec,
         reader,
-        instance: None,
+        idle: Vec::new(),
         retries: BinaryHeap::new(),
         unfinished: BTreeSet::new(),
         window,
         saved: start,
+        forming: Vec::new(),
+        deadline: None,
+        pace,
+        paced_until: None,
     };
-    tracing::info!(destination = &*name, cursor = start, "delivery worker started");
+    tracing::info!(destination = &*name, cursor = start, max_calls, "delivery worker started");
+    let mut calls: JoinSet<CallDone> = JoinSet::new();
     let stop = crate::stopped(shutdown);
     tokio::pin!(stop);
     loop {
-        let batch = tokio::select! {
+        let paced = w.paced_until.filter(|at| *at > Instant::now());
+        tokio::select! {
             biased;
             () = &mut stop => break,
-            batch = w.gather() => batch,
-        };
-        if !batch.is_empty() {
-            w.deliver(batch).await;
+            Some(done) = calls.join_next(), if !calls.is_empty() => match done {
+                Ok(done) => w.finish(done).await,
+                Err(e) => tracing::error!(destination = &*name, error = %e, "delivery task failed"),
+            },
+            () = tokio::time::sleep_until(paced.unwrap_or_else(Instant::now)), if paced.is_some() => {}
+            batch = w.gather(), if calls.len() < max_calls && paced.is_none() => {
+                w.pace(batch.len());
+                w.launch(&mut calls, batch);
+            }
         }
         w.save_cursor();
     }
+    // Let the calls in flight finish (each is bounded by the call timeout)
+    // so their outcomes count; the batch being gathered is simply not sent.
+    while let Some(done) = calls.join_next().await {
+        if let Ok(done) = done {
+            w.finish(done).await;
+        }
+    }
     w.save_cursor();
-    if !w.retries.is_empty() {
+    let waiting = w.retries.len() + w.forming.len();
+    if waiting > 0 {
         tracing::info!(
             destination = &*name,
-            events = w.retries.len(),
-            "stopping with events waiting for a retry; they are redelivered after restart"
+            events = waiting,
+            "stopping with events not yet delivered; they are redelivered after restart"
         );
     }
 }
@@ -140,24 +189,25 @@ impl<L: EventLog> Worker<L> {
     /// Gathers the next batch: due retries first, then new events from the
     /// log, until the batch is full or `linger_ms` has passed since it got
     /// its first event.
+    ///
+    /// Cancel-safe: the batch grows in `self.forming`, so a gather that is
+    /// interrupted resumes where it stopped.
     async fn gather(&mut self) -> Vec<Pending> {
         let max = self.spec.batch.max_events;
         let linger = Duration::from_millis(self.spec.batch.linger_ms);
-        let mut batch = Vec::with_capacity(max);
-        let mut deadline: Option<Instant> = None;
         loop {
             let now = Instant::now();
-            while batch.len() < max && self.retries.peek().is_some_and(|Reverse(Due(at, _))| *at <= now) {
+            while self.forming.len() < max && self.retries.peek().is_some_and(|Reverse(Due(at, _))| *at <= now) {
                 if let Some(Reverse(Due(_, p))) = self.retries.pop() {
-                    batch.push(p);
+                    self.forming.push(p);
                 }
             }
-            if batch.len() < max && self.unfinished.len() < self.window {
-                let room = (max - batch.len()).min(self.window - self.unfinished.len());
+            if self.forming.len() < max && self.unfinished.len() < self.window {
+                let room = (max - self.forming.len()).min(self.window - self.unfinished.len());
                 match self.reader.try_batch(room).await {
                     Ok(records) => {
                         for (seq, payload) in records {
-                            self.admit(seq, &payload, &mut batch);
+                            self.admit(seq, &payload);
                         }
                     }
                     Err(e) => {
@@ -166,15 +216,16 @@ impl<L: EventLog> Worker<L> {
                     }
                 }
             }
-            if !batch.is_empty() {
-                let d = *deadline.get_or_insert(now + linger);
-                if batch.len() >= max || Instant::now() >= d {
-                    return batch;
+            if !self.forming.is_empty() {
+                let d = *self.deadline.get_or_insert(now + linger);
+                if self.forming.len() >= max || Instant::now() >= d {
+                    self.deadline = None;
+                    return std::mem::take(&mut self.forming);
                 }
             }
             // Wait for new records, the next retry, or the linger deadline.
             let next_retry = self.retries.peek().map(|Reverse(Due(at, _))| *at);
-            let wake = match (deadline, next_retry) {
+            let wake = match (self.deadline, next_retry) {
                 (Some(d), Some(r)) => Some(d.min(r)),
                 (d, r) => d.or(r),
             };
@@ -197,8 +248,9 @@ impl<L: EventLog> Worker<L> {
         }
     }
 
-    /// Takes one log record into `batch` if this destination wants it.
-    fn admit(&mut self, seq: Seq, payload: &[u8], batch: &mut Vec<Pending>) {
+    /// Takes one log record into the forming batch if this destination
+    /// wants it.
+    fn admit(&mut self, seq: Seq, payload: &[u8]) {
         let event = match decode_envelope(payload) {
             Ok(e) => e,
             Err(e) => {
@@ -212,15 +264,48 @@ impl<L: EventLog> Worker<L> {
         }
         self.spec.stats.received.inc();
         self.unfinished.insert(seq);
-        batch.push(Pending { seq, event: Arc::new(event), attempts: 0, first_failure: None });
+        self.forming.push(Pending { seq, event: Arc::new(event), attempts: 0, first_failure: None });
     }
 
-    async fn deliver(&mut self, batch: Vec<Pending>) {
-        let events: Vec<Arc<Envelope>> = batch.iter().map(|p| p.event.clone()).collect();
-        let result = match self.ensure_instance().await {
-            Ok(inst) => inst.deliver(&events).await,
-            Err(err) => Err(err),
-        };
+    /// Charges `events` to `events_per_second`; when that overdraws the
+    /// bucket, the next batch waits until it is paid back.
+    fn pace(&mut self, events: usize) {
+        if let Some(bucket) = self.pace.as_mut() {
+            let now = Instant::now();
+            let wait = bucket.take(events, now);
+            self.paced_until = (!wait.is_zero()).then(|| now + wait);
+        }
+    }
+
+    /// Starts a plugin call for `batch` on an idle instance, or a new one.
+    fn launch(&mut self, calls: &mut JoinSet<CallDone>, batch: Vec<Pending>) {
+        let idle = self.idle.pop();
+        let plugin = self.spec.plugin.clone();
+        let grants = self.spec.grants.clone();
+        let settings = self.spec.settings_json.clone();
+        calls.spawn(async move {
+            let mut instance = match idle {
+                Some(instance) => instance,
+                None => match new_instance(&plugin, grants, &settings).await {
+                    Ok(instance) => instance,
+                    Err(err) => return CallDone { instance: None, batch, result: Err(err) },
+                },
+            };
+            let events: Vec<Arc<Envelope>> = batch.iter().map(|p| p.event.clone()).collect();
+            let result = instance.deliver(&events).await;
+            // A trapped or timed-out instance cannot be entered again.
+            let instance = result.is_ok().then_some(instance);
+            CallDone { instance, batch, result }
+        });
+    }
+
+    /// Acts on a finished call: each event's outcome, or a retry of the
+    /// whole batch when the call itself failed.
+    async fn finish(&mut self, done: CallDone) {
+        let CallDone { instance, batch, result } = done;
+        if let Some(instance) = instance {
+            self.idle.push(instance);
+        }
         let jitter = fastrand::f64();
         match result {
             Ok(outcomes) => {
@@ -238,23 +323,12 @@ impl<L: EventLog> Worker<L> {
             Err(err) => {
                 self.spec.stats.call_failures.inc();
                 tracing::error!(destination = &*self.spec.grants.name, error = %err, events = batch.len(), "plugin call failed; batch will be retried");
-                // A trapped or timed-out instance cannot be entered again.
-                self.instance = None;
                 let reason = err.to_string();
                 for pending in batch {
                     self.schedule(pending, None, jitter, &reason).await;
                 }
             }
         }
-    }
-
-    async fn ensure_instance(&mut self) -> Result<&mut Instance, CallError> {
-        if self.instance.is_none() {
-            let mut inst = self.spec.plugin.instantiate(self.spec.grants.clone()).await?;
-            inst.init(&self.spec.settings_json).await?;
-            self.instance = Some(inst);
-        }
-        self.instance.as_mut().ok_or_else(|| CallError::Trap("no instance".into()))
     }
 
     /// Puts `pending` back for another attempt, or dead-letters it when the
@@ -306,5 +380,62 @@ impl<L: EventLog> Worker<L> {
             }
             Err(e) => tracing::warn!(destination = &*self.spec.grants.name, error = %e, "cannot save cursor"),
         }
+    }
+}
+
+/// A fresh instance with its settings applied.
+async fn new_instance(plugin: &Plugin, grants: Arc<Grants>, settings: &str) -> Result<Instance, CallError> {
+    let mut instance = plugin.instantiate(grants).await?;
+    instance.init(settings).await?;
+    Ok(instance)
+}
+
+/// A token bucket for `events_per_second`: holds up to one second's worth
+/// (at least one batch) and refills continuously. A batch may overdraw it,
+/// so a batch larger than the rate still goes; the debt is paid by waiting.
+#[derive(Debug)]
+struct TokenBucket {
+    rate: f64,
+    capacity: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: u32, batch: usize) -> Self {
+        let rate = f64::from(rate.max(1));
+        let capacity = rate.max(batch as f64);
+        TokenBucket { rate, capacity, tokens: capacity, at: Instant::now() }
+    }
+
+    /// Takes `n` tokens and returns how long until the bucket is out of debt.
+    fn take(&mut self, n: usize, now: Instant) -> Duration {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.capacity) - n as f64;
+        if self.tokens >= 0.0 { Duration::ZERO } else { Duration::from_secs_f64(-self.tokens / self.rate) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_bucket_paces_to_the_rate() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(100, 50);
+        // A full bucket lets the first second's worth through at once.
+        assert_eq!(b.take(50, t0), Duration::ZERO);
+        assert_eq!(b.take(50, t0), Duration::ZERO);
+        // 50 more overdraw it by half a second.
+        let wait = b.take(50, t0);
+        assert!((wait.as_secs_f64() - 0.5).abs() < 1e-6, "{wait:?}");
+        // After that wait, 50 more overdraw it by another 0.5 s.
+        let wait = b.take(50, t0 + Duration::from_millis(500));
+        assert!((wait.as_secs_f64() - 0.5).abs() < 1e-6, "{wait:?}");
+        // A long idle spell refills only up to capacity.
+        assert_eq!(b.take(100, t0 + Duration::from_secs(60)), Duration::ZERO);
+        assert!(!b.take(1, t0 + Duration::from_secs(60)).is_zero());
     }
 }
