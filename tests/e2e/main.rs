@@ -2,7 +2,9 @@
 //! End-to-end tests: the real `switchyard` binary, real configs, real HTTP.
 //! One test binary, so it links once.
 
+mod amplitude;
 mod clients;
 mod durability;
 mod startup;
+mod statsig;
 mod webhook;
