@@ -175,3 +175,20 @@ async fn plugin_cannot_reach_hosts_outside_allow_http() {
     assert_eq!(allowed.count(), 0);
     assert!(sy.logs().contains("not in allow_http"), "{}", sy.logs());
 }
+
+#[tokio::test]
+async fn events_per_second_paces_delivery() {
+    let receiver = Receiver::always(200).await;
+    let sy = Switchyard::start(&config(&receiver, "quota = { events_per_second = 50, max_concurrent_calls = 4 }")).await;
+    let batch: Vec<Value> =
+        (0..200).map(|i| json!({"type": "track", "event": "Paced", "userId": "u", "messageId": format!("p-{i}")})).collect();
+    let (status, _) = post_json(&sy.url("/v1/batch"), Some("wk_test"), &json!({ "batch": batch })).await;
+    assert_eq!(status, 200);
+    eventually(WAIT, "the first batch", || receiver.count() >= 1).await;
+    let first = std::time::Instant::now();
+    eventually(WAIT, "all 200 events", || receiver.message_ids().len() >= 200).await;
+    // 200 events at 50/s with a one-second bucket: the first 50 go at once,
+    // the last 50 no sooner than 2 s later. A lower bound cannot flake.
+    assert!(first.elapsed() >= Duration::from_millis(1_700), "all delivered after {:?}", first.elapsed());
+    assert!(receiver.requests().iter().all(|r| r.json()["batch"].as_array().is_some_and(|b| b.len() <= 50)));
+}
