@@ -1,6 +1,7 @@
 //! Plugin-call benchmark: events/s through `deliver()` for the webhook
-//! example compiled to Wasm (through the real host runtime) against the
-//! same crate compiled natively (through the SDK's native harness), plus
+//! example and the Amplitude and Statsig destinations, each compiled to Wasm
+//! (through the real host runtime) against the same crate compiled natively
+//! (through the SDK's native harness), plus
 //! instantiate cost with and without the pooling allocator, the cost of a
 //! fresh store per call, and load time with and without the compiled cache.
 //!
@@ -17,8 +18,9 @@ use http_body_util::Full;
 use serde_json::json;
 use switchyard::capabilities::http::{HttpCapability, HttpPolicy, Origin, Transport, TransportFuture};
 use switchyard::redact::Redactor;
-use switchyard::runtime::{Grants, Runtime, RuntimeOptions};
+use switchyard::runtime::{Grants, Outcome, Runtime, RuntimeOptions};
 use switchyard::spec::{BatchMeta, Envelope, normalize};
+use switchyard_plugin_sdk::Destination;
 use switchyard_plugin_sdk::http::Response;
 use switchyard_plugin_sdk::testing::Harness;
 use webhook_destination::Webhook;
@@ -72,6 +74,7 @@ fn grants() -> Arc<Grants> {
         cpu_ticks: 1000,
         call_timeout: Duration::from_secs(30),
         redactor: Redactor::default(),
+        rates: switchyard::quota::Rates::unlimited(),
     })
 }
 
@@ -118,27 +121,30 @@ fn runtime(pooling: bool, cache: &std::path::Path) -> Runtime {
     .expect("runtime")
 }
 
-fn main() {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio");
-    rt.block_on(bench());
-}
-
-async fn bench() {
-    let wasm = workspace().join("target/wasm32-wasip2/plugin/webhook_destination.wasm");
+/// Prints events/s through `deliver()` of plugin `D`, natively and as the
+/// Wasm `target/wasm32-wasip2/plugin/{wasm_name}.wasm`, for batches of 1 to
+/// 1000 events. Every call must deliver every event (HTTP answers 200), so
+/// the numbers are of the success path.
+async fn compare<D: Destination>(
+    runtime: &Runtime,
+    label: &str,
+    wasm_name: &str,
+    settings: serde_json::Value,
+    size: usize,
+    budget: Duration,
+) {
+    let wasm = workspace().join(format!("target/wasm32-wasip2/plugin/{wasm_name}.wasm"));
     assert!(wasm.exists(), "build the plugins first: ./x plugins");
-    let cache = tempfile::tempdir().expect("tempdir");
-    let settings = r#"{"url":"http://127.0.0.1:1/hook"}"#;
-    let budget = Duration::from_millis(std::env::var("BENCH_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(1500));
-    let size = events(1)[0].json.len();
-    println!("# deliver() throughput — webhook example, {size}-byte events, HTTP answered in-process\n");
+    println!("# deliver() throughput — {label}, {size}-byte track events, HTTP answered in-process\n");
     println!("| batch | native events/s | Wasm events/s | Wasm time / native time |");
     println!("|---:|---:|---:|---:|");
-
-    let pooled = runtime(true, cache.path());
-    let plugin = pooled.load(&wasm).expect("load");
+    let plugin = runtime.load(&wasm).expect("load");
     let mut instance = plugin.instantiate(grants()).await.expect("instantiate");
-    instance.init(settings).await.expect("init");
-    let mut native = Harness::<Webhook>::new(json!({"url": "http://127.0.0.1:1/hook"})).expect("native init");
+    instance.init(&settings.to_string()).await.expect("init");
+    let mut native = match Harness::<D>::new(settings) {
+        Ok(h) => h,
+        Err(e) => panic!("native init: {e}"),
+    };
     native.respond(|_| Ok(Response::new(200, "")));
     native.set_recording(false);
 
@@ -146,6 +152,10 @@ async fn bench() {
         let batch = events(n);
         let sdk_batch: Vec<switchyard_plugin_sdk::Event> =
             batch.iter().map(|e| switchyard_plugin_sdk::Event::from_segment_json(&e.json).expect("event")).collect();
+        let out = native.deliver(sdk_batch.clone());
+        assert!(out.iter().all(|o| *o == switchyard_plugin_sdk::Outcome::Delivered), "native: {:?}", out.first());
+        let out = instance.deliver(&batch).await.expect("deliver");
+        assert!(out.iter().all(|o| matches!(o, Outcome::Delivered)), "Wasm: {:?}", out.first());
         let native_rate = rate(n, budget, || {
             let out = native.deliver(sdk_batch.clone());
             assert_eq!(out.len(), n);
@@ -167,6 +177,55 @@ async fn bench() {
         };
         println!("| {n} | {native_rate:.0} | {wasm_rate:.0} | {:.2}× |", native_rate / wasm_rate);
     }
+    println!();
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio");
+    rt.block_on(bench());
+}
+
+async fn bench() {
+    let wasm = workspace().join("target/wasm32-wasip2/plugin/webhook_destination.wasm");
+    assert!(wasm.exists(), "build the plugins first: ./x plugins");
+    let cache = tempfile::tempdir().expect("tempdir");
+    let settings = r#"{"url":"http://127.0.0.1:1/hook"}"#;
+    let budget = Duration::from_millis(std::env::var("BENCH_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(1500));
+    let size = events(1)[0].json.len();
+    let pooled = runtime(true, cache.path());
+    let plugin = pooled.load(&wasm).expect("load");
+    let mut instance = plugin.instantiate(grants()).await.expect("instantiate");
+    instance.init(settings).await.expect("init");
+
+    compare::<Webhook>(
+        &pooled,
+        "webhook example",
+        "webhook_destination",
+        json!({"url": "http://127.0.0.1:1/hook"}),
+        size,
+        budget,
+    )
+    .await;
+    // The vendors' mappings: each event is parsed, mapped and re-serialized,
+    // where the webhook splices the JSON through untouched.
+    compare::<amplitude_destination::Amplitude>(
+        &pooled,
+        "Amplitude (HTTP V2 mapping)",
+        "amplitude_destination",
+        json!({"api_key": "bench-api-key-0001", "endpoint": "http://127.0.0.1:1"}),
+        size,
+        budget,
+    )
+    .await;
+    compare::<statsig_destination::Statsig>(
+        &pooled,
+        "Statsig (log_event mapping)",
+        "statsig_destination",
+        json!({"server_secret": "secret-bench-0001", "endpoint": "http://127.0.0.1:1"}),
+        size,
+        budget,
+    )
+    .await;
 
     println!("\n# instance lifecycle (median of 2000, µs)\n");
     println!("| step | pooling allocator | on-demand allocator |");

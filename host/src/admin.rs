@@ -3,6 +3,7 @@
 //!
 //! | method | path | does |
 //! |---|---|---|
+//! | GET | `/admin/destinations` | each destination's state (active or quarantined, and why), backlog, plugin, last success and failure |
 //! | GET | `/admin/destinations/{name}/dead-letters` | lists up to 1000 dead letters and the total |
 //! | POST | `/admin/destinations/{name}/dead-letters/replay?limit=N` | replays up to N (default 1000) |
 
@@ -19,6 +20,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::cursor::Cursors;
 use crate::deadletter::DeadLetters;
 use crate::log::{EventLog, SegmentLog, encode_envelope};
 use crate::metrics::Metrics;
@@ -28,6 +30,7 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     pub token: Option<String>,
     pub log: Arc<SegmentLog>,
+    pub cursors: Cursors,
     pub dead_letters: HashMap<String, Arc<DeadLetters>>,
 }
 
@@ -76,6 +79,7 @@ async fn route(req: &Request<hyper::body::Incoming>, state: &AdminState) -> Repl
     }
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (req.method(), parts.as_slice()) {
+        (&Method::GET, ["admin", "destinations"]) => reply(StatusCode::OK, destinations(state)),
         (&Method::GET, ["admin", "destinations", name, "dead-letters"]) => {
             let Some(dl) = state.dead_letters.get(*name) else { return no_destination(name) };
             match dl.pending(1000).await {
@@ -92,6 +96,34 @@ async fn route(req: &Request<hyper::body::Incoming>, state: &AdminState) -> Repl
         }
         _ => reply(StatusCode::NOT_FOUND, json!({"error": format!("no such admin endpoint: {} {path}", req.method())})),
     }
+}
+
+/// Every destination's status.
+fn destinations(state: &AdminState) -> serde_json::Value {
+    let end = state.log.end();
+    let list: Vec<_> = state
+        .metrics
+        .destinations
+        .iter()
+        .map(|d| {
+            let status = d.status();
+            let backlog = state.cursors.position(&d.name).map(|at| end.saturating_sub(at));
+            json!({
+                "name": d.name,
+                "state": if status.quarantined.is_some() { "quarantined" } else { "active" },
+                "reason": status.quarantined,
+                "backlog": backlog,
+                "plugin": {"hash": status.plugin_hash, "loaded_at_ms": status.plugin_loaded_ms},
+                "delivered": d.delivered.get(),
+                "dead_lettered": state.dead_letters.get(&d.name).map_or(0, |dl| dl.count()),
+                "call_failures": d.call_failures.get(),
+                "last_success_ms": status.last_success_ms,
+                "last_failure_ms": status.last_failure_ms,
+                "last_failure": status.last_failure,
+            })
+        })
+        .collect();
+    json!({ "destinations": list })
 }
 
 /// Appends up to `limit` dead letters to the log addressed to `name` only,

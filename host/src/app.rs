@@ -19,6 +19,7 @@ use crate::delivery::{WorkerSpec, run_worker};
 use crate::ingest::{Ingest, Source};
 use crate::log::{LogOptions, SegmentLog};
 use crate::metrics::{DestinationStats, Metrics, SourceStats};
+use crate::quota::Rates;
 use crate::redact::Redactor;
 use crate::router::{LogSink, Subscription};
 use crate::runtime::{EPOCH_TICK, Grants, Plugin, Runtime, RuntimeOptions};
@@ -53,6 +54,7 @@ pub fn grants_for(d: &DestinationConfig, redactor: &Redactor, transport: Arc<dyn
         cpu_ticks: d.quota.cpu_ms_per_call.div_ceil(tick).max(1),
         call_timeout: Duration::from_millis(d.quota.call_timeout_ms),
         redactor: redactor.clone(),
+        rates: Rates::new(&d.quota),
     })
 }
 
@@ -124,6 +126,13 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let mut dead_letters = HashMap::new();
     for (d, (plugin, grants)) in config.destinations.iter().zip(loaded) {
         let stats = Arc::new(DestinationStats { name: d.name.clone(), ..Default::default() });
+        stats.update_status(|s| {
+            s.plugin_hash = plugin.hash.clone();
+            s.plugin_loaded_ms = plugin
+                .loaded_at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        });
         metrics.destinations.push(stats.clone());
         let dl = Arc::new(
             DeadLetters::open(&data.join("dead-letters").join(&d.name))
@@ -139,6 +148,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
             retry: d.retry.clone(),
             max_concurrent_calls: d.quota.max_concurrent_calls,
             events_per_second: d.quota.events_per_second,
+            quarantine: d.quarantine.clone(),
             stats,
             log: log.clone(),
             cursors: cursors.clone(),
@@ -175,6 +185,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
             metrics: metrics.clone(),
             token: config.server.admin_token.clone(),
             log: log.clone(),
+            cursors: cursors.clone(),
             dead_letters,
         });
         servers.spawn(crate::admin::serve(listener, state, http_stop_rx));

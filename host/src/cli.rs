@@ -42,6 +42,34 @@ pub async fn dead_letters(config: &Config, destination: &str, replay: bool) -> a
     Ok(())
 }
 
+/// Prints each destination's state, backlog and last failure.
+///
+/// # Errors
+///
+/// When the config has no admin listener or token, or the server refuses.
+pub async fn status(config: &Config) -> anyhow::Result<()> {
+    let body = admin(config, hyper::Method::GET, "/admin/destinations").await?;
+    let list = body["destinations"].as_array().cloned().unwrap_or_default();
+    println!(
+        "{:<20} {:<12} {:>10} {:>12} {:>8}  {:<14} why",
+        "DESTINATION", "STATE", "BACKLOG", "DELIVERED", "DEAD", "PLUGIN"
+    );
+    for d in list {
+        let why = d["reason"].as_str().or(d["last_failure"].as_str()).unwrap_or("-");
+        let hash: String = d["plugin"]["hash"].as_str().unwrap_or("").chars().take(12).collect();
+        println!(
+            "{:<20} {:<12} {:>10} {:>12} {:>8}  {:<14} {why}",
+            d["name"].as_str().unwrap_or("?"),
+            d["state"].as_str().unwrap_or("?"),
+            d["backlog"].as_u64().map_or_else(|| "-".to_owned(), |n| n.to_string()),
+            d["delivered"],
+            d["dead_lettered"],
+            hash,
+        );
+    }
+    Ok(())
+}
+
 async fn admin(config: &Config, method: hyper::Method, path: &str) -> anyhow::Result<Value> {
     let Some(addr) = config.server.admin_listen else { bail!("the config has no server.admin_listen") };
     let Some(token) = &config.server.admin_token else { bail!("the config has no server.admin_token") };

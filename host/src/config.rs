@@ -124,6 +124,8 @@ pub struct DestinationConfig {
     pub quota: QuotaConfig,
     #[serde(default)]
     pub retry: RetryConfig,
+    #[serde(default)]
+    pub quarantine: QuarantineConfig,
 }
 
 fn empty_table() -> toml::Table {
@@ -192,6 +194,25 @@ impl RetryConfig {
     }
 }
 
+/// `quarantine = { ... }`: when a destination whose calls keep failing is
+/// taken out of service, and how it is probed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuarantineConfig {
+    /// Consecutive failed calls that quarantine the destination.
+    pub after_failures: u32,
+    /// First wait before a probe call, ms; it doubles per failed probe.
+    pub initial_ms: u64,
+    /// Longest wait between probes, ms.
+    pub max_ms: u64,
+}
+
+impl Default for QuarantineConfig {
+    fn default() -> Self {
+        QuarantineConfig { after_failures: 3, initial_ms: 5_000, max_ms: 600_000 }
+    }
+}
+
 /// `quota = { ... }`: the sandbox limits of one destination.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -211,6 +232,13 @@ pub struct QuotaConfig {
     /// Batches in flight at once, each in its own instance. More than one
     /// lets batches finish out of order.
     pub max_concurrent_calls: usize,
+    /// Outbound HTTP requests per second; `None` is unlimited. Past it, the
+    /// call fails.
+    pub http_requests_per_second: Option<u32>,
+    /// Log lines per second; past it, the call fails.
+    pub log_lines_per_second: u32,
+    /// Log bytes per second; past it, the call fails.
+    pub log_bytes_per_second: u32,
 }
 
 impl Default for QuotaConfig {
@@ -223,6 +251,9 @@ impl Default for QuotaConfig {
             http_max_response_bytes: 1024 * 1024,
             events_per_second: None,
             max_concurrent_calls: 2,
+            http_requests_per_second: None,
+            log_lines_per_second: 1_000,
+            log_bytes_per_second: 1024 * 1024,
         }
     }
 }
@@ -333,6 +364,20 @@ impl Config {
             }
             if d.quota.max_concurrent_calls == 0 || d.quota.max_concurrent_calls > 64 {
                 return fail("quota.max_concurrent_calls must be between 1 and 64".into());
+            }
+            if d.quota.http_requests_per_second == Some(0)
+                || d.quota.log_lines_per_second == 0
+                || d.quota.log_bytes_per_second == 0
+            {
+                return fail("quota rates (http_requests_per_second, log_*_per_second) must be positive".into());
+            }
+            if d.quarantine.after_failures == 0
+                || d.quarantine.initial_ms == 0
+                || d.quarantine.max_ms < d.quarantine.initial_ms
+            {
+                return fail(
+                    "quarantine.after_failures and initial_ms must be positive, max_ms at least initial_ms".into(),
+                );
             }
             if d.quota.events_per_second == Some(0) {
                 return fail("quota.events_per_second must be positive (leave it out for no limit)".into());

@@ -68,6 +68,11 @@ impl Cursors {
         Ok(p.values().copied().min().unwrap_or(at))
     }
 
+    /// `name`'s cursor as last saved, if it is registered.
+    pub fn position(&self, name: &str) -> Option<Seq> {
+        self.positions.lock().ok().and_then(|p| p.get(name).copied())
+    }
+
     fn path(&self, name: &str) -> PathBuf {
         self.dir.join(format!("{name}.cursor"))
     }

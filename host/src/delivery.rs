@@ -18,6 +18,13 @@
 //! with more than one, batches may finish out of order, which the cursor —
 //! the first unfinished event — tolerates. `quota.events_per_second` paces
 //! the batches with a token bucket.
+//!
+//! A call that fails as a whole (a trap, a breached quota, a broken
+//! contract) sends its batch back for a retry. After
+//! `quarantine.after_failures` failed calls in a row the destination is
+//! quarantined: no calls until a single probe call `initial_ms` later
+//! (doubling per failed probe, up to `max_ms`); a probe that succeeds makes
+//! it active again. Its events wait in the log meanwhile.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
@@ -28,11 +35,12 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::config::{BatchConfig, RetryConfig};
+use crate::config::{BatchConfig, QuarantineConfig, RetryConfig};
 use crate::cursor::Cursors;
 use crate::deadletter::DeadLetters;
 use crate::log::{EventLog, LogReader, Seq, decode_envelope};
 use crate::metrics::DestinationStats;
+use crate::quota::TokenBucket;
 use crate::router::Subscription;
 use crate::runtime::{CallError, Grants, Instance, Outcome, Plugin};
 use crate::spec::Envelope;
@@ -49,6 +57,7 @@ pub struct WorkerSpec<L: EventLog> {
     pub max_concurrent_calls: usize,
     /// Events per second across all calls; `None` is unlimited.
     pub events_per_second: Option<u32>,
+    pub quarantine: QuarantineConfig,
     pub stats: Arc<DestinationStats>,
     pub log: Arc<L>,
     pub cursors: Cursors,
@@ -102,6 +111,16 @@ struct Worker<L: EventLog> {
     pace: Option<TokenBucket>,
     /// No new batch before this instant (`events_per_second`).
     paced_until: Option<Instant>,
+    /// Calls failed in a row.
+    failures: u32,
+    quarantine: Option<Quarantine>,
+}
+
+/// A quarantined destination: the next probe and the wait before it.
+#[derive(Debug, Clone, Copy)]
+struct Quarantine {
+    probe_at: Instant,
+    wait: Duration,
 }
 
 /// A finished plugin call: the instance (unless it trapped), the batch and
@@ -145,13 +164,19 @@ pub async fn run_worker<L: EventLog>(spec: WorkerSpec<L>, shutdown: watch::Recei
         deadline: None,
         pace,
         paced_until: None,
+        failures: 0,
+        quarantine: None,
     };
     tracing::info!(destination = &*name, cursor = start, max_calls, "delivery worker started");
     let mut calls: JoinSet<CallDone> = JoinSet::new();
     let stop = crate::stopped(shutdown);
     tokio::pin!(stop);
     loop {
-        let paced = w.paced_until.filter(|at| *at > Instant::now());
+        // A new batch may go unless pacing or a quarantine holds it back; a
+        // quarantined destination gets one probe call at a time.
+        let now = Instant::now();
+        let held = [w.paced_until, w.quarantine.map(|q| q.probe_at)].into_iter().flatten().filter(|at| *at > now).max();
+        let limit = if w.quarantine.is_some() { 1 } else { max_calls };
         tokio::select! {
             biased;
             () = &mut stop => break,
@@ -159,8 +184,8 @@ pub async fn run_worker<L: EventLog>(spec: WorkerSpec<L>, shutdown: watch::Recei
                 Ok(done) => w.finish(done).await,
                 Err(e) => tracing::error!(destination = &*name, error = %e, "delivery task failed"),
             },
-            () = tokio::time::sleep_until(paced.unwrap_or_else(Instant::now)), if paced.is_some() => {}
-            batch = w.gather(), if calls.len() < max_calls && paced.is_none() => {
+            () = tokio::time::sleep_until(held.unwrap_or(now)), if held.is_some() => {}
+            batch = w.gather(), if calls.len() < limit && held.is_none() => {
                 w.pace(batch.len());
                 w.launch(&mut calls, batch);
             }
@@ -309,6 +334,7 @@ impl<L: EventLog> Worker<L> {
         let jitter = fastrand::f64();
         match result {
             Ok(outcomes) => {
+                self.call_succeeded();
                 for (pending, outcome) in batch.into_iter().zip(outcomes) {
                     match outcome {
                         Outcome::Delivered => {
@@ -321,8 +347,7 @@ impl<L: EventLog> Worker<L> {
                 }
             }
             Err(err) => {
-                self.spec.stats.call_failures.inc();
-                tracing::error!(destination = &*self.spec.grants.name, error = %err, events = batch.len(), "plugin call failed; batch will be retried");
+                self.call_failed(&err, batch.len());
                 let reason = err.to_string();
                 for pending in batch {
                     self.schedule(pending, None, jitter, &reason).await;
@@ -331,12 +356,65 @@ impl<L: EventLog> Worker<L> {
         }
     }
 
+    /// A call succeeded: the failure streak ends, and a quarantine with it.
+    fn call_succeeded(&mut self) {
+        self.failures = 0;
+        let now = chrono::Utc::now().timestamp_millis();
+        self.spec.stats.update_status(|s| {
+            s.last_success_ms = Some(now);
+            s.quarantined = None;
+        });
+        if self.quarantine.take().is_some() {
+            tracing::info!(destination = &*self.spec.grants.name, "probe call succeeded; destination active again");
+        }
+    }
+
+    /// A call failed as a whole: counts it, and quarantines the destination
+    /// after `after_failures` in a row (or backs off further after a failed
+    /// probe).
+    fn call_failed(&mut self, err: &CallError, events: usize) {
+        let name = &*self.spec.grants.name;
+        let stats = &self.spec.stats;
+        stats.call_failures.inc();
+        if let CallError::Quota(kind, _) = err {
+            stats.breaches[kind.index()].inc();
+        }
+        tracing::error!(destination = name, error = %err, events, "plugin call failed; batch will be retried");
+        let reason = err.to_string();
+        let now = chrono::Utc::now().timestamp_millis();
+        self.failures += 1;
+        let cfg = &self.spec.quarantine;
+        if self.failures < cfg.after_failures {
+            stats.update_status(|s| {
+                s.last_failure_ms = Some(now);
+                s.last_failure = Some(reason);
+            });
+            return;
+        }
+        let wait = match self.quarantine {
+            Some(q) => (q.wait * 2).min(Duration::from_millis(cfg.max_ms)),
+            None => Duration::from_millis(cfg.initial_ms),
+        };
+        self.quarantine = Some(Quarantine { probe_at: Instant::now() + wait, wait });
+        let summary = format!("{} failed calls in a row; last: {reason}", self.failures);
+        tracing::warn!(destination = name, reason = %summary, probe_in = ?wait, "destination quarantined");
+        stats.update_status(|s| {
+            s.last_failure_ms = Some(now);
+            s.last_failure = Some(reason);
+            s.quarantined = Some(summary);
+        });
+    }
+
     /// Puts `pending` back for another attempt, or dead-letters it when the
     /// retry horizon has passed.
     async fn schedule(&mut self, mut pending: Pending, after: Option<Duration>, jitter: f64, reason: &str) {
         let first = *pending.first_failure.get_or_insert_with(Instant::now);
         pending.attempts += 1;
-        let delay = after.unwrap_or_else(|| self.spec.retry.backoff(pending.attempts, jitter));
+        // A plugin's requested delay is honoured up to the longest backoff
+        // or 15 minutes, whichever is longer: a garbage `after` cannot park
+        // an event until its horizon.
+        let longest = Duration::from_millis(self.spec.retry.max_backoff_ms).max(Duration::from_secs(15 * 60));
+        let delay = after.map_or_else(|| self.spec.retry.backoff(pending.attempts, jitter), |a| a.min(longest));
         if first.elapsed() + delay > self.spec.retry.horizon() {
             let reason = format!("retry horizon passed after {} attempts: {reason}", pending.attempts);
             self.dead_letter(pending, &reason).await;
@@ -388,54 +466,4 @@ async fn new_instance(plugin: &Plugin, grants: Arc<Grants>, settings: &str) -> R
     let mut instance = plugin.instantiate(grants).await?;
     instance.init(settings).await?;
     Ok(instance)
-}
-
-/// A token bucket for `events_per_second`: holds up to one second's worth
-/// (at least one batch) and refills continuously. A batch may overdraw it,
-/// so a batch larger than the rate still goes; the debt is paid by waiting.
-#[derive(Debug)]
-struct TokenBucket {
-    rate: f64,
-    capacity: f64,
-    tokens: f64,
-    at: Instant,
-}
-
-impl TokenBucket {
-    fn new(rate: u32, batch: usize) -> Self {
-        let rate = f64::from(rate.max(1));
-        let capacity = rate.max(batch as f64);
-        TokenBucket { rate, capacity, tokens: capacity, at: Instant::now() }
-    }
-
-    /// Takes `n` tokens and returns how long until the bucket is out of debt.
-    fn take(&mut self, n: usize, now: Instant) -> Duration {
-        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.at = now;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.capacity) - n as f64;
-        if self.tokens >= 0.0 { Duration::ZERO } else { Duration::from_secs_f64(-self.tokens / self.rate) }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn token_bucket_paces_to_the_rate() {
-        let t0 = Instant::now();
-        let mut b = TokenBucket::new(100, 50);
-        // A full bucket lets the first second's worth through at once.
-        assert_eq!(b.take(50, t0), Duration::ZERO);
-        assert_eq!(b.take(50, t0), Duration::ZERO);
-        // 50 more overdraw it by half a second.
-        let wait = b.take(50, t0);
-        assert!((wait.as_secs_f64() - 0.5).abs() < 1e-6, "{wait:?}");
-        // After that wait, 50 more overdraw it by another 0.5 s.
-        let wait = b.take(50, t0 + Duration::from_millis(500));
-        assert!((wait.as_secs_f64() - 0.5).abs() < 1e-6, "{wait:?}");
-        // A long idle spell refills only up to capacity.
-        assert_eq!(b.take(100, t0 + Duration::from_secs(60)), Duration::ZERO);
-        assert!(!b.take(1, t0 + Duration::from_secs(60)).is_zero());
-    }
 }

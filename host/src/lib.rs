@@ -19,6 +19,7 @@ pub mod delivery;
 pub mod ingest;
 pub mod log;
 pub mod metrics;
+pub mod quota;
 pub mod redact;
 pub mod router;
 pub mod runtime;

@@ -29,6 +29,12 @@ enum Command {
         #[arg(long, short, env = "SWITCHYARD_CONFIG")]
         config: PathBuf,
     },
+    /// Show each destination's state (active or quarantined, and why),
+    /// backlog and deliveries (through the running server's admin API).
+    Status {
+        #[arg(long, short, env = "SWITCHYARD_CONFIG")]
+        config: PathBuf,
+    },
     /// List a destination's dead letters, or replay them (through the admin
     /// API of the running server named in the config).
     DeadLetters {
@@ -88,6 +94,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 config.destinations.len()
             );
             Ok(())
+        }
+        Command::Status { config } => {
+            let config = Config::load(&config)?;
+            switchyard::cli::status(&config).await
         }
         Command::DeadLetters { config, destination, replay } => {
             let config = Config::load(&config)?;

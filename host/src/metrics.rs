@@ -2,8 +2,10 @@
 //! format at `/metrics`.
 
 use std::fmt::Write;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::quota::QuotaKind;
 
 /// A monotonically increasing counter.
 #[derive(Debug, Default)]
@@ -38,6 +40,39 @@ pub struct DestinationStats {
     pub dead_lettered: Counter,
     /// Plugin calls that failed as a whole (trap, timeout, contract breach).
     pub call_failures: Counter,
+    /// Quota breaches, by [`QuotaKind::index`].
+    pub breaches: [Counter; QuotaKind::ALL.len()],
+    /// What `switchyard status` shows.
+    pub status: Mutex<DestinationStatus>,
+}
+
+/// A destination's state for operators.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct DestinationStatus {
+    /// SHA-256 of the plugin's `.wasm`, hex.
+    pub plugin_hash: String,
+    /// When the plugin was loaded, ms since the Unix epoch.
+    pub plugin_loaded_ms: i64,
+    /// Why the destination is quarantined; `None` while active.
+    pub quarantined: Option<String>,
+    /// When a call last succeeded / failed, ms since the Unix epoch.
+    pub last_success_ms: Option<i64>,
+    pub last_failure_ms: Option<i64>,
+    pub last_failure: Option<String>,
+}
+
+impl DestinationStats {
+    /// A copy of the status.
+    pub fn status(&self) -> DestinationStatus {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Updates the status.
+    pub fn update_status(&self, f: impl FnOnce(&mut DestinationStatus)) {
+        if let Ok(mut s) = self.status.lock() {
+            f(&mut s);
+        }
+    }
 }
 
 /// Ingest counters for one source.
@@ -81,6 +116,20 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             for d in &self.destinations {
                 let _ = writeln!(out, "{name}{{destination=\"{}\"}} {}", d.name, get(d));
+            }
+        }
+        let name = "switchyard_destination_quarantined";
+        let _ = writeln!(out, "# HELP {name} 1 while the destination is quarantined\n# TYPE {name} gauge");
+        for d in &self.destinations {
+            let _ =
+                writeln!(out, "{name}{{destination=\"{}\"}} {}", d.name, u8::from(d.status().quarantined.is_some()));
+        }
+        let name = "switchyard_destination_quota_breaches_total";
+        let _ = writeln!(out, "# HELP {name} Plugin calls that overstepped a sandbox quota\n# TYPE {name} counter");
+        for d in &self.destinations {
+            for kind in QuotaKind::ALL {
+                let n = d.breaches[kind.index()].get();
+                let _ = writeln!(out, "{name}{{destination=\"{}\",quota=\"{kind}\"}} {n}", d.name);
             }
         }
         let src: [Series<SourceStats>; 3] = [

@@ -201,3 +201,50 @@ async fn dead_letters_are_listed_and_replayed() {
     let body: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(body["count"], 0, "nothing left to replay");
 }
+
+#[tokio::test]
+async fn status_shows_a_quarantined_destination_and_its_waiting_backlog() {
+    let receiver = Receiver::always(200).await;
+    // `hook` breaches its sandbox (its URL's origin is not allowed); `ok`
+    // beside it is healthy.
+    let cfg = config(&receiver, "quarantine = { after_failures = 2, initial_ms = 60000 }")
+        .replace(&format!("{}/hook", receiver.origin()), "http://127.0.0.1:9/hook")
+        + &format!(
+            "\n[[destinations]]\nname = \"ok\"\nplugin = \"{}\"\nsettings = {{ url = \"{}/ok\" }}\nallow_http = [\"{}\"]\n",
+            plugin("webhook_destination").display(),
+            receiver.origin(),
+            receiver.origin()
+        );
+    let sy = Switchyard::start(&cfg).await;
+    let batch: Vec<Value> = (0..30)
+        .map(|i| json!({"type": "track", "event": "E", "userId": "u", "messageId": format!("st-{i}")}))
+        .collect();
+    let (status, _) = post_json(&sy.url("/v1/batch"), Some("wk_test"), &json!({ "batch": batch })).await;
+    assert_eq!(status, 200);
+    eventually(WAIT, "the healthy destination gets all 30", || receiver.message_ids().len() >= 30).await;
+    assert_eq!(sy.wait_metric("switchyard_destination_quarantined{destination=\"hook\"}", 1).await, 1);
+
+    let auth = [("authorization", "Bearer adm1n-token")];
+    let (code, _) = http(hyper::Method::GET, &sy.admin_url("/admin/destinations"), &[], Vec::new()).await;
+    assert_eq!(code, 401);
+    let (code, body) = http(hyper::Method::GET, &sy.admin_url("/admin/destinations"), &auth, Vec::new()).await;
+    assert_eq!(code, 200);
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    let hook = body["destinations"].as_array().unwrap().iter().find(|d| d["name"] == "hook").unwrap().clone();
+    assert_eq!(hook["state"], "quarantined", "{body}");
+    assert!(hook["reason"].as_str().unwrap().contains("not in allow_http"), "{body}");
+    assert_eq!(hook["backlog"], 30, "its events wait in the log: {body}");
+    assert_eq!(hook["dead_lettered"], 0);
+    let ok = body["destinations"].as_array().unwrap().iter().find(|d| d["name"] == "ok").unwrap().clone();
+    assert_eq!((ok["state"].as_str(), ok["backlog"].as_u64()), (Some("active"), Some(0)), "{body}");
+
+    let out = std::process::Command::new(switchyard_tests::binary())
+        .args(["status", "--config"])
+        .arg(sy.dir.path().join("switchyard.toml"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let line = stdout.lines().find(|l| l.starts_with("hook ")).unwrap_or_else(|| panic!("{stdout}"));
+    assert!(line.contains("quarantined") && line.contains("30") && line.contains("not in allow_http"), "{stdout}");
+}

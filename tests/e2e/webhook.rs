@@ -166,22 +166,32 @@ async fn plugin_cannot_reach_hosts_outside_allow_http() {
     let allowed = Receiver::always(200).await;
     let other = Receiver::always(200).await;
     // The webhook's URL points at `other`, which is not in allow_http.
-    let cfg = config(&allowed, "").replace(&format!("{}/hook", allowed.origin()), &format!("{}/hook", other.origin()));
+    let cfg = config(&allowed, "quarantine = { after_failures = 2, initial_ms = 60000 }")
+        .replace(&format!("{}/hook", allowed.origin()), &format!("{}/hook", other.origin()));
     let sy = Switchyard::start(&cfg).await;
     post_json(&sy.url("/v1/track"), Some("wk_test"), &json!({"userId": "u", "event": "E"})).await;
-    let dead = sy.wait_metric("switchyard_destination_dead_lettered_total{destination=\"hook\"}", 1).await;
-    assert_eq!(dead, 1);
+    // The breach fails the call; twice in a row quarantines the destination.
+    let q = sy.wait_metric("switchyard_destination_quarantined{destination=\"hook\"}", 1).await;
+    assert_eq!(q, 1, "{}", sy.logs());
+    let breaches =
+        sy.metric("switchyard_destination_quota_breaches_total{destination=\"hook\",quota=\"http_origin\"}").await;
+    assert!(breaches >= 2, "breaches: {breaches}");
     assert_eq!(other.count(), 0, "the request must never leave the host");
     assert_eq!(allowed.count(), 0);
-    assert!(sy.logs().contains("not in allow_http"), "{}", sy.logs());
+    // The event is not dead-lettered: it waits in the log for a fixed config.
+    assert_eq!(sy.metric("switchyard_destination_dead_lettered_total{destination=\"hook\"}").await, 0);
+    let logs = sy.logs();
+    assert!(logs.contains("destination quarantined") && logs.contains("not in allow_http"), "{logs}");
 }
 
 #[tokio::test]
 async fn events_per_second_paces_delivery() {
     let receiver = Receiver::always(200).await;
-    let sy = Switchyard::start(&config(&receiver, "quota = { events_per_second = 50, max_concurrent_calls = 4 }")).await;
-    let batch: Vec<Value> =
-        (0..200).map(|i| json!({"type": "track", "event": "Paced", "userId": "u", "messageId": format!("p-{i}")})).collect();
+    let sy =
+        Switchyard::start(&config(&receiver, "quota = { events_per_second = 50, max_concurrent_calls = 4 }")).await;
+    let batch: Vec<Value> = (0..200)
+        .map(|i| json!({"type": "track", "event": "Paced", "userId": "u", "messageId": format!("p-{i}")}))
+        .collect();
     let (status, _) = post_json(&sy.url("/v1/batch"), Some("wk_test"), &json!({ "batch": batch })).await;
     assert_eq!(status, 200);
     eventually(WAIT, "the first batch", || receiver.count() >= 1).await;

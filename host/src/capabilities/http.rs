@@ -21,6 +21,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use crate::quota::QuotaKind;
 use crate::runtime::HostState;
 use crate::runtime::bindings::http::{Error, Host, Method, Request, Response};
 
@@ -239,12 +240,35 @@ impl HttpCapability {
 }
 
 impl Host for HostState {
+    /// Sends the plugin's request. Breaching a quota — an origin not in
+    /// `allow_http`, the request rate, the timeout, the response size —
+    /// ends the call (see [`QuotaKind`]); connection errors and HTTP
+    /// statuses are the plugin's to handle.
     async fn send(&mut self, request: Request) -> wasmtime::Result<Result<Response, Error>> {
-        let result = self.grants.http.send(request).await;
-        if let Err(Error::Denied(origin)) = &result {
-            tracing::warn!(destination = &*self.grants.name, %origin, "plugin tried to reach an origin not in allow_http");
+        if !self.grants.rates.http_request() {
+            return Err(
+                self.breach(QuotaKind::HttpRate, "more HTTP requests per second than http_requests_per_second".into())
+            );
         }
-        Ok(result)
+        match self.grants.http.send(request).await {
+            Err(Error::Denied(origin)) => {
+                tracing::warn!(destination = &*self.grants.name, %origin, "plugin tried to reach an origin not in allow_http");
+                Err(self.breach(QuotaKind::HttpOrigin, format!("request to {origin}, which is not in allow_http")))
+            }
+            Err(Error::Timeout) => {
+                let ms = self.grants.http.policy.timeout.as_millis();
+                Err(self
+                    .breach(QuotaKind::HttpTimeout, format!("HTTP request took longer than http_timeout_ms ({ms} ms)")))
+            }
+            Err(Error::ResponseTooLarge) => {
+                let max = self.grants.http.policy.max_response_bytes;
+                Err(self.breach(
+                    QuotaKind::HttpResponseSize,
+                    format!("HTTP response larger than http_max_response_bytes ({max} bytes)"),
+                ))
+            }
+            other => Ok(other),
+        }
     }
 }
 

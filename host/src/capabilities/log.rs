@@ -1,7 +1,10 @@
 //! The `log` capability: a plugin's lines go to the host's `tracing` log,
 //! tagged with the destination's name, with the destination's secrets
-//! redacted and each line capped at [`MAX_LINE`] bytes.
+//! redacted and each line capped at [`MAX_LINE`] bytes. Lines past the
+//! destination's `log_lines_per_second` or `log_bytes_per_second` end the
+//! call (a quota breach).
 
+use crate::quota::QuotaKind;
 use crate::runtime::HostState;
 use crate::runtime::bindings::log::{Host, Level};
 
@@ -10,6 +13,12 @@ pub const MAX_LINE: usize = 2048;
 
 impl Host for HostState {
     fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
+        if !self.grants.rates.log_line(message.len().min(MAX_LINE)) {
+            return Err(self.breach(
+                QuotaKind::LogRate,
+                "more log output than log_lines_per_second / log_bytes_per_second".into(),
+            ));
+        }
         let mut message = self.grants.redactor.redact(&message);
         if message.len() > MAX_LINE {
             let mut cut = MAX_LINE;

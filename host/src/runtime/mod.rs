@@ -28,6 +28,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::capabilities::http::HttpCapability;
+use crate::quota::{QuotaKind, Rates};
 use crate::redact::Redactor;
 use crate::spec::{Envelope, EventType};
 
@@ -50,15 +51,13 @@ pub struct LoadError {
 /// Why a call into a plugin failed as a whole.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CallError {
-    /// The guest trapped: a panic, a quota breach, a bug.
+    /// The guest trapped: a panic, a stack overflow, a bug.
     #[error("plugin trapped: {0}")]
     Trap(String),
-    /// The call took longer than the destination's `call_timeout_ms`.
-    #[error("plugin call timed out after {0:?}")]
-    Timeout(Duration),
-    /// `deliver` broke the contract by returning the wrong number of outcomes.
-    #[error("plugin returned {got} outcomes for {want} events")]
-    OutcomeCount { got: usize, want: usize },
+    /// The call overstepped a quota of its sandbox (CPU, memory, time,
+    /// HTTP, log, or the contract's outcome count).
+    #[error("quota breached ({0}): {1}")]
+    Quota(QuotaKind, String),
     /// `init` refused the settings.
     #[error("init refused: {0}")]
     Init(String),
@@ -207,6 +206,8 @@ pub struct Grants {
     pub call_timeout: Duration,
     /// The destination's secrets, scrubbed from its log lines and errors.
     pub redactor: Redactor,
+    /// HTTP and log rate quotas.
+    pub rates: Rates,
 }
 
 /// The data of one instance's store.
@@ -217,6 +218,18 @@ pub struct HostState {
     stderr: MemoryOutputPipe,
     ticks_left: u64,
     pub(crate) grants: Arc<Grants>,
+    /// The quota the current call overstepped, set by a capability just
+    /// before it traps the guest.
+    pub(crate) breach: Option<(QuotaKind, String)>,
+}
+
+impl HostState {
+    /// Records a breach of `kind` and returns the trap that ends the call.
+    pub(crate) fn breach(&mut self, kind: QuotaKind, detail: String) -> wasmtime::Error {
+        let err = wasmtime::Error::msg(format!("quota breached ({kind}): {detail}"));
+        self.breach = Some((kind, detail));
+        err
+    }
 }
 
 impl WasiView for HostState {
@@ -243,8 +256,15 @@ impl Plugin {
             .memories(4)
             .trap_on_grow_failure(true)
             .build();
-        let state =
-            HostState { wasi, table: ResourceTable::new(), limits, stderr, ticks_left: grants.cpu_ticks, grants };
+        let state = HostState {
+            wasi,
+            table: ResourceTable::new(),
+            limits,
+            stderr,
+            ticks_left: grants.cpu_ticks,
+            grants,
+            breach: None,
+        };
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_callback(|mut ctx| {
@@ -260,16 +280,15 @@ impl Plugin {
         store.set_epoch_deadline(1);
         let timeout = store.data().grants.call_timeout;
         let bindings = match tokio::time::timeout(timeout, self.pre.instantiate_async(&mut store)).await {
-            Err(_) => return Err(CallError::Timeout(timeout)),
-            Ok(Err(e)) => return Err(CallError::Trap(describe_trap(&e, &store))),
+            Err(_) => return Err(call_timeout(timeout)),
+            Ok(Err(e)) => return Err(classify_trap(&e, &mut store)),
             Ok(Ok(b)) => b,
         };
         Ok(Instance { store, bindings, hash: self.hash.clone() })
     }
 }
 
-/// A live plugin instance. Not reusable after a [`CallError::Trap`] or
-/// [`CallError::Timeout`]: build a new one.
+/// A live plugin instance. Not reusable after a failed call: build a new one.
 pub struct Instance {
     store: Store<HostState>,
     bindings: bindings::Destination,
@@ -297,8 +316,8 @@ impl Instance {
         let timeout = self.store.data().grants.call_timeout;
         let call = self.bindings.call_init(&mut self.store, settings_json);
         match tokio::time::timeout(timeout, call).await {
-            Err(_) => Err(CallError::Timeout(timeout)),
-            Ok(Err(e)) => Err(CallError::Trap(describe_trap(&e, &self.store))),
+            Err(_) => Err(call_timeout(timeout)),
+            Ok(Err(e)) => Err(classify_trap(&e, &mut self.store)),
             Ok(Ok(Ok(()))) => Ok(()),
             Ok(Ok(Err(err))) => {
                 let msg = match err {
@@ -323,22 +342,26 @@ impl Instance {
         let timeout = self.store.data().grants.call_timeout;
         let call = self.bindings.call_deliver(&mut self.store, &events);
         let outcomes = match tokio::time::timeout(timeout, call).await {
-            Err(_) => return Err(CallError::Timeout(timeout)),
-            Ok(Err(e)) => return Err(CallError::Trap(describe_trap(&e, &self.store))),
+            Err(_) => return Err(call_timeout(timeout)),
+            Ok(Err(e)) => return Err(classify_trap(&e, &mut self.store)),
             Ok(Ok(outcomes)) => outcomes,
         };
         if outcomes.len() != batch.len() {
-            return Err(CallError::OutcomeCount { got: outcomes.len(), want: batch.len() });
+            let detail = format!("returned {} outcomes for {} events", outcomes.len(), batch.len());
+            return Err(CallError::Quota(QuotaKind::OutcomeCount, detail));
         }
         let redactor = &self.store.data().grants.redactor;
         Ok(outcomes
             .into_iter()
             .map(|o| match o {
                 bindings::types::Outcome::Delivered => Outcome::Delivered,
-                bindings::types::Outcome::Retry(r) => {
-                    Outcome::Retry { after: r.after_ms.map(Duration::from_millis), reason: redactor.redact(&r.reason) }
+                bindings::types::Outcome::Retry(r) => Outcome::Retry {
+                    after: r.after_ms.map(Duration::from_millis),
+                    reason: redactor.redact(truncate(&r.reason, MAX_REASON)),
+                },
+                bindings::types::Outcome::Rejected(reason) => {
+                    Outcome::Rejected(redactor.redact(truncate(&reason, MAX_REASON)))
                 }
-                bindings::types::Outcome::Rejected(reason) => Outcome::Rejected(redactor.redact(&reason)),
             })
             .collect())
     }
@@ -347,6 +370,7 @@ impl Instance {
     fn arm(&mut self) {
         let ticks = self.store.data().grants.cpu_ticks;
         self.store.data_mut().ticks_left = ticks;
+        self.store.data_mut().breach = None;
         self.store.set_epoch_deadline(1);
     }
 }
@@ -372,15 +396,46 @@ fn to_wit(e: &Envelope) -> bindings::types::Event<'_> {
     }
 }
 
-/// A trap's message, with the guest's stderr (a panic message) when any.
-fn describe_trap(err: &wasmtime::Error, store: &Store<HostState>) -> String {
+/// Longest outcome reason kept; a plugin's reasons end up in logs and
+/// dead letters.
+pub const MAX_REASON: usize = 1024;
+
+/// `s` cut to at most `max` bytes on a character boundary.
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut cut = max;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &s[..cut]
+}
+
+fn call_timeout(timeout: Duration) -> CallError {
+    CallError::Quota(
+        QuotaKind::CallTimeout,
+        format!("call took longer than call_timeout_ms ({} ms)", timeout.as_millis()),
+    )
+}
+
+/// What a failed call ran into: a quota a capability reported, the CPU or
+/// memory limit, or a plain trap (with the guest's stderr, which explains a
+/// panic).
+fn classify_trap(err: &wasmtime::Error, store: &mut Store<HostState>) -> CallError {
+    if let Some((kind, detail)) = store.data_mut().breach.take() {
+        return CallError::Quota(kind, store.data().grants.redactor.redact(&detail));
+    }
+    if let Some(wasmtime::Trap::Interrupt) = err.downcast_ref::<wasmtime::Trap>() {
+        return CallError::Quota(QuotaKind::Cpu, "CPU time limit exceeded (cpu_ms_per_call)".into());
+    }
     let mut msg = match err.downcast_ref::<wasmtime::Trap>() {
-        Some(wasmtime::Trap::Interrupt) => "CPU time limit exceeded".to_owned(),
         Some(trap) => trap.to_string(),
         None => format!("{err:#}"),
     };
     if msg.contains("forcing trap when growing memory") {
-        msg = "memory limit exceeded".to_owned();
+        let limit = store.data().grants.memory_bytes >> 20;
+        return CallError::Quota(QuotaKind::Memory, format!("linear memory limit exceeded ({limit} MiB)"));
     }
     let stderr = store.data().stderr.contents();
     let stderr = String::from_utf8_lossy(&stderr);
@@ -390,5 +445,5 @@ fn describe_trap(err: &wasmtime::Error, store: &Store<HostState>) -> String {
         msg.push_str(": ");
         msg.push_str(&tail);
     }
-    store.data().grants.redactor.redact(&msg)
+    CallError::Trap(store.data().grants.redactor.redact(&msg))
 }
