@@ -106,7 +106,8 @@ impl<'a> Sender<'a> {
         }
         while let Some(chunk) = queue.pop_front() {
             if chunk.round > MAX_ROUNDS {
-                let reason = format!("Amplitude refused parts of the request {MAX_ROUNDS} times in a row; retrying later");
+                let reason =
+                    format!("Amplitude refused parts of the request {MAX_ROUNDS} times in a row; retrying later");
                 for &i in &chunk.items {
                     outcomes[i] = Some(Outcome::retry(reason.clone()));
                 }
@@ -202,7 +203,8 @@ impl<'a> Sender<'a> {
                 for (pos, &i) in chunk.items.iter().enumerate() {
                     match refused.get(&pos) {
                         Some(fields) => {
-                            let reason = format!("Amplitude rejected the event (HTTP 400{detail}): {}", fields.join(", "));
+                            let reason =
+                                format!("Amplitude rejected the event (HTTP 400{detail}): {}", fields.join(", "));
                             outcomes[i] = Some(Outcome::rejected(reason));
                         }
                         None => rest.push(i),
@@ -224,7 +226,11 @@ impl<'a> Sender<'a> {
                 let after = resp.retry_after_ms().unwrap_or(THROTTLE_RETRY_MS);
                 let throttled = indices(body.get("throttled_events"), n);
                 let reason = format!("throttled by Amplitude (HTTP 429); retrying in {} s", after / 1000);
-                log::warn(&format!("amplitude: HTTP 429 from {}: {} of {n} events throttled", self.url, throttled.len()));
+                log::warn(&format!(
+                    "amplitude: HTTP 429 from {}: {} of {n} events throttled",
+                    self.url,
+                    throttled.len()
+                ));
                 if throttled.is_empty() {
                     return set_all(outcomes, &chunk.items, &Outcome::retry_after(after, reason));
                 }
@@ -327,7 +333,11 @@ impl<'a> Sender<'a> {
     fn error_text(&self, resp: &Response) -> String {
         let body: Value = resp.json().unwrap_or(Value::Null);
         let detail = self.error_detail(&body);
-        if detail.is_empty() { self.redact(&http::status_reason(resp)) } else { format!("HTTP {}{detail}", resp.status) }
+        if detail.is_empty() {
+            self.redact(&http::status_reason(resp))
+        } else {
+            format!("HTTP {}{detail}", resp.status)
+        }
     }
 
     /// ": {error}; missing field `x`" from a JSON error body, or "".

@@ -79,7 +79,9 @@ impl Destination for Amplitude {
                 };
                 match body {
                     Ok(body) => items[slot].push(Item { owner, body }),
-                    Err(e) => outcomes[owner] = worst(&outcomes[owner], &Outcome::rejected(format!("cannot encode: {e}"))),
+                    Err(e) => {
+                        outcomes[owner] = worst(&outcomes[owner], &Outcome::rejected(format!("cannot encode: {e}")))
+                    }
                 }
             }
         }

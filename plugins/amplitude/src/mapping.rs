@@ -34,8 +34,7 @@ pub const MISSING_IDS: &str = "missing userId and anonymousId/device id: Amplitu
 /// usable id, an id shorter than the minimum length, a track without a
 /// name, a group without a group value, an alias without both ids.
 pub fn map_event(event: &Event, config: &Config) -> Result<Vec<Part>, String> {
-    let mut raw: Value =
-        serde_json::from_str(event.json()).map_err(|e| format!("the event is not valid JSON: {e}"))?;
+    let mut raw: Value = serde_json::from_str(event.json()).map_err(|e| format!("the event is not valid JSON: {e}"))?;
     let obj = raw.as_object_mut().ok_or("the event is not a JSON object")?;
     sanitize(obj);
     let raw = Value::Object(std::mem::take(obj));
@@ -488,8 +487,8 @@ fn trait_text(traits: &Properties, key: Option<&str>) -> Option<String> {
 /// A group: the group's properties for `/groupidentify` and a `$identify`
 /// that puts the user in the group.
 fn group(base: &Base, g: &spec::Group, config: &Config) -> Result<Vec<Part>, String> {
-    let group_type = trait_text(&g.traits, config.group_type_trait.as_deref())
-        .unwrap_or_else(|| config.default_group_type.clone());
+    let group_type =
+        trait_text(&g.traits, config.group_type_trait.as_deref()).unwrap_or_else(|| config.default_group_type.clone());
     let group_value = trait_text(&g.traits, config.group_value_trait.as_deref())
         .or_else(|| non_empty(&g.group_id).map(str::to_owned))
         .ok_or("group has no `groupId` (and no group value trait): Amplitude needs a group value")?;
