@@ -66,6 +66,13 @@ async fn metric(sy: &Switchyard, name: &str) -> u64 {
     sy.metric(&format!("switchyard_destination_{name}_total{{destination=\"amp\"}}")).await
 }
 
+/// Whether `text` holds `secret` or any 8-character piece of it (a
+/// truncated echo is a leak too).
+fn leaks(text: &str, secret: &str) -> bool {
+    let chars: Vec<char> = secret.chars().collect();
+    chars.windows(8.min(chars.len())).any(|w| text.contains(&w.iter().collect::<String>()))
+}
+
 fn track(id: &str, user: &str) -> Value {
     json!({"type": "track", "event": "Song Played", "userId": user, "messageId": id, "properties": {"n": id}})
 }
@@ -217,12 +224,18 @@ async fn a_400_dead_letters_exactly_the_named_events_and_delivers_the_rest() {
     // The mock did answer 400 naming device_id (the path under test ran).
     let refused: Vec<_> = mock.requests_to(HTTPAPI).into_iter().filter(|r| r.status == 400).collect();
     assert!(!refused.is_empty(), "statuses: {:?}", mock.statuses(HTTPAPI));
-    let named = &refused[0].response_json()["events_with_invalid_fields"]["device_id"];
-    let named_ids: BTreeSet<String> = named
-        .as_array()
-        .unwrap()
+    let named_ids: BTreeSet<String> = refused
         .iter()
-        .map(|i| refused[0].json()["events"][i.as_u64().unwrap() as usize]["insert_id"].as_str().unwrap().to_owned())
+        .flat_map(|r| {
+            let events = r.json()["events"].clone();
+            let named = r.response_json()["events_with_invalid_fields"]["device_id"].clone();
+            named
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(move |i| events[i.as_u64().unwrap() as usize]["insert_id"].as_str().unwrap().to_owned())
+        })
         .collect();
     assert_eq!(named_ids, bad);
 
@@ -379,9 +392,9 @@ async fn a_wrong_api_key_dead_letters_without_leaking_the_key() {
     for d in &dead {
         let reason = d["reason"].as_str().unwrap();
         assert!(reason.contains("400"), "{reason}");
-        assert!(!reason.contains(wrong) && !reason.contains("7f3c9a1b"), "the key leaked: {reason}");
+        assert!(!leaks(reason, wrong), "the key leaked: {reason}");
     }
-    assert!(!sy.logs().contains(wrong), "the key leaked into the log");
+    assert!(!leaks(&sy.logs(), wrong), "the key leaked into the log");
     assert_eq!(metric(&sy, "delivered").await, 0);
     // Rejected, not retried: no request after the first refusal of each kind.
     let before = mock.requests().len();

@@ -201,6 +201,12 @@ async fn retryable_failures_then_recovery_deliver_everything_once() {
     assert_eq!(metric(&sy, "dead_lettered").await, 0);
 }
 
+/// Whether `text` holds `secret` or any 8-character piece of it.
+fn leaks(text: &str, secret: &str) -> bool {
+    let chars: Vec<char> = secret.chars().collect();
+    chars.windows(8.min(chars.len())).any(|w| text.contains(&w.iter().collect::<String>()))
+}
+
 async fn dead_letters(sy: &Switchyard) -> Vec<Value> {
     let auth = format!("Bearer {ADMIN}");
     let (status, body) = http(
@@ -239,9 +245,9 @@ async fn a_401_dead_letters_without_retrying_or_leaking_the_secret() {
     for d in &dead {
         let reason = d["reason"].as_str().unwrap();
         assert!(reason.contains("401"), "{reason}");
-        assert!(!reason.contains(wrong), "the secret leaked: {reason}");
+        assert!(!leaks(reason, wrong), "the secret leaked: {reason}");
     }
-    assert!(!sy.logs().contains(wrong), "the secret leaked into the log");
+    assert!(!leaks(&sy.logs(), wrong), "the secret leaked into the log");
     let before = mock.requests().len();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(mock.requests().len(), before, "a 401 is not retried");
