@@ -19,7 +19,8 @@
 //! |---|---|---|
 //! | `spin` | loops forever | CPU limit (`cpu`) |
 //! | `allocate` | grows a `Vec` of 1 MiB chunks without bound | memory limit (`memory`) |
-//! | `stack-overflow` | unbounded, non-tail recursion (kept by `black_box`) | trap (stack overflow) |
+//! | `stack-overflow` | unbounded, non-tail recursion with a 256-byte buffer per frame, so Rust's shadow stack in linear memory overflows first | trap (an out-of-bounds memory access: wasm32 Rust puts its stack below the data, so overflowing it wraps below address 0) |
+//! | `call-stack-overflow` | unbounded, non-tail recursion with almost no frame in linear memory, so the engine's own wasm call stack runs out | trap (call stack exhausted) |
 //! | `panic` | panics with [`PANIC_MESSAGE`] | trap naming the panic |
 //! | `forbidden-host` | POSTs to `url` (an origin not in `allow_http`), then claims `Delivered` | `http_origin` |
 //! | `slow-response` | POSTs to `url`, a server that drips its response | `http_timeout` |
@@ -53,6 +54,7 @@ pub enum Mode {
     Spin,
     Allocate,
     StackOverflow,
+    CallStackOverflow,
     Panic,
     ForbiddenHost,
     SlowResponse,
@@ -104,6 +106,10 @@ impl Destination for Hostile {
             Mode::Allocate => allocate(),
             Mode::StackOverflow => {
                 let depth = recurse(0);
+                vec![Outcome::retry(format!("recursion returned at depth {depth}")); n]
+            }
+            Mode::CallStackOverflow => {
+                let depth = recurse_lean(0);
                 vec![Outcome::retry(format!("recursion returned at depth {depth}")); n]
             }
             Mode::Panic => panic!("{PANIC_MESSAGE}"),
@@ -175,6 +181,16 @@ fn recurse(depth: u64) -> u64 {
     }
     let below = recurse(std::hint::black_box(depth + 1));
     std::hint::black_box(frame[(depth % 32) as usize]).wrapping_add(below)
+}
+
+/// As [`recurse`], but the frame lives in wasm locals only (no buffer in
+/// linear memory), so what runs out is the engine's call stack.
+fn recurse_lean(depth: u64) -> u64 {
+    if std::hint::black_box(depth) == u64::MAX {
+        return 0;
+    }
+    let below = recurse_lean(std::hint::black_box(depth + 1));
+    std::hint::black_box(depth).wrapping_add(below)
 }
 
 /// A reason of [`GARBAGE_REASON_BYTES`]: `garbage ` then `Z`s.
