@@ -5,6 +5,7 @@
 mod amplitude;
 mod clients;
 mod durability;
+mod hostile;
 mod startup;
 mod statsig;
 mod webhook;
