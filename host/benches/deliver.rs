@@ -112,13 +112,74 @@ where
 }
 
 fn runtime(pooling: bool, cache: &std::path::Path) -> Runtime {
+    sandboxed_runtime(pooling, true, cache)
+}
+
+fn sandboxed_runtime(pooling: bool, epoch_interruption: bool, cache: &std::path::Path) -> Runtime {
     Runtime::new(&RuntimeOptions {
         cache_dir: cache.to_owned(),
         max_instances: 16,
         max_memory_bytes: 256 << 20,
         pooling,
+        epoch_interruption,
     })
     .expect("runtime")
+}
+
+/// Wasm events/s of `deliver(batch)` on a fresh instance of `wasm_name`.
+async fn wasm_rate(
+    runtime: &Runtime,
+    wasm_name: &str,
+    settings: &serde_json::Value,
+    n: usize,
+    budget: Duration,
+) -> f64 {
+    let wasm = workspace().join(format!("target/wasm32-wasip2/plugin/{wasm_name}.wasm"));
+    let plugin = runtime.load(&wasm).expect("load");
+    let mut instance = plugin.instantiate(grants()).await.expect("instantiate");
+    instance.init(&settings.to_string()).await.expect("init");
+    let batch = events(n);
+    for _ in 0..3 {
+        instance.deliver(&batch).await.expect("deliver");
+    }
+    let start = Instant::now();
+    let mut calls = 0u64;
+    while start.elapsed() < budget {
+        let out = instance.deliver(&batch).await.expect("deliver");
+        assert!(out.iter().all(|o| matches!(o, Outcome::Delivered)));
+        calls += 1;
+    }
+    (calls as f64 * n as f64) / start.elapsed().as_secs_f64()
+}
+
+/// What the sandbox's CPU quota costs a healthy plugin: the same calls with
+/// and without epoch interruption (memory limits cost nothing per call: the
+/// limiter runs only when memory grows).
+async fn sandbox_cost(cache: &std::path::Path, budget: Duration) {
+    let with = sandboxed_runtime(true, true, cache);
+    let without = sandboxed_runtime(true, false, cache);
+    println!("# sandbox cost: deliver(100) events/s with and without epoch interruption\n");
+    println!("| plugin | with epochs | without | with / without |");
+    println!("|---|---:|---:|---:|");
+    let plugins = [
+        ("webhook", "webhook_destination", json!({"url": "http://127.0.0.1:1/hook"})),
+        (
+            "amplitude",
+            "amplitude_destination",
+            json!({"api_key": "bench-api-key-0001", "endpoint": "http://127.0.0.1:1"}),
+        ),
+        (
+            "statsig",
+            "statsig_destination",
+            json!({"server_secret": "secret-bench-0001", "endpoint": "http://127.0.0.1:1"}),
+        ),
+    ];
+    for (label, wasm, settings) in plugins {
+        let a = wasm_rate(&with, wasm, &settings, 100, budget).await;
+        let b = wasm_rate(&without, wasm, &settings, 100, budget).await;
+        println!("| {label} | {a:.0} | {b:.0} | {:.2} |", a / b);
+    }
+    println!();
 }
 
 /// Prints events/s through `deliver()` of plugin `D`, natively and as the
@@ -226,6 +287,8 @@ async fn bench() {
         budget,
     )
     .await;
+
+    sandbox_cost(cache.path(), budget).await;
 
     println!("\n# instance lifecycle (median of 2000, µs)\n");
     println!("| step | pooling allocator | on-demand allocator |");

@@ -20,7 +20,11 @@ use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
-const CONNECTIONS: usize = 8;
+/// Client connections (`BENCH_CONNECTIONS`, default 32): a durable server
+/// hides fsync latency only with requests from many clients in flight.
+fn connections() -> usize {
+    std::env::var("BENCH_CONNECTIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(32)
+}
 
 /// The next messageId seed; see `load`.
 static NEXT_SEED: AtomicU64 = AtomicU64::new(0);
@@ -86,12 +90,13 @@ struct LoadResult {
     errors: u64,
 }
 
-/// Sends batches for `secs` over `CONNECTIONS` connections, optionally
+/// Sends batches for `secs` over [`connections`], optionally
 /// paced to `rate` events/s in total.
 async fn load(addr: SocketAddr, secs: f64, rate: Option<f64>) -> LoadResult {
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let mut tasks = Vec::new();
-    for _ in 0..CONNECTIONS {
+    let conns = connections();
+    for _ in 0..conns {
         tasks.push(tokio::spawn(async move {
             let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
             stream.set_nodelay(true).ok();
@@ -101,7 +106,7 @@ async fn load(addr: SocketAddr, secs: f64, rate: Option<f64>) -> LoadResult {
             let mut lat = Vec::new();
             let mut errors = 0u64;
             let mut n = 0u64;
-            let interval = rate.map(|r| Duration::from_secs_f64(BATCH as f64 * CONNECTIONS as f64 / r));
+            let interval = rate.map(|r| Duration::from_secs_f64(BATCH as f64 * conns as f64 / r));
             let start = Instant::now();
             while Instant::now() < deadline {
                 if let Some(iv) = interval {
@@ -245,7 +250,12 @@ async fn bench() {
     let bare = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let bare_addr = bare.local_addr().expect("addr");
     tokio::spawn(serve(bare, Arc::new(AtomicU64::new(0)), true, 200));
-    let ceiling = load(bare_addr, secs, None).await;
+    // BENCH_SKIP_CEILING=1 leaves it out, to profile switchyard alone.
+    let ceiling = if std::env::var_os("BENCH_SKIP_CEILING").is_some() {
+        LoadResult { events_per_sec: f64::NAN, p50_ms: f64::NAN, p99_ms: f64::NAN, errors: 0 }
+    } else {
+        load(bare_addr, secs, None).await
+    };
 
     // Switchyard with the webhook plugin delivering to a loopback receiver.
     let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -262,7 +272,8 @@ async fn bench() {
     let _ = stop_tx.send(());
     let _ = server.await;
 
-    println!("# ingest: batches of {BATCH} × ~500-byte events, {CONNECTIONS} connections, {secs} s per phase\n");
+    let conns = connections();
+    println!("# ingest: batches of {BATCH} × ~500-byte events, {conns} connections, {secs} s per phase\n");
     println!("| server | accepted events/s | p50 ms | p99 ms | errors |");
     println!("|---|---:|---:|---:|---:|");
     println!(

@@ -35,6 +35,7 @@ pub fn runtime_for(config: &Config) -> anyhow::Result<Runtime> {
         max_instances: config.runtime.max_instances,
         max_memory_bytes: config.runtime.max_memory_mb as usize * 1024 * 1024,
         pooling: true,
+        epoch_interruption: true,
     })
 }
 

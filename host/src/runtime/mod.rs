@@ -82,6 +82,10 @@ pub struct RuntimeOptions {
     pub max_memory_bytes: usize,
     /// Use the pooling allocator (faster instantiation).
     pub pooling: bool,
+    /// Compile in epoch checks, which enforce `cpu_ms_per_call`. Off only
+    /// to measure what they cost: without them a spinning guest is stopped
+    /// by the call timeout alone.
+    pub epoch_interruption: bool,
 }
 
 impl Runtime {
@@ -94,7 +98,7 @@ impl Runtime {
     /// When the engine cannot be configured or the cache folder created.
     pub fn new(opts: &RuntimeOptions) -> anyhow::Result<Runtime> {
         let mut config = wasmtime::Config::new();
-        config.epoch_interruption(true);
+        config.epoch_interruption(opts.epoch_interruption);
         config.concurrency_support(false);
         if opts.pooling {
             let n = opts.max_instances.max(1);
