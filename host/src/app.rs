@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -22,7 +22,7 @@ use crate::metrics::{DestinationStats, Metrics, SourceStats};
 use crate::quota::Rates;
 use crate::redact::Redactor;
 use crate::router::{LogSink, Subscription};
-use crate::runtime::{EPOCH_TICK, Grants, Plugin, Runtime, RuntimeOptions};
+use crate::runtime::{CallError, EPOCH_TICK, Grants, Plugin, Runtime, RuntimeOptions};
 
 /// The runtime for `config`.
 ///
@@ -67,13 +67,20 @@ pub fn settings_json(d: &DestinationConfig) -> String {
 /// Loads every destination's plugin and checks that `init` accepts its
 /// settings, so a bad plugin or setting fails at start, naming it.
 ///
+/// A plugin that traps (or breaches a quota) in that check fails the start
+/// only when `strict` (`switchyard validate`); when running, the
+/// destination starts anyway — its calls fail and quarantine it, while the
+/// other destinations deliver and its events wait in the log.
+///
 /// # Errors
 ///
-/// The first destination that cannot load or init.
+/// The first destination that cannot load, or whose `init` refuses its
+/// settings (or, when `strict`, fails in any way).
 pub async fn load_destinations(
     runtime: &Arc<Runtime>,
     config: &Config,
     transport: &Arc<dyn Transport>,
+    strict: bool,
 ) -> anyhow::Result<Vec<(Plugin, Arc<Grants>)>> {
     let mut loaded = Vec::new();
     for d in &config.destinations {
@@ -83,15 +90,23 @@ pub async fn load_destinations(
             .await?
             .with_context(|| format!("destination `{}`", d.name))?;
         let grants = grants_for(d, &config.redactor, transport.clone());
-        let mut instance = plugin
-            .instantiate(grants.clone())
-            .await
-            .with_context(|| format!("destination `{}`: instantiating {}", d.name, d.plugin.display()))?;
-        instance
-            .init(&settings_json(d))
-            .await
-            .with_context(|| format!("destination `{}`: {}", d.name, d.plugin.display()))?;
-        tracing::info!(destination = %d.name, plugin = %d.plugin.display(), hash = &plugin.hash[..12], "destination ready");
+        let checked = match plugin.instantiate(grants.clone()).await {
+            Ok(mut instance) => instance.init(&settings_json(d)).await,
+            Err(e) => Err(e),
+        };
+        match checked {
+            Ok(()) => {
+                tracing::info!(destination = %d.name, plugin = %d.plugin.display(), hash = &plugin.hash[..12], "destination ready");
+            }
+            Err(e @ CallError::Init(_)) => bail!("destination `{}`: {}: {e}", d.name, d.plugin.display()),
+            Err(e) if strict => bail!("destination `{}`: {}: {e}", d.name, d.plugin.display()),
+            Err(e) => tracing::error!(
+                destination = %d.name,
+                plugin = %d.plugin.display(),
+                error = %e,
+                "plugin failed its start-up check; its calls will fail and quarantine it while the others deliver"
+            ),
+        }
         loaded.push((plugin, grants));
     }
     Ok(loaded)
@@ -109,7 +124,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     std::fs::create_dir_all(data).with_context(|| format!("creating data_dir {}", data.display()))?;
     let runtime = Arc::new(runtime_for(&config)?);
     let transport: Arc<dyn Transport> = Arc::new(HyperTransport::new());
-    let loaded = load_destinations(&runtime, &config, &transport).await?;
+    let loaded = load_destinations(&runtime, &config, &transport, false).await?;
 
     let log_opts = LogOptions { segment_bytes: config.server.log_segment_mb.max(1) * 1024 * 1024, fsync: true };
     let log = Arc::new(SegmentLog::open(&data.join("log"), log_opts).context("opening the durable log")?);

@@ -170,11 +170,19 @@ pub struct RetryConfig {
     /// After this long since the first failure, an event is dead-lettered.
     /// Segment's own horizon is four hours.
     pub horizon_secs: u64,
+    /// Longest delay a plugin may ask for (`Retry-After`), ms; a longer
+    /// request is cut to this.
+    pub max_retry_after_ms: u64,
 }
 
 impl Default for RetryConfig {
     fn default() -> Self {
-        RetryConfig { initial_backoff_ms: 1_000, max_backoff_ms: 300_000, horizon_secs: 4 * 3600 }
+        RetryConfig {
+            initial_backoff_ms: 1_000,
+            max_backoff_ms: 300_000,
+            horizon_secs: 4 * 3600,
+            max_retry_after_ms: 900_000,
+        }
     }
 }
 

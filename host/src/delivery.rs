@@ -410,10 +410,9 @@ impl<L: EventLog> Worker<L> {
     async fn schedule(&mut self, mut pending: Pending, after: Option<Duration>, jitter: f64, reason: &str) {
         let first = *pending.first_failure.get_or_insert_with(Instant::now);
         pending.attempts += 1;
-        // A plugin's requested delay is honoured up to the longest backoff
-        // or 15 minutes, whichever is longer: a garbage `after` cannot park
-        // an event until its horizon.
-        let longest = Duration::from_millis(self.spec.retry.max_backoff_ms).max(Duration::from_secs(15 * 60));
+        // A plugin's requested delay is honoured up to `max_retry_after_ms`:
+        // a garbage `after` cannot park an event until its horizon.
+        let longest = Duration::from_millis(self.spec.retry.max_retry_after_ms);
         let delay = after.map_or_else(|| self.spec.retry.backoff(pending.attempts, jitter), |a| a.min(longest));
         if first.elapsed() + delay > self.spec.retry.horizon() {
             let reason = format!("retry horizon passed after {} attempts: {reason}", pending.attempts);

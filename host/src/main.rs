@@ -86,7 +86,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             std::fs::create_dir_all(&config.server.data_dir)?;
             let runtime = Arc::new(switchyard::app::runtime_for(&config)?);
             let transport: Arc<dyn Transport> = Arc::new(HyperTransport::new());
-            switchyard::app::load_destinations(&runtime, &config, &transport).await?;
+            switchyard::app::load_destinations(&runtime, &config, &transport, true).await?;
             println!(
                 "{}: ok ({} sources, {} destinations)",
                 path.display(),

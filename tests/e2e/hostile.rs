@@ -85,7 +85,7 @@ plugin = "{plugin}"
 settings = {{ mode = "{mode}"{url} }}
 allow_http = [{allow}]
 batch = {{ max_events = 5, linger_ms = 20 }}
-retry = {{ initial_backoff_ms = 50, max_backoff_ms = 500 }}
+retry = {{ initial_backoff_ms = 50, max_backoff_ms = 500, max_retry_after_ms = 500 }}
 {extra}
 "#,
         plugin = plugin("hostile_destination").display(),
@@ -400,10 +400,10 @@ async fn garbage_outcomes_are_tamed_not_fatal() {
 }
 
 /// The contract: a requested delay is capped at the retry config's
-/// `max_backoff_ms` (500 ms here), so the garbage events are tried again
+/// `max_retry_after_ms` (500 ms here), so the garbage events are tried again
 /// soon, not in `u64::MAX` ms.
 #[tokio::test]
-async fn garbage_retry_delay_is_capped_at_max_backoff() {
+async fn garbage_retry_delay_is_capped() {
     let good = Receiver::always(200).await;
     let cfg = head(&good) + &hostile("garbage", None, &[], QUARANTINE);
     let sy = Switchyard::start(&cfg).await;
@@ -414,7 +414,7 @@ async fn garbage_retry_delay_is_capped_at_max_backoff() {
     let retried = wait_at_least(&sy, &metric("switchyard_destination_retried_total", "bad"), 2 * n as u64).await;
     assert!(
         retried >= 2 * n as u64,
-        "after_ms = u64::MAX was not capped at max_backoff_ms (500 ms): {retried} retries of {n} events in {WAIT:?}"
+        "after_ms = u64::MAX was not capped at max_retry_after_ms (500 ms): {retried} retries of {n} events in {WAIT:?}"
     );
     assert_eq!(sy.metric(&metric("switchyard_destination_dead_lettered_total", "bad")).await, 0);
 }
