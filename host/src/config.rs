@@ -517,7 +517,8 @@ batch = { max_events = 10, linger_ms = 5 }
 
     #[test]
     fn backoff_doubles_within_jitter_and_caps() {
-        let r = RetryConfig { initial_backoff_ms: 100, max_backoff_ms: 1000, horizon_secs: 10 };
+        let r =
+            RetryConfig { initial_backoff_ms: 100, max_backoff_ms: 1000, horizon_secs: 10, max_retry_after_ms: 1000 };
         assert_eq!(r.backoff(1, 0.5).as_millis(), 100);
         assert_eq!(r.backoff(1, 0.0).as_millis(), 50);
         assert_eq!(r.backoff(3, 0.5).as_millis(), 400);
