@@ -266,8 +266,16 @@ async fn rescue(c: Contained) {
     assert_eq!(delivered, ids.len() as u64, "{}", sy.logs());
     assert_eq!(sy.metric(&metric("switchyard_destination_dead_lettered_total", "bad")).await, 0);
     assert_eq!(sy.metric(&metric("switchyard_destination_quarantined", "bad")).await, 0);
-    let bad = admin_destination(&sy, "bad").await;
-    assert_eq!((bad["state"].as_str(), bad["backlog"].as_u64()), (Some("active"), Some(0)), "{bad}");
+    // The cursor is saved just after the outcomes count: poll for it.
+    let start = Instant::now();
+    loop {
+        let bad = admin_destination(&sy, "bad").await;
+        if (bad["state"].as_str(), bad["backlog"].as_u64()) == (Some("active"), Some(0)) {
+            break;
+        }
+        assert!(start.elapsed() < WAIT, "`bad` is not active with an empty backlog: {bad}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]
