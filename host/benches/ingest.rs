@@ -20,10 +20,10 @@ use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
-/// Client connections (`BENCH_CONNECTIONS`, default 32): a durable server
+/// Client connections (`BENCH_CONNECTIONS`, default 8): a durable server
 /// hides fsync latency only with requests from many clients in flight.
 fn connections() -> usize {
-    std::env::var("BENCH_CONNECTIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(32)
+    std::env::var("BENCH_CONNECTIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(8)
 }
 
 /// The next messageId seed; see `load`.
