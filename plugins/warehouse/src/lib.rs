@@ -1,0 +1,34 @@
+//! Switchyard destination (draft): Segment events into a SQL warehouse, in
+//! the schema Segment's own warehouses use, so analysts' existing queries
+//! work unchanged.
+//!
+//! So far this crate holds only the pure mapping: [`plan()`] turns a batch of
+//! events into a [`LoadPlan`], the rows to write per table with their
+//! columns and inferred types. It does no I/O and keeps no state; the
+//! table-load capability of the host and the [`Destination`] glue that
+//! consumes the plan come later.
+//!
+//! The schema in short (details on [`plan`](mod@plan) and in the README):
+//!
+//! | table | one row per | columns beyond the common ones |
+//! |---|---|---|
+//! | `tracks` | track | `event`, `event_text` |
+//! | `<event>` (e.g. `order_completed`) | track of that event | `event`, `event_text`, properties |
+//! | `identifies` | identify | traits |
+//! | `users` | user id (upserted) | only `id`, `received_at` and traits |
+//! | `pages`, `screens` | page / screen | `name`, properties |
+//! | `groups` | group | `group_id`, traits |
+//! | `aliases` | alias | `previous_id` |
+//!
+//! Common columns: `id` (the `messageId`), `anonymous_id`, `user_id`,
+//! `received_at`, `sent_at`, `timestamp`, `original_timestamp`, `uuid_ts`
+//! (load time) and the flattened `context_*`.
+//!
+//! [`Destination`]: switchyard_plugin_sdk::Destination
+
+pub mod naming;
+pub mod plan;
+#[cfg(test)]
+mod tests;
+
+pub use crate::plan::{ColumnType, LoadPlan, TableRows, Value, plan, plan_at};
