@@ -11,7 +11,7 @@
 //! | `group` | one in `groups` |
 //! | `alias` | one in `aliases` |
 //!
-//! An event's table is named with [`naming::event_table`]: the snake_case of
+//! An event's table is named with [`naming::event_table`](crate::naming::event_table): the snake_case of
 //! the event name, with a leading `_` when that is a table of the schema
 //! itself (`"Identifies"` → `_identifies`, `"tracks"` → `_tracks`).
 //!
@@ -36,7 +36,7 @@
 //! `users` holds only `id` (the `userId`), `received_at` and the traits.
 //!
 //! After the fixed columns come the others (`context_*`, properties,
-//! traits) sorted by name. Each is the [`naming::sql_name`] of the JSON path
+//! traits) sorted by name. Each is the [`naming::sql_name`](crate::naming::sql_name) of the JSON path
 //! with its keys joined by `_`: `context.app.version` →
 //! `context_app_version`, `properties.shipping.zipCode` → `shipping_zip_code`
 //! (properties and traits take no prefix). Nested objects are flattened to
