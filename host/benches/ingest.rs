@@ -20,10 +20,10 @@ use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
-/// Client connections (`BENCH_CONNECTIONS`, default 8): a durable server
+/// Client connections (`BENCH_CONNECTIONS`, default 32): a durable server
 /// hides fsync latency only with requests from many clients in flight.
 fn connections() -> usize {
-    std::env::var("BENCH_CONNECTIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(8)
+    std::env::var("BENCH_CONNECTIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(32)
 }
 
 /// The next messageId seed; see `load`.
@@ -84,6 +84,8 @@ async fn serve(listener: tokio::net::TcpListener, events: Arc<AtomicU64>, parse:
 }
 
 struct LoadResult {
+    /// Events answered with 200.
+    accepted: u64,
     events_per_sec: f64,
     p50_ms: f64,
     p99_ms: f64,
@@ -96,7 +98,7 @@ async fn load(addr: SocketAddr, secs: f64, rate: Option<f64>) -> LoadResult {
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let mut tasks = Vec::new();
     let conns = connections();
-    for _ in 0..conns {
+    for slot in 0..conns {
         tasks.push(tokio::spawn(async move {
             let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
             stream.set_nodelay(true).ok();
@@ -107,7 +109,9 @@ async fn load(addr: SocketAddr, secs: f64, rate: Option<f64>) -> LoadResult {
             let mut errors = 0u64;
             let mut n = 0u64;
             let interval = rate.map(|r| Duration::from_secs_f64(BATCH as f64 * conns as f64 / r));
-            let start = Instant::now();
+            // Paced connections are staggered across the interval, so the
+            // load arrives evenly rather than in bursts of `conns` requests.
+            let start = Instant::now() + interval.map_or(Duration::ZERO, |iv| iv * slot as u32 / conns as u32);
             while Instant::now() < deadline {
                 if let Some(iv) = interval {
                     let due = start + iv * n as u32;
@@ -148,6 +152,7 @@ async fn load(addr: SocketAddr, secs: f64, rate: Option<f64>) -> LoadResult {
     let pct =
         |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0.0);
     LoadResult {
+        accepted: (lat.len() * BATCH) as u64,
         events_per_sec: lat.len() as f64 * BATCH as f64 / elapsed,
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
@@ -252,7 +257,7 @@ async fn bench() {
     tokio::spawn(serve(bare, Arc::new(AtomicU64::new(0)), true, 200));
     // BENCH_SKIP_CEILING=1 leaves it out, to profile switchyard alone.
     let ceiling = if std::env::var_os("BENCH_SKIP_CEILING").is_some() {
-        LoadResult { events_per_sec: f64::NAN, p50_ms: f64::NAN, p99_ms: f64::NAN, errors: 0 }
+        LoadResult { accepted: 0, events_per_sec: f64::NAN, p50_ms: f64::NAN, p99_ms: f64::NAN, errors: 0 }
     } else {
         load(bare_addr, secs, None).await
     };
@@ -268,7 +273,17 @@ async fn bench() {
     let peak = load(addr, secs, None).await;
     let delivered_rate = (delivered.load(Ordering::Relaxed) - d0) as f64 / t0.elapsed().as_secs_f64();
     let rss_peak = rss_mb();
+    // Half the peak is measured at steady state: first let delivery catch
+    // up with what the peak phase accepted (it shares the two cores).
+    let drain_start = Instant::now();
+    while delivered.load(Ordering::Relaxed) - d0 < peak.accepted && drain_start.elapsed() < Duration::from_secs(120) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let drained_in = drain_start.elapsed().as_secs_f64();
+    let d1 = delivered.load(Ordering::Relaxed);
+    let t1 = Instant::now();
     let half = load(addr, secs, Some(peak.events_per_sec / 2.0)).await;
+    let delivered_half = (delivered.load(Ordering::Relaxed) - d1) as f64 / t1.elapsed().as_secs_f64();
     let _ = stop_tx.send(());
     let _ = server.await;
 
@@ -290,5 +305,7 @@ async fn bench() {
     );
     println!("\nswitchyard / ceiling: {:.2}", peak.events_per_sec / ceiling.events_per_sec);
     println!("delivered to the receiver during the peak phase: {delivered_rate:.0} events/s");
+    println!("delivery caught up with the peak phase {drained_in:.1} s after it ended");
+    println!("delivered to the receiver during the half-peak phase: {delivered_half:.0} events/s");
     println!("RSS of the whole process (server + load generator + receiver) after the peak phase: {rss_peak:.0} MB");
 }

@@ -5,9 +5,12 @@
 //! for between one and two windows. When the current generation reaches
 //! half of `max_ids` it rotates early, shortening the window rather than
 //! growing without bound (and says so in the log). Every remembered id is
-//! appended to a journal under `data_dir`, replayed on start; the journal is
-//! rewritten at each rotation. A crash can lose the journal's last writes:
-//! the worst case is a duplicate delivered, never a lost event.
+//! appended to the current generation's journal under `data_dir`; a
+//! rotation renames it to `<journal>.prev` and starts an empty one, so it
+//! costs one rename however many ids are remembered (an earlier design
+//! rewrote every id under the lock, stalling ingest for tens of ms). Both
+//! journals are replayed on start. A crash can lose the journal's last
+//! writes: the worst case is a duplicate delivered, never a lost event.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -24,6 +27,7 @@ pub struct Dedupe {
     max_ids: usize,
 }
 
+#[derive(Default)]
 struct State {
     current: HashMap<u64, i64>,
     previous: HashMap<u64, i64>,
@@ -51,29 +55,20 @@ impl Dedupe {
     pub fn open(path: &Path, window: Duration, max_ids: usize) -> std::io::Result<Dedupe> {
         let now = now_ms();
         let window_ms = window.as_millis() as i64;
-        let mut current = HashMap::new();
-        if let Ok(mut f) = File::open(path) {
-            let mut buf = Vec::new();
-            f.read_to_end(&mut buf)?;
-            for chunk in buf.chunks_exact(16) {
-                let (k, t) = chunk.split_at(8);
-                let (Ok(k), Ok(t)) = (k.try_into(), t.try_into()) else { continue };
-                let t = i64::from_le_bytes(t);
-                if now - t < window_ms {
-                    current.insert(u64::from_le_bytes(k), t);
-                }
-            }
-        }
-        let d = Dedupe {
-            state: Mutex::new(State { current, previous: HashMap::new(), started_ms: now, journal: None }),
-            path: path.to_owned(),
-            window_ms,
-            max_ids: max_ids.max(2),
-        };
+        let d = Dedupe { state: Mutex::new(State::default()), path: path.to_owned(), window_ms, max_ids: max_ids.max(2) };
+        let previous = load(&d.previous_path(), now, window_ms)?;
+        let current = load(path, now, window_ms)?;
+        let journal = Some(BufWriter::new(OpenOptions::new().create(true).append(true).open(path)?));
         if let Ok(mut s) = d.state.lock() {
-            d.rewrite(&mut s)?;
+            *s = State { current, previous, started_ms: now, journal };
         }
         Ok(d)
+    }
+
+    fn previous_path(&self) -> PathBuf {
+        let mut name = self.path.file_name().unwrap_or_default().to_owned();
+        name.push(".prev");
+        self.path.with_file_name(name)
     }
 
     /// Whether `key` was seen within the window.
@@ -103,8 +98,8 @@ impl Dedupe {
             }
             s.previous = std::mem::take(&mut s.current);
             s.started_ms = now;
-            if let Err(e) = self.rewrite(&mut s) {
-                tracing::warn!(error = %e, "cannot rewrite dedupe journal");
+            if let Err(e) = self.rotate(&mut s) {
+                tracing::warn!(error = %e, "cannot rotate the dedupe journal");
             }
         }
         let mut buf = Vec::with_capacity(keys.len() * 16);
@@ -118,21 +113,37 @@ impl Dedupe {
         }
     }
 
-    /// Rewrites the journal with the remembered ids (write then rename).
-    fn rewrite(&self, s: &mut State) -> std::io::Result<()> {
-        let tmp = self.path.with_extension("tmp");
-        {
-            let mut w = BufWriter::new(File::create(&tmp)?);
-            for (k, t) in s.previous.iter().chain(s.current.iter()) {
-                w.write_all(&k.to_le_bytes())?;
-                w.write_all(&t.to_le_bytes())?;
-            }
-            w.flush()?;
+    /// Makes the current journal the previous one and starts a new one.
+    fn rotate(&self, s: &mut State) -> std::io::Result<()> {
+        if let Some(mut j) = s.journal.take() {
+            j.flush()?;
         }
-        std::fs::rename(&tmp, &self.path)?;
-        s.journal = Some(BufWriter::new(OpenOptions::new().append(true).open(&self.path)?));
+        std::fs::rename(&self.path, self.previous_path())?;
+        s.journal = Some(BufWriter::new(OpenOptions::new().create(true).append(true).open(&self.path)?));
         Ok(())
     }
+}
+
+/// The ids in the journal at `path` still within the window (none when it
+/// does not exist).
+fn load(path: &Path, now: i64, window_ms: i64) -> std::io::Result<HashMap<u64, i64>> {
+    let mut ids = HashMap::new();
+    let mut f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ids),
+        Err(e) => return Err(e),
+    };
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf)?;
+    for chunk in buf.chunks_exact(16) {
+        let (k, t) = chunk.split_at(8);
+        let (Ok(k), Ok(t)) = (k.try_into(), t.try_into()) else { continue };
+        let t = i64::from_le_bytes(t);
+        if now - t < window_ms {
+            ids.insert(u64::from_le_bytes(k), t);
+        }
+    }
+    Ok(ids)
 }
 
 fn now_ms() -> i64 {
@@ -159,8 +170,16 @@ mod tests {
         for i in 0..2000 {
             d.remember(&[key("web", &format!("x{i}"))]);
         }
-        let s = d.state.lock().unwrap();
-        assert!(s.current.len() + s.previous.len() <= 1000, "bounded");
+        {
+            let s = d.state.lock().unwrap();
+            assert!(s.current.len() + s.previous.len() <= 1000, "bounded");
+        }
+        // Both generations survive a restart: the latest ids are still seen.
+        let last = key("web", "x1999");
+        drop(d);
+        let d = Dedupe::open(&path, Duration::from_secs(3600), 1000).unwrap();
+        assert!(d.seen(last));
+        assert!(d.seen(key("web", "x1700")), "from the previous generation");
     }
 
     #[test]
