@@ -43,7 +43,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 const BATCH: usize = 100;
 
 /// Every mode of the hostile plugin, in the order of its docs.
-const MODES: [&str; 12] = [
+const MODES: [&str; 13] = [
     "spin",
     "allocate",
     "stack-overflow",
@@ -55,6 +55,7 @@ const MODES: [&str; 12] = [
     "log-flood",
     "wrong-count",
     "garbage",
+    "retry-forever",
     "init-panic",
 ];
 

@@ -28,11 +28,14 @@ pub enum QuotaKind {
     LogRate,
     /// `deliver` returned the wrong number of outcomes.
     OutcomeCount,
+    /// `deliver` returned more reason text than the contract allows
+    /// ([`crate::runtime::max_outcome_bytes`]).
+    OutcomeSize,
 }
 
 impl QuotaKind {
     /// Every kind, in the order metrics list them.
-    pub const ALL: [QuotaKind; 9] = [
+    pub const ALL: [QuotaKind; 10] = [
         QuotaKind::Memory,
         QuotaKind::Cpu,
         QuotaKind::CallTimeout,
@@ -42,6 +45,7 @@ impl QuotaKind {
         QuotaKind::HttpRate,
         QuotaKind::LogRate,
         QuotaKind::OutcomeCount,
+        QuotaKind::OutcomeSize,
     ];
 
     /// The metric label.
@@ -56,6 +60,7 @@ impl QuotaKind {
             QuotaKind::HttpRate => "http_rate",
             QuotaKind::LogRate => "log_rate",
             QuotaKind::OutcomeCount => "outcome_count",
+            QuotaKind::OutcomeSize => "outcome_size",
         }
     }
 

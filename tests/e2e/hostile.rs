@@ -365,66 +365,47 @@ async fn wrong_outcome_count_fails_the_call() {
     contained(Case::new("wrong-count", Some("outcome_count"), &["outcomes for"])).await;
 }
 
-/// Garbage outcomes do not fail the call: `after_ms = u64::MAX` is capped,
-/// 1 MiB reasons are cut to 1 KiB, and the events stay waiting (retried).
+/// Megabytes of outcome reasons fail the call (`outcome_size`), so a plugin
+/// flooding the host with text is quarantined like any other offender, and
+/// none of its text reaches the log.
 #[tokio::test]
-async fn garbage_outcomes_are_tamed_not_fatal() {
-    let good = Receiver::always(200).await;
-    let cfg = head(&good) + &hostile("garbage", None, &[], QUARANTINE);
-    let sy = Switchyard::start(&cfg).await;
-    let (status, _) =
-        post_json(&sy.url("/v1/batch"), Some("wk_test"), &json!({ "batch": events("garbage", 0..N) })).await;
-    assert_eq!(status, 200);
-    // Every event was answered with a retry...
-    let retried = wait_at_least(&sy, &metric("switchyard_destination_retried_total", "bad"), N as u64).await;
-    assert!(retried >= N as u64, "retried {retried}:\n{}", sy.logs());
-    // ...which is not a failed call: no quarantine, no breach.
-    assert_eq!(sy.metric(&metric("switchyard_destination_call_failures_total", "bad")).await, 0);
-    assert_eq!(sy.metric(&metric("switchyard_destination_quarantined", "bad")).await, 0);
-    assert_eq!(sy.metric(&breaches("bad", "outcome_count")).await, 0);
-    assert_eq!(sy.metric(&metric("switchyard_destination_dead_lettered_total", "bad")).await, 0);
-    let (status, _) = post_json(
-        &sy.url("/v1/track"),
-        Some("wk_test"),
-        &json!({"userId": "u", "event": "Hostile", "messageId": "garbage-late"}),
-    )
-    .await;
-    assert_eq!(status, 200);
-    let mut ids: Vec<String> = (0..N).map(|i| format!("garbage-{i}")).collect();
-    ids.push("garbage-late".into());
-    eventually(WAIT, "`good` receives every event", || {
-        let got = good.message_ids();
-        ids.iter().all(|id| got.contains(id))
-    })
-    .await;
-    let bad = admin_destination(&sy, "bad").await;
-    assert_eq!(bad["state"], "active", "{bad}");
-    assert_eq!(bad["backlog"], N + 1, "the events wait in the log: {bad}");
-    // The 1 MiB reasons never reach the log whole.
-    let logs = sy.logs();
-    assert!(logs.contains("garbage ZZZZ"), "the (cut) reason is logged with the retry");
-    assert!(!logs.contains(&"Z".repeat(1025)), "a reason longer than 1 KiB reached the log");
-    assert!(logs.len() < 4 * 1024 * 1024, "the log grew to {} bytes", logs.len());
+async fn garbage_outcomes_breach_the_outcome_size_cap() {
+    let c = contained(Case::new("garbage", Some("outcome_size"), &["bytes of outcome reasons"])).await;
+    let logs = c.sy.logs();
+    assert!(!logs.contains("garbage ZZZ"), "a garbage reason reached the log");
+    assert!(logs.len() < 1024 * 1024, "the log grew to {} bytes", logs.len());
 }
 
-/// The contract: a requested delay is capped at the retry config's
-/// `max_retry_after_ms` (500 ms here), so the garbage events are tried again
-/// soon, not in `u64::MAX` ms.
+/// A requested delay is not a failure, but it is capped at the retry
+/// config's `max_retry_after_ms` (500 ms here), so events asked back in
+/// `u64::MAX` ms are tried again soon, and none is dead-lettered.
 #[tokio::test]
-async fn garbage_retry_delay_is_capped() {
+async fn retry_forever_delay_is_capped() {
     let good = Receiver::always(200).await;
-    let cfg = head(&good) + &hostile("garbage", None, &[], QUARANTINE);
+    let cfg = head(&good) + &hostile("retry-forever", None, &[], QUARANTINE);
     let sy = Switchyard::start(&cfg).await;
     let n = 5;
     let (status, _) =
-        post_json(&sy.url("/v1/batch"), Some("wk_test"), &json!({ "batch": events("garbage", 0..n) })).await;
+        post_json(&sy.url("/v1/batch"), Some("wk_test"), &json!({ "batch": events("forever", 0..n) })).await;
     assert_eq!(status, 200);
     let retried = wait_at_least(&sy, &metric("switchyard_destination_retried_total", "bad"), 2 * n as u64).await;
     assert!(
         retried >= 2 * n as u64,
         "after_ms = u64::MAX was not capped at max_retry_after_ms (500 ms): {retried} retries of {n} events in {WAIT:?}"
     );
+    // Retries are outcomes, not failed calls: no quarantine, nothing lost.
+    assert_eq!(sy.metric(&metric("switchyard_destination_call_failures_total", "bad")).await, 0);
+    assert_eq!(sy.metric(&metric("switchyard_destination_quarantined", "bad")).await, 0);
     assert_eq!(sy.metric(&metric("switchyard_destination_dead_lettered_total", "bad")).await, 0);
+    let bad = admin_destination(&sy, "bad").await;
+    assert_eq!(bad["state"], "active", "{bad}");
+    assert_eq!(bad["backlog"], n, "the events wait in the log: {bad}");
+    let ids: Vec<String> = (0..n).map(|i| format!("forever-{i}")).collect();
+    eventually(WAIT, "`good` receives every event", || {
+        let got = good.message_ids();
+        ids.iter().all(|id| got.contains(id))
+    })
+    .await;
 }
 
 /// A loopback HTTP server answering every request with `respond()`, and a

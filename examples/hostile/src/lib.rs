@@ -27,7 +27,8 @@
 //! | `giant-response` | POSTs to `url`, a server answering far over the cap | `http_response_size` |
 //! | `log-flood` | writes [`FLOOD_LINES`] log lines per call, then claims `Delivered` | `log_rate` |
 //! | `wrong-count` | returns one outcome fewer than events (one for an empty batch) | `outcome_count` |
-//! | `garbage` | retries every event with `after_ms = u64::MAX` and a 1 MiB reason | nothing fails: the delay is capped, the reason cut, the events retried |
+//! | `garbage` | retries every event with a 1 MiB reason | outcome text past its cap (`outcome_size`) |
+//! | `retry-forever` | retries every event with `after_ms = u64::MAX` | nothing fails: the delay is capped at `max_retry_after_ms`, the events retried |
 //! | `init-panic` | panics in `init`, so no instance ever starts | trap in `init` |
 //!
 //! The modes that call out need `url`; without it `init` refuses the
@@ -62,6 +63,7 @@ pub enum Mode {
     LogFlood,
     WrongCount,
     Garbage,
+    RetryForever,
     InitPanic,
 }
 
@@ -130,10 +132,8 @@ impl Destination for Hostile {
                 vec![Outcome::Delivered; n]
             }
             Mode::WrongCount => vec![Outcome::Delivered; if n == 0 { 1 } else { n - 1 }],
-            Mode::Garbage => {
-                let reason = garbage_reason();
-                vec![Outcome::retry_after(u64::MAX, reason); n]
-            }
+            Mode::Garbage => vec![Outcome::retry(garbage_reason()); n],
+            Mode::RetryForever => vec![Outcome::retry_after(u64::MAX, "come back in 584 million years"); n],
             // `init` never returns in this mode.
             Mode::InitPanic => unreachable!("init-panic never gets an instance"),
         }
@@ -242,15 +242,25 @@ mod tests {
     }
 
     #[test]
-    fn garbage_asks_for_forever_with_a_huge_reason() {
+    fn garbage_retries_with_a_huge_reason() {
         let mut h = harness(json!({"mode": "garbage"}));
         let outcomes = h.deliver(batch(2));
         assert_eq!(outcomes.len(), 2);
         for o in outcomes {
-            let Outcome::Retry { after_ms, reason } = o else { panic!("not a retry: {o:?}") };
-            assert_eq!(after_ms, Some(u64::MAX));
+            let Outcome::Retry { reason, .. } = o else { panic!("not a retry: {o:?}") };
             assert_eq!(reason.len(), GARBAGE_REASON_BYTES);
             assert!(reason.starts_with("garbage ZZZ"));
+        }
+    }
+
+    #[test]
+    fn retry_forever_asks_for_the_longest_delay() {
+        let mut h = harness(json!({"mode": "retry-forever"}));
+        let outcomes = h.deliver(batch(2));
+        assert_eq!(outcomes.len(), 2);
+        for o in outcomes {
+            let Outcome::Retry { after_ms, .. } = o else { panic!("not a retry: {o:?}") };
+            assert_eq!(after_ms, Some(u64::MAX));
         }
     }
 

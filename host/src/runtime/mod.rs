@@ -354,6 +354,13 @@ impl Instance {
             let detail = format!("returned {} outcomes for {} events", outcomes.len(), batch.len());
             return Err(CallError::Quota(QuotaKind::OutcomeCount, detail));
         }
+        let reason_bytes: usize = outcomes.iter().map(reason_len).sum();
+        let cap = max_outcome_bytes(batch.len());
+        if reason_bytes > cap {
+            let detail =
+                format!("returned {reason_bytes} bytes of outcome reasons for {} events (cap {cap})", batch.len());
+            return Err(CallError::Quota(QuotaKind::OutcomeSize, detail));
+        }
         let redactor = &self.store.data().grants.redactor;
         Ok(outcomes
             .into_iter()
@@ -403,6 +410,24 @@ fn to_wit(e: &Envelope) -> bindings::types::Event<'_> {
 /// Longest outcome reason kept; a plugin's reasons end up in logs and
 /// dead letters.
 pub const MAX_REASON: usize = 1024;
+
+/// Reason bytes one `deliver` call may return for `events` events: 1 KiB
+/// per event on average, and never less than 64 KiB. Past it the call
+/// breaches [`QuotaKind::OutcomeSize`], so a plugin that floods the host
+/// with text fails its calls and is quarantined instead of costing its
+/// neighbours a copy of every megabyte. Each reason within the cap is
+/// still cut to [`MAX_REASON`].
+pub fn max_outcome_bytes(events: usize) -> usize {
+    (events * MAX_REASON).max(64 * 1024)
+}
+
+fn reason_len(o: &bindings::types::Outcome) -> usize {
+    match o {
+        bindings::types::Outcome::Delivered => 0,
+        bindings::types::Outcome::Retry(r) => r.reason.len(),
+        bindings::types::Outcome::Rejected(reason) => reason.len(),
+    }
+}
 
 /// `s` cut to at most `max` bytes on a character boundary.
 fn truncate(s: &str, max: usize) -> &str {
