@@ -6,6 +6,7 @@ mod amplitude;
 mod clients;
 mod durability;
 mod hostile;
+mod reload;
 mod startup;
 mod statsig;
 mod webhook;
