@@ -3,11 +3,14 @@
 //!
 //! | method | path | does |
 //! |---|---|---|
-//! | GET | `/admin/destinations` | each destination's state (active or quarantined, and why), backlog, plugin, last success and failure |
+//! | GET | `/admin/destinations` | each destination's state (active, paused, quarantined and why, or removed), backlog, plugin version, last success and failure, a refused reload |
+//! | POST | `/admin/destinations/{name}/pause` | no new calls; events wait in the log |
+//! | POST | `/admin/destinations/{name}/resume` | calls start again |
+//! | DELETE | `/admin/destinations/{name}` | purges a destination removed from the config: its undelivered events and dead letters |
 //! | GET | `/admin/destinations/{name}/dead-letters` | lists up to 1000 dead letters and the total |
 //! | POST | `/admin/destinations/{name}/dead-letters/replay?limit=N` | replays up to N (default 1000) |
+//! | POST | `/admin/reload` | reads the config file and plugins again and applies what changed, all or nothing |
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -24,6 +27,7 @@ use crate::cursor::Cursors;
 use crate::deadletter::DeadLetters;
 use crate::log::{EventLog, SegmentLog, encode_envelope};
 use crate::metrics::Metrics;
+use crate::registry::{ActionError, Registry};
 
 /// What the admin listener serves.
 pub struct AdminState {
@@ -31,7 +35,7 @@ pub struct AdminState {
     pub token: Option<String>,
     pub log: Arc<SegmentLog>,
     pub cursors: Cursors,
-    pub dead_letters: HashMap<String, Arc<DeadLetters>>,
+    pub registry: Arc<Registry>,
 }
 
 type Reply = Response<Full<Bytes>>;
@@ -70,7 +74,11 @@ pub async fn serve(
 async fn route(req: &Request<hyper::body::Incoming>, state: &AdminState) -> Reply {
     let path = req.uri().path();
     match path {
-        "/metrics" => return text(StatusCode::OK, "text/plain; version=0.0.4", state.metrics.render()),
+        "/metrics" => {
+            let end = state.log.end();
+            let backlog = |name: &str| state.cursors.position(name).map(|at| end.saturating_sub(at));
+            return text(StatusCode::OK, "text/plain; version=0.0.4", state.metrics.render(&backlog));
+        }
         "/health" | "/ready" => return reply(StatusCode::OK, json!({"status": "ok"})),
         _ => {}
     }
@@ -79,9 +87,24 @@ async fn route(req: &Request<hyper::body::Incoming>, state: &AdminState) -> Repl
     }
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (req.method(), parts.as_slice()) {
-        (&Method::GET, ["admin", "destinations"]) => reply(StatusCode::OK, destinations(state)),
+        (&Method::GET, ["admin", "destinations"]) => reply(StatusCode::OK, destinations(state).await),
+        (&Method::POST, ["admin", "reload"]) => match state.registry.reload().await {
+            Ok(report) => reply(StatusCode::OK, json!({"reloaded": true, "changes": report})),
+            Err(e) => reply(StatusCode::UNPROCESSABLE_ENTITY, json!({"reloaded": false, "error": e.to_string()})),
+        },
+        (&Method::POST, ["admin", "destinations", name, action @ ("pause" | "resume")]) => {
+            let paused = *action == "pause";
+            match state.registry.set_paused(name, paused).await {
+                Ok(()) => reply(StatusCode::OK, json!({"destination": name, "paused": paused})),
+                Err(e) => action_error(&e),
+            }
+        }
+        (&Method::DELETE, ["admin", "destinations", name]) => match state.registry.purge(name).await {
+            Ok(dropped) => reply(StatusCode::OK, json!({"destination": name, "purged": true, "dropped_events": dropped})),
+            Err(e) => action_error(&e),
+        },
         (&Method::GET, ["admin", "destinations", name, "dead-letters"]) => {
-            let Some(dl) = state.dead_letters.get(*name) else { return no_destination(name) };
+            let Some(dl) = state.registry.dead_letters(name).await else { return no_destination(name) };
             match dl.pending(1000).await {
                 Ok(list) => {
                     reply(StatusCode::OK, json!({"destination": name, "count": dl.count(), "dead_letters": list}))
@@ -90,40 +113,63 @@ async fn route(req: &Request<hyper::body::Incoming>, state: &AdminState) -> Repl
             }
         }
         (&Method::POST, ["admin", "destinations", name, "dead-letters", "replay"]) => {
-            let Some(dl) = state.dead_letters.get(*name) else { return no_destination(name) };
+            let Some(dl) = state.registry.dead_letters(name).await else { return no_destination(name) };
             let limit = query_param(req, "limit").and_then(|v| v.parse().ok()).unwrap_or(1000usize).clamp(1, 100_000);
-            replay(state, dl, name, limit).await
+            replay(state, &dl, name, limit).await
         }
         _ => reply(StatusCode::NOT_FOUND, json!({"error": format!("no such admin endpoint: {} {path}", req.method())})),
     }
 }
 
-/// Every destination's status.
-fn destinations(state: &AdminState) -> serde_json::Value {
+/// Every destination's status, and the removed ones whose events are kept.
+async fn destinations(state: &AdminState) -> serde_json::Value {
     let end = state.log.end();
-    let list: Vec<_> = state
-        .metrics
-        .destinations
-        .iter()
-        .map(|d| {
-            let status = d.status();
-            let backlog = state.cursors.position(&d.name).map(|at| end.saturating_sub(at));
-            json!({
-                "name": d.name,
-                "state": if status.quarantined.is_some() { "quarantined" } else { "active" },
-                "reason": status.quarantined,
-                "backlog": backlog,
-                "plugin": {"hash": status.plugin_hash, "loaded_at_ms": status.plugin_loaded_ms},
-                "delivered": d.delivered.get(),
-                "dead_lettered": state.dead_letters.get(&d.name).map_or(0, |dl| dl.count()),
-                "call_failures": d.call_failures.get(),
-                "last_success_ms": status.last_success_ms,
-                "last_failure_ms": status.last_failure_ms,
-                "last_failure": status.last_failure,
-            })
-        })
-        .collect();
+    let backlog = |name: &str| state.cursors.position(name).map(|at| end.saturating_sub(at));
+    let mut list = Vec::new();
+    for d in state.metrics.destinations() {
+        let status = d.status();
+        let dead = match state.registry.dead_letters(&d.name).await {
+            Some(dl) => dl.count(),
+            None => 0,
+        };
+        list.push(json!({
+            "name": d.name,
+            "state": d.state(),
+            "reason": status.quarantined,
+            "backlog": backlog(&d.name),
+            "plugin": {
+                "hash": status.plugin_hash,
+                "contract": status.plugin_contract,
+                "loaded_at_ms": status.plugin_loaded_ms,
+                "refused": status.refused,
+            },
+            "delivered": d.delivered.get(),
+            "delivered_by_plugin": status.delivered_by_plugin,
+            "dead_lettered": dead,
+            "call_failures": d.call_failures.get(),
+            "last_success_ms": status.last_success_ms,
+            "last_failure_ms": status.last_failure_ms,
+            "last_failure": status.last_failure,
+        }));
+    }
+    for name in state.registry.removed().await {
+        list.push(json!({
+            "name": name,
+            "state": "removed",
+            "reason": "removed from the config; its undelivered events are kept until purged (DELETE /admin/destinations/{name})",
+            "backlog": backlog(&name),
+        }));
+    }
     json!({ "destinations": list })
+}
+
+fn action_error(e: &ActionError) -> Reply {
+    let status = match e {
+        ActionError::NotFound(_) => StatusCode::NOT_FOUND,
+        ActionError::Configured(_) => StatusCode::CONFLICT,
+        ActionError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    reply(status, json!({"error": e.to_string()}))
 }
 
 /// Appends up to `limit` dead letters to the log addressed to `name` only,

@@ -1,7 +1,6 @@
 //! Wires a [`Config`] into a running server: runtime, plugins, workers,
 //! router, tracking API and the metrics listener.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,15 +12,14 @@ use tokio::task::JoinSet;
 use crate::capabilities::http::{HttpCapability, HttpPolicy, HyperTransport, Origin, Transport};
 use crate::config::{Config, DestinationConfig};
 use crate::cursor::Cursors;
-use crate::deadletter::DeadLetters;
 use crate::dedupe::Dedupe;
-use crate::delivery::{WorkerSpec, run_worker};
-use crate::ingest::{Ingest, Source};
+use crate::ingest::{Ingest, Sources};
 use crate::log::{LogOptions, SegmentLog};
-use crate::metrics::{DestinationStats, Metrics, SourceStats};
+use crate::metrics::Metrics;
 use crate::quota::Rates;
 use crate::redact::Redactor;
-use crate::router::{LogSink, Subscription};
+use crate::registry::Registry;
+use crate::router::LogSink;
 use crate::runtime::{CallError, EPOCH_TICK, Grants, Plugin, Runtime, RuntimeOptions};
 
 /// The runtime for `config`.
@@ -115,6 +113,9 @@ pub async fn load_destinations(
 /// Runs the server until `shutdown` resolves, then shuts down gracefully:
 /// stop accepting, finish in-flight requests and batches, save cursors.
 ///
+/// While it runs, changes to the config file and plugins are applied
+/// without a restart (see [`crate::registry`] and [`crate::watcher`]).
+///
 /// # Errors
 ///
 /// When a listener cannot bind, the data dir is unusable, or a destination
@@ -136,49 +137,19 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     )
     .context("opening the dedupe journal")?;
 
-    let mut metrics = Metrics::default();
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut workers = JoinSet::new();
-    let mut dead_letters = HashMap::new();
-    for (d, (plugin, grants)) in config.destinations.iter().zip(loaded) {
-        let stats = Arc::new(DestinationStats { name: d.name.clone(), ..Default::default() });
-        stats.update_status(|s| {
-            s.plugin_hash = plugin.hash.clone();
-            s.plugin_loaded_ms = plugin
-                .loaded_at
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        });
-        metrics.destinations.push(stats.clone());
-        let dl = Arc::new(
-            DeadLetters::open(&data.join("dead-letters").join(&d.name))
-                .with_context(|| format!("destination `{}`: opening dead letters", d.name))?,
-        );
-        dead_letters.insert(d.name.clone(), dl.clone());
-        let spec = WorkerSpec {
-            plugin,
-            grants,
-            settings_json: settings_json(d),
-            subscription: Subscription { name: d.name.clone(), types: d.subscribe.types.clone() },
-            batch: d.batch.clone(),
-            retry: d.retry.clone(),
-            max_concurrent_calls: d.quota.max_concurrent_calls,
-            events_per_second: d.quota.events_per_second,
-            quarantine: d.quarantine.clone(),
-            stats,
-            log: log.clone(),
-            cursors: cursors.clone(),
-            dead_letters: dl,
-        };
-        workers.spawn(run_worker(spec, stop_rx.clone()));
-    }
-    let mut sources = HashMap::new();
-    for s in &config.sources {
-        let stats = Arc::new(SourceStats { name: s.name.clone(), ..Default::default() });
-        metrics.sources.push(stats.clone());
-        sources.insert(s.write_key.clone(), Source { name: Arc::from(s.name.as_str()), stats });
-    }
-    let metrics = Arc::new(metrics);
+    let metrics = Arc::new(Metrics::default());
+    let sources: Sources = Arc::default();
+    let registry = Registry::start(
+        config.path.clone(),
+        config.clone(),
+        loaded.into_iter().map(|(plugin, _)| plugin).collect(),
+        runtime,
+        transport,
+        log.clone(),
+        cursors.clone(),
+        metrics.clone(),
+        sources.clone(),
+    )?;
     let ingest = Arc::new(Ingest {
         sources,
         sink: LogSink { log: log.clone(), dedupe, duplicates: Arc::new(Default::default()) },
@@ -202,9 +173,15 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
             token: config.server.admin_token.clone(),
             log: log.clone(),
             cursors: cursors.clone(),
-            dead_letters,
+            registry: registry.clone(),
         });
-        servers.spawn(crate::admin::serve(listener, state, http_stop_rx));
+        servers.spawn(crate::admin::serve(listener, state, http_stop_rx.clone()));
+    }
+    if config.server.watch {
+        let debounce = Duration::from_millis(config.server.watch_debounce_ms);
+        if let Err(e) = crate::watcher::spawn(registry.clone(), debounce, http_stop_rx) {
+            tracing::warn!(error = %e, "cannot watch the config and plugins; reload with `switchyard reload`");
+        }
     }
     tracing::info!(%addr, destinations = config.destinations.len(), "tracking API listening");
 
@@ -216,12 +193,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
             tracing::warn!(error = %e, "server stopped with error");
         }
     }
-    let _ = stop_tx.send(true);
-    let drained =
-        tokio::time::timeout(Duration::from_secs(30), async { while workers.join_next().await.is_some() {} }).await;
-    if drained.is_err() {
-        tracing::warn!("destinations did not finish within 30 s; unfinished events are redelivered after restart");
-    }
+    registry.shutdown(Duration::from_secs(30)).await;
     drop(ingest);
     log.close();
     tracing::info!("stopped");

@@ -55,7 +55,9 @@ pub async fn status(config: &Config) -> anyhow::Result<()> {
         "DESTINATION", "STATE", "BACKLOG", "DELIVERED", "DEAD", "PLUGIN"
     );
     for d in list {
-        let why = d["reason"].as_str().or(d["last_failure"].as_str()).unwrap_or("-");
+        let refused = d["plugin"]["refused"]["reason"].as_str().map(|r| format!("reload refused: {r}"));
+        let why = d["reason"].as_str().map(str::to_owned).or(refused).or(d["last_failure"].as_str().map(str::to_owned));
+        let why = why.as_deref().unwrap_or("-");
         let hash: String = d["plugin"]["hash"].as_str().unwrap_or("").chars().take(12).collect();
         println!(
             "{:<20} {:<12} {:>10} {:>12} {:>8}  {:<14} {why}",
@@ -67,6 +69,51 @@ pub async fn status(config: &Config) -> anyhow::Result<()> {
             hash,
         );
     }
+    Ok(())
+}
+
+/// Asks the server to reload its config and plugins; prints what changed.
+///
+/// # Errors
+///
+/// When the server refuses the reload (the message says why) or cannot be
+/// reached.
+pub async fn reload(config: &Config) -> anyhow::Result<()> {
+    let body = admin(config, hyper::Method::POST, "/admin/reload").await?;
+    let changes = &body["changes"];
+    let list = |key: &str| {
+        changes[key].as_array().map(|a| a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(", "))
+    };
+    println!(
+        "reloaded: added [{}], removed [{}], updated [{}], sources {}",
+        list("added").unwrap_or_default(),
+        list("removed").unwrap_or_default(),
+        list("updated").unwrap_or_default(),
+        if changes["sources_changed"] == true { "changed" } else { "unchanged" }
+    );
+    Ok(())
+}
+
+/// Pauses or resumes `destination`.
+///
+/// # Errors
+///
+/// When no such destination runs, or the server cannot be reached.
+pub async fn set_paused(config: &Config, destination: &str, paused: bool) -> anyhow::Result<()> {
+    let action = if paused { "pause" } else { "resume" };
+    admin(config, hyper::Method::POST, &format!("/admin/destinations/{destination}/{action}")).await?;
+    println!("`{destination}` {}", if paused { "paused" } else { "resumed" });
+    Ok(())
+}
+
+/// Purges a destination removed from the config.
+///
+/// # Errors
+///
+/// When it is still configured or unknown, or the server cannot be reached.
+pub async fn purge(config: &Config, destination: &str) -> anyhow::Result<()> {
+    let body = admin(config, hyper::Method::DELETE, &format!("/admin/destinations/{destination}")).await?;
+    println!("purged `{destination}`: {} undelivered events dropped", body["dropped_events"]);
     Ok(())
 }
 

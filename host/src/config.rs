@@ -36,10 +36,13 @@ pub struct Config {
     /// Every value that came from `${ENV}` interpolation: treated as secret.
     #[serde(skip)]
     pub redactor: Redactor,
+    /// The file it was read from: reloads read it again.
+    #[serde(skip)]
+    pub path: PathBuf,
 }
 
 /// `[server]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Tracking API address.
@@ -60,6 +63,10 @@ pub struct ServerConfig {
     pub dedupe_max_ids: usize,
     /// Log segment size, MiB.
     pub log_segment_mb: u64,
+    /// Watch the config file and plugins, and reload when they change.
+    pub watch: bool,
+    /// How long file changes must settle before a reload, ms.
+    pub watch_debounce_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -74,12 +81,14 @@ impl Default for ServerConfig {
             dedupe_window_secs: 24 * 3600,
             dedupe_max_ids: 1_000_000,
             log_segment_mb: 64,
+            watch: true,
+            watch_debounce_ms: 200,
         }
     }
 }
 
 /// `[runtime]`: the Wasm engine, shared by all destinations.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RuntimeConfig {
     /// Plugin instances that may be alive at once (pooling allocator slots).
@@ -96,7 +105,7 @@ impl Default for RuntimeConfig {
 }
 
 /// `[[sources]]`: who may send events.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     pub name: String,
@@ -104,7 +113,7 @@ pub struct SourceConfig {
 }
 
 /// `[[destinations]]`: where events go.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DestinationConfig {
     pub name: String,
@@ -133,7 +142,7 @@ fn empty_table() -> toml::Table {
 }
 
 /// `subscribe = { types = [...] }`: which events a destination receives.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Subscribe {
     pub types: BTreeSet<EventType>,
@@ -146,7 +155,7 @@ impl Default for Subscribe {
 }
 
 /// `batch = { max_events, linger_ms }`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BatchConfig {
     pub max_events: usize,
@@ -160,7 +169,7 @@ impl Default for BatchConfig {
 }
 
 /// `retry = { ... }`: how long and how often to retry a failing event.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryConfig {
     /// First backoff, ms; it doubles per attempt (with ±50 % jitter).
@@ -204,7 +213,7 @@ impl RetryConfig {
 
 /// `quarantine = { ... }`: when a destination whose calls keep failing is
 /// taken out of service, and how it is probed.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QuarantineConfig {
     /// Consecutive failed calls that quarantine the destination.
@@ -222,7 +231,7 @@ impl Default for QuarantineConfig {
 }
 
 /// `quota = { ... }`: the sandbox limits of one destination.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QuotaConfig {
     /// Linear memory cap per instance, MiB.
@@ -308,6 +317,7 @@ impl Config {
             err(line, e.message().to_owned())
         })?;
         config.redactor = redactor;
+        config.path = path.to_owned();
         let base = path.parent().unwrap_or(Path::new("."));
         if config.server.data_dir.is_relative() {
             config.server.data_dir = base.join(&config.server.data_dir);

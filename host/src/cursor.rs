@@ -21,9 +21,46 @@ impl Cursors {
     /// # Errors
     ///
     /// When the folder cannot be created.
+    ///
+    /// Every saved cursor is registered, also of destinations no longer in
+    /// the config: the events they have not delivered are kept until
+    /// [`Cursors::remove`].
     pub fn open(dir: &Path) -> std::io::Result<Cursors> {
         std::fs::create_dir_all(dir)?;
-        Ok(Cursors { dir: dir.to_owned(), positions: Arc::default() })
+        let mut positions = HashMap::new();
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "cursor")
+                && let Some(name) = path.file_stem().and_then(|s| s.to_str())
+                && let Some(at) = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse().ok())
+            {
+                positions.insert(name.to_owned(), at);
+            }
+        }
+        Ok(Cursors { dir: dir.to_owned(), positions: Arc::new(Mutex::new(positions)) })
+    }
+
+    /// Every registered destination.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.positions.lock().map(|p| p.keys().cloned().collect()).unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    /// Deletes `name`'s cursor and returns the new minimum over the rest.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be deleted.
+    pub fn remove(&self, name: &str) -> std::io::Result<Option<Seq>> {
+        match std::fs::remove_file(self.path(name)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let mut p = self.positions.lock().map_err(|_| std::io::Error::other("cursor lock poisoned"))?;
+        p.remove(name);
+        Ok(p.values().copied().min())
     }
 
     /// The saved cursor of `name`, or `default` for a new destination. The
@@ -93,5 +130,20 @@ mod tests {
         assert_eq!(c.save("hook", 50).unwrap(), 50);
         assert_eq!(c.load("other", 45).unwrap(), 45);
         assert_eq!(c.save("hook", 60).unwrap(), 45, "the minimum holds back deletion");
+    }
+
+    #[test]
+    fn a_removed_destination_holds_its_events_until_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Cursors::open(dir.path()).unwrap();
+        c.load("kept", 10).unwrap();
+        c.load("gone", 5).unwrap();
+        // Restart with only `kept` configured: `gone` still holds the log.
+        let c = Cursors::open(dir.path()).unwrap();
+        assert_eq!(c.names(), vec!["gone".to_owned(), "kept".to_owned()]);
+        assert_eq!(c.load("kept", 99).unwrap(), 10);
+        assert_eq!(c.save("kept", 20).unwrap(), 5);
+        assert_eq!(c.remove("gone").unwrap(), Some(20));
+        assert_eq!(Cursors::open(dir.path()).unwrap().names(), vec!["kept".to_owned()]);
     }
 }

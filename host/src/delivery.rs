@@ -25,6 +25,17 @@
 //! quarantined: no calls until a single probe call `initial_ms` later
 //! (doubling per failed probe, up to `max_ms`); a probe that succeeds makes
 //! it active again. Its events wait in the log meanwhile.
+//!
+//! # Hot swaps and pauses
+//!
+//! What a worker runs — plugin version, settings, sandbox, batching, retry
+//! and quarantine policy — is one [`Deploy`], replaced whole through a
+//! `watch` channel when the operator reloads. Calls in flight finish on the
+//! version they started with (their instances are then dropped); the next
+//! batch goes to the new one. Events in flight or waiting for a retry stay
+//! in the worker, so a swap loses nothing, and duplicates only what a
+//! plugin had sent before its call was cut short. A paused worker starts
+//! no new calls; its events wait in the log.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
@@ -45,8 +56,12 @@ use crate::router::Subscription;
 use crate::runtime::{CallError, Grants, Instance, Outcome, Plugin};
 use crate::spec::Envelope;
 
-/// Everything a worker needs to run one destination.
-pub struct WorkerSpec<L: EventLog> {
+/// What a destination runs: one plugin version with its settings and
+/// sandbox, and the delivery policy. Replaced whole on a reload.
+pub struct Deploy {
+    /// Counts deploys of this destination, from 1; instances remember it so
+    /// that one of an older deploy is never reused.
+    pub generation: u64,
     pub plugin: Plugin,
     pub grants: Arc<Grants>,
     pub settings_json: String,
@@ -58,6 +73,15 @@ pub struct WorkerSpec<L: EventLog> {
     /// Events per second across all calls; `None` is unlimited.
     pub events_per_second: Option<u32>,
     pub quarantine: QuarantineConfig,
+}
+
+/// Everything a worker needs to run one destination.
+pub struct WorkerSpec<L: EventLog> {
+    pub name: Arc<str>,
+    /// The current deploy; a new value is adopted before the next batch.
+    pub deploy: watch::Receiver<Arc<Deploy>>,
+    /// While `true`, no new calls start.
+    pub paused: watch::Receiver<bool>,
     pub stats: Arc<DestinationStats>,
     pub log: Arc<L>,
     pub cursors: Cursors,
@@ -94,9 +118,15 @@ impl Ord for Due {
 }
 
 struct Worker<L: EventLog> {
-    spec: WorkerSpec<L>,
+    name: Arc<str>,
+    deploy: Arc<Deploy>,
+    stats: Arc<DestinationStats>,
+    log: Arc<L>,
+    cursors: Cursors,
+    dead_letters: Arc<DeadLetters>,
     reader: L::Reader,
-    /// Instances not in a call, ready for the next batch.
+    /// Instances of the current deploy not in a call, ready for the next
+    /// batch.
     idle: Vec<Instance>,
     retries: BinaryHeap<Reverse<Due>>,
     /// Sequence numbers read but not final.
@@ -123,10 +153,11 @@ struct Quarantine {
     wait: Duration,
 }
 
-/// A finished plugin call: the instance (unless it trapped), the batch and
-/// its result.
+/// A finished plugin call: the instance (unless it trapped) and the deploy
+/// it belongs to, the batch and its result.
 struct CallDone {
     instance: Option<Instance>,
+    generation: u64,
     batch: Vec<Pending>,
     result: Result<Vec<Outcome>, CallError>,
 }
@@ -134,57 +165,73 @@ struct CallDone {
 /// Runs a destination until `shutdown` turns true; the batches in flight
 /// finish and the cursor is saved.
 pub async fn run_worker<L: EventLog>(spec: WorkerSpec<L>, shutdown: watch::Receiver<bool>) {
-    let name = spec.grants.name.clone();
-    let start = match spec.cursors.load(&name, spec.log.end()) {
+    let WorkerSpec { name, deploy: mut deploys, paused: mut pauses, stats, log, cursors, dead_letters } = spec;
+    let start = match cursors.load(&name, log.end()) {
         Ok(at) => at,
         Err(e) => {
             tracing::error!(destination = &*name, error = %e, "cannot persist the cursor; destination stopped");
             return;
         }
     };
-    let reader = match spec.log.reader(start) {
+    let reader = match log.reader(start) {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(destination = &*name, error = %e, "cannot read the log; destination stopped");
             return;
         }
     };
-    let window = (spec.batch.max_events * 20).max(10_000);
-    let pace = spec.events_per_second.map(|rate| TokenBucket::new(rate, spec.batch.max_events));
-    let max_calls = spec.max_concurrent_calls.max(1);
+    let deploy = deploys.borrow_and_update().clone();
     let mut w = Worker {
-        spec,
+        name: name.clone(),
+        window: window_for(&deploy),
+        pace: pace_for(&deploy),
+        deploy,
+        stats,
+        log,
+        cursors,
+        dead_letters,
         reader,
         idle: Vec::new(),
         retries: BinaryHeap::new(),
         unfinished: BTreeSet::new(),
-        window,
         saved: start,
         forming: Vec::new(),
         deadline: None,
-        pace,
         paced_until: None,
         failures: 0,
         quarantine: None,
     };
-    tracing::info!(destination = &*name, cursor = start, max_calls, "delivery worker started");
+    tracing::info!(destination = &*name, cursor = start, max_calls = w.deploy.max_concurrent_calls, "delivery worker started");
     let mut calls: JoinSet<CallDone> = JoinSet::new();
     let stop = crate::stopped(shutdown);
     tokio::pin!(stop);
     loop {
-        // A new batch may go unless pacing or a quarantine holds it back; a
-        // quarantined destination gets one probe call at a time.
+        // A new batch may go unless a pause, pacing or a quarantine holds it
+        // back; a quarantined destination gets one probe call at a time.
         let now = Instant::now();
         let held = [w.paced_until, w.quarantine.map(|q| q.probe_at)].into_iter().flatten().filter(|at| *at > now).max();
-        let limit = if w.quarantine.is_some() { 1 } else { max_calls };
+        let limit = match (*pauses.borrow(), w.quarantine.is_some()) {
+            (true, _) => 0,
+            (false, true) => 1,
+            (false, false) => w.deploy.max_concurrent_calls.max(1),
+        };
         tokio::select! {
             biased;
             () = &mut stop => break,
+            Ok(()) = deploys.changed() => {
+                let next = deploys.borrow_and_update().clone();
+                w.adopt(next);
+            }
+            Ok(()) = pauses.changed() => {
+                let paused = *pauses.borrow_and_update();
+                w.stats.update_status(|s| s.paused = paused);
+                tracing::info!(destination = &*name, paused, "destination {}", if paused { "paused" } else { "resumed" });
+            }
             Some(done) = calls.join_next(), if !calls.is_empty() => match done {
                 Ok(done) => w.finish(done).await,
                 Err(e) => tracing::error!(destination = &*name, error = %e, "delivery task failed"),
             },
-            () = tokio::time::sleep_until(held.unwrap_or(now)), if held.is_some() => {}
+            () = tokio::time::sleep_until(held.unwrap_or(now)), if held.is_some() && limit > 0 => {}
             batch = w.gather(), if calls.len() < limit && held.is_none() => {
                 w.pace(batch.len());
                 w.launch(&mut calls, batch);
@@ -210,7 +257,36 @@ pub async fn run_worker<L: EventLog>(spec: WorkerSpec<L>, shutdown: watch::Recei
     }
 }
 
+/// Events a worker holds at most (in flight, forming or waiting to retry).
+fn window_for(deploy: &Deploy) -> usize {
+    (deploy.batch.max_events * 20).max(10_000)
+}
+
+fn pace_for(deploy: &Deploy) -> Option<TokenBucket> {
+    deploy.events_per_second.map(|rate| TokenBucket::new(rate, deploy.batch.max_events))
+}
+
 impl<L: EventLog> Worker<L> {
+    /// Switches to a new deploy: idle instances of the old one are dropped
+    /// (calls in flight finish on theirs), and a quarantine ends, since the
+    /// new version or settings deserve their own chance.
+    fn adopt(&mut self, next: Arc<Deploy>) {
+        tracing::info!(
+            destination = &*self.name,
+            generation = next.generation,
+            plugin = &next.plugin.hash[..12.min(next.plugin.hash.len())],
+            "new deploy adopted; the next batch goes to it"
+        );
+        self.idle.clear();
+        self.window = window_for(&next);
+        self.pace = pace_for(&next);
+        self.paced_until = None;
+        self.failures = 0;
+        self.quarantine = None;
+        self.stats.update_status(|s| s.quarantined = None);
+        self.deploy = next;
+    }
+
     /// Gathers the next batch: due retries first, then new events from the
     /// log, until the batch is full or `linger_ms` has passed since it got
     /// its first event.
@@ -218,8 +294,8 @@ impl<L: EventLog> Worker<L> {
     /// Cancel-safe: the batch grows in `self.forming`, so a gather that is
     /// interrupted resumes where it stopped.
     async fn gather(&mut self) -> Vec<Pending> {
-        let max = self.spec.batch.max_events;
-        let linger = Duration::from_millis(self.spec.batch.linger_ms);
+        let max = self.deploy.batch.max_events;
+        let linger = Duration::from_millis(self.deploy.batch.linger_ms);
         loop {
             let now = Instant::now();
             while self.forming.len() < max && self.retries.peek().is_some_and(|Reverse(Due(at, _))| *at <= now) {
@@ -236,7 +312,7 @@ impl<L: EventLog> Worker<L> {
                         }
                     }
                     Err(e) => {
-                        tracing::error!(destination = &*self.spec.grants.name, error = %e, "reading the log failed");
+                        tracing::error!(destination = &*self.name, error = %e, "reading the log failed");
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 }
@@ -279,15 +355,15 @@ impl<L: EventLog> Worker<L> {
         let event = match decode_envelope(payload) {
             Ok(e) => e,
             Err(e) => {
-                tracing::error!(destination = &*self.spec.grants.name, seq, error = %e, "skipping undecodable log record");
+                tracing::error!(destination = &*self.name, seq, error = %e, "skipping undecodable log record");
                 return;
             }
         };
-        if !self.spec.subscription.wants(&event) {
-            self.spec.stats.filtered.inc();
+        if !self.deploy.subscription.wants(&event) {
+            self.stats.filtered.inc();
             return;
         }
-        self.spec.stats.received.inc();
+        self.stats.received.inc();
         self.unfinished.insert(seq);
         self.forming.push(Pending { seq, event: Arc::new(event), attempts: 0, first_failure: None });
     }
@@ -305,49 +381,71 @@ impl<L: EventLog> Worker<L> {
     /// Starts a plugin call for `batch` on an idle instance, or a new one.
     fn launch(&mut self, calls: &mut JoinSet<CallDone>, batch: Vec<Pending>) {
         let idle = self.idle.pop();
-        let plugin = self.spec.plugin.clone();
-        let grants = self.spec.grants.clone();
-        let settings = self.spec.settings_json.clone();
+        let deploy = self.deploy.clone();
+        let stats = self.stats.clone();
         calls.spawn(async move {
+            let generation = deploy.generation;
             let mut instance = match idle {
                 Some(instance) => instance,
-                None => match new_instance(&plugin, grants, &settings).await {
+                None => match new_instance(&deploy.plugin, deploy.grants.clone(), &deploy.settings_json).await {
                     Ok(instance) => instance,
-                    Err(err) => return CallDone { instance: None, batch, result: Err(err) },
+                    Err(err) => return CallDone { instance: None, generation, batch, result: Err(err) },
                 },
             };
             let events: Vec<Arc<Envelope>> = batch.iter().map(|p| p.event.clone()).collect();
+            let started = Instant::now();
             let result = instance.deliver(&events).await;
+            stats.call_latency.observe(started.elapsed());
+            if let Ok(outcomes) = &result {
+                let delivered = outcomes.iter().filter(|o| matches!(o, Outcome::Delivered)).count();
+                stats.delivered_by(&instance.hash, delivered as u64);
+            }
             // A trapped or timed-out instance cannot be entered again.
             let instance = result.is_ok().then_some(instance);
-            CallDone { instance, batch, result }
+            CallDone { instance, generation, batch, result }
         });
     }
 
     /// Acts on a finished call: each event's outcome, or a retry of the
     /// whole batch when the call itself failed.
     async fn finish(&mut self, done: CallDone) {
-        let CallDone { instance, batch, result } = done;
-        if let Some(instance) = instance {
+        let CallDone { instance, generation, batch, result } = done;
+        if let Some(instance) = instance.filter(|_| generation == self.deploy.generation) {
             self.idle.push(instance);
         }
+        // A call of an older deploy reports as usual, but its failure says
+        // nothing about the new one.
+        let current = generation == self.deploy.generation;
         let jitter = fastrand::f64();
         match result {
             Ok(outcomes) => {
-                self.call_succeeded();
+                if current {
+                    self.call_succeeded();
+                }
                 for (pending, outcome) in batch.into_iter().zip(outcomes) {
                     match outcome {
                         Outcome::Delivered => {
-                            self.spec.stats.delivered.inc();
+                            self.stats.delivered.inc();
                             self.unfinished.remove(&pending.seq);
                         }
-                        Outcome::Rejected(reason) => self.dead_letter(pending, &reason).await,
-                        Outcome::Retry { after, reason } => self.schedule(pending, after, jitter, &reason).await,
+                        Outcome::Rejected(reason) => {
+                            self.stats.failed.inc();
+                            self.dead_letter(pending, &reason).await;
+                        }
+                        Outcome::Retry { after, reason } => {
+                            self.stats.failed.inc();
+                            self.schedule(pending, after, jitter, &reason).await;
+                        }
                     }
                 }
             }
             Err(err) => {
-                self.call_failed(&err, batch.len());
+                if current {
+                    self.call_failed(&err, batch.len());
+                } else {
+                    self.stats.call_failures.inc();
+                }
+                self.stats.failed.add(batch.len() as u64);
                 let reason = err.to_string();
                 for pending in batch {
                     self.schedule(pending, None, jitter, &reason).await;
@@ -360,12 +458,12 @@ impl<L: EventLog> Worker<L> {
     fn call_succeeded(&mut self) {
         self.failures = 0;
         let now = chrono::Utc::now().timestamp_millis();
-        self.spec.stats.update_status(|s| {
+        self.stats.update_status(|s| {
             s.last_success_ms = Some(now);
             s.quarantined = None;
         });
         if self.quarantine.take().is_some() {
-            tracing::info!(destination = &*self.spec.grants.name, "probe call succeeded; destination active again");
+            tracing::info!(destination = &*self.name, "probe call succeeded; destination active again");
         }
     }
 
@@ -373,8 +471,8 @@ impl<L: EventLog> Worker<L> {
     /// after `after_failures` in a row (or backs off further after a failed
     /// probe).
     fn call_failed(&mut self, err: &CallError, events: usize) {
-        let name = &*self.spec.grants.name;
-        let stats = &self.spec.stats;
+        let name = &*self.name;
+        let stats = &self.stats;
         stats.call_failures.inc();
         if let CallError::Quota(kind, _) = err {
             stats.breaches[kind.index()].inc();
@@ -383,7 +481,7 @@ impl<L: EventLog> Worker<L> {
         let reason = err.to_string();
         let now = chrono::Utc::now().timestamp_millis();
         self.failures += 1;
-        let cfg = &self.spec.quarantine;
+        let cfg = &self.deploy.quarantine;
         if self.failures < cfg.after_failures {
             stats.update_status(|s| {
                 s.last_failure_ms = Some(now);
@@ -412,32 +510,32 @@ impl<L: EventLog> Worker<L> {
         pending.attempts += 1;
         // A plugin's requested delay is honoured up to `max_retry_after_ms`:
         // a garbage `after` cannot park an event until its horizon.
-        let longest = Duration::from_millis(self.spec.retry.max_retry_after_ms);
-        let delay = after.map_or_else(|| self.spec.retry.backoff(pending.attempts, jitter), |a| a.min(longest));
-        if first.elapsed() + delay > self.spec.retry.horizon() {
+        let longest = Duration::from_millis(self.deploy.retry.max_retry_after_ms);
+        let delay = after.map_or_else(|| self.deploy.retry.backoff(pending.attempts, jitter), |a| a.min(longest));
+        if first.elapsed() + delay > self.deploy.retry.horizon() {
             let reason = format!("retry horizon passed after {} attempts: {reason}", pending.attempts);
             self.dead_letter(pending, &reason).await;
             return;
         }
-        self.spec.stats.retried.inc();
-        tracing::debug!(destination = &*self.spec.grants.name, message_id = %pending.event.message_id, attempts = pending.attempts, ?delay, %reason, "retrying event");
+        self.stats.retried.inc();
+        tracing::debug!(destination = &*self.name, message_id = %pending.event.message_id, attempts = pending.attempts, ?delay, %reason, "retrying event");
         self.retries.push(Reverse(Due(Instant::now() + delay, pending)));
     }
 
     /// Moves `pending` to the dead letters. If even that fails, the event
     /// stays unfinished (it is retried later) rather than being lost.
     async fn dead_letter(&mut self, mut pending: Pending, reason: &str) {
-        let name = self.spec.grants.name.clone();
-        match self.spec.dead_letters.add(&pending.event, reason, pending.attempts.max(1)).await {
+        let name = self.name.clone();
+        match self.dead_letters.add(&pending.event, reason, pending.attempts.max(1)).await {
             Ok(()) => {
-                self.spec.stats.dead_lettered.inc();
+                self.stats.dead_lettered.inc();
                 self.unfinished.remove(&pending.seq);
                 tracing::warn!(destination = &*name, message_id = %pending.event.message_id, %reason, "event dead-lettered");
             }
             Err(e) => {
                 tracing::error!(destination = &*name, error = %e, "cannot store dead letter; will retry the event");
                 pending.attempts += 1;
-                let at = Instant::now() + self.spec.retry.backoff(pending.attempts, 0.5);
+                let at = Instant::now() + self.deploy.retry.backoff(pending.attempts, 0.5);
                 self.retries.push(Reverse(Due(at, pending)));
             }
         }
@@ -450,12 +548,12 @@ impl<L: EventLog> Worker<L> {
         if at == self.saved {
             return;
         }
-        match self.spec.cursors.save(&self.spec.grants.name, at) {
+        match self.cursors.save(&self.name, at) {
             Ok(min) => {
                 self.saved = at;
-                self.spec.log.release(min);
+                self.log.release(min);
             }
-            Err(e) => tracing::warn!(destination = &*self.spec.grants.name, error = %e, "cannot save cursor"),
+            Err(e) => tracing::warn!(destination = &*self.name, error = %e, "cannot save cursor"),
         }
     }
 }

@@ -4,8 +4,9 @@
 //! One module per stage of the flow: [`ingest`] (tracking API) →
 //! [`spec`] (normalization) → [`router`] (the seam to delivery) →
 //! [`delivery`] (a worker per destination) → [`runtime`] (the Wasm sandbox)
-//! with its [`capabilities`]. [`config`] reads the operator's file and
-//! [`app`] wires it all together.
+//! with its [`capabilities`]. [`config`] reads the operator's file,
+//! [`registry`] holds what runs and applies reloads (which [`watcher`]
+//! triggers on file changes), and [`app`] wires it all together.
 
 pub mod admin;
 pub mod app;
@@ -21,9 +22,11 @@ pub mod log;
 pub mod metrics;
 pub mod quota;
 pub mod redact;
+pub mod registry;
 pub mod router;
 pub mod runtime;
 pub mod spec;
+pub mod watcher;
 
 /// Resolves once `flag` turns true (or its sender is gone).
 pub async fn stopped(mut flag: tokio::sync::watch::Receiver<bool>) {

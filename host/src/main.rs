@@ -35,6 +35,42 @@ enum Command {
         #[arg(long, short, env = "SWITCHYARD_CONFIG")]
         config: PathBuf,
     },
+    /// Replay all of a destination's dead letters, with progress (the same
+    /// as `dead-letters --replay`).
+    Replay {
+        #[arg(long, short, env = "SWITCHYARD_CONFIG")]
+        config: PathBuf,
+        #[arg(long, short)]
+        destination: String,
+    },
+    /// Reload the config file and plugins of the running server (it also
+    /// reloads by itself when they change on disk).
+    Reload {
+        #[arg(long, short, env = "SWITCHYARD_CONFIG")]
+        config: PathBuf,
+    },
+    /// Pause a destination: no new calls; its events wait in the log.
+    Pause {
+        #[arg(long, short, env = "SWITCHYARD_CONFIG")]
+        config: PathBuf,
+        #[arg(long, short)]
+        destination: String,
+    },
+    /// Resume a paused destination.
+    Resume {
+        #[arg(long, short, env = "SWITCHYARD_CONFIG")]
+        config: PathBuf,
+        #[arg(long, short)]
+        destination: String,
+    },
+    /// Drop the undelivered events and dead letters of a destination that
+    /// was removed from the config.
+    Purge {
+        #[arg(long, short, env = "SWITCHYARD_CONFIG")]
+        config: PathBuf,
+        #[arg(long, short)]
+        destination: String,
+    },
     /// List a destination's dead letters, or replay them (through the admin
     /// API of the running server named in the config).
     DeadLetters {
@@ -99,6 +135,17 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let config = Config::load(&config)?;
             switchyard::cli::status(&config).await
         }
+        Command::Replay { config, destination } => {
+            switchyard::cli::dead_letters(&Config::load(&config)?, &destination, true).await
+        }
+        Command::Reload { config } => switchyard::cli::reload(&Config::load(&config)?).await,
+        Command::Pause { config, destination } => {
+            switchyard::cli::set_paused(&Config::load(&config)?, &destination, true).await
+        }
+        Command::Resume { config, destination } => {
+            switchyard::cli::set_paused(&Config::load(&config)?, &destination, false).await
+        }
+        Command::Purge { config, destination } => switchyard::cli::purge(&Config::load(&config)?, &destination).await,
         Command::DeadLetters { config, destination, replay } => {
             let config = Config::load(&config)?;
             switchyard::cli::dead_letters(&config, &destination, replay).await

@@ -1,9 +1,11 @@
 //! Counters per destination and per source, rendered in Prometheus' text
 //! format at `/metrics`.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use crate::quota::QuotaKind;
 
@@ -25,6 +27,46 @@ impl Counter {
     }
 }
 
+/// Upper bounds of the plugin-call latency buckets, seconds.
+pub const CALL_LATENCY_BUCKETS: [f64; 14] =
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+/// A Prometheus histogram with [`CALL_LATENCY_BUCKETS`].
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Observations at or under each bound (not cumulative; summed when
+    /// rendered).
+    buckets: [AtomicU64; CALL_LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = CALL_LATENCY_BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Writes the `_bucket`, `_sum` and `_count` lines of series `name`
+    /// with `labels` (`key="value"` pairs, comma-separated).
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        for (bound, n) in CALL_LATENCY_BUCKETS.iter().zip(&self.buckets) {
+            cumulative += n.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+    }
+}
+
 /// The stages of Segment's delivery overview, for one destination.
 #[derive(Debug, Default)]
 pub struct DestinationStats {
@@ -34,6 +76,9 @@ pub struct DestinationStats {
     /// Not subscribed (type or `integrations`).
     pub filtered: Counter,
     pub delivered: Counter,
+    /// Delivery attempts of an event that did not succeed: a retry or
+    /// rejection outcome, or the event's share of a failed call.
+    pub failed: Counter,
     /// Outcomes asking for another attempt.
     pub retried: Counter,
     /// Rejected by the plugin, or out of retries.
@@ -42,6 +87,8 @@ pub struct DestinationStats {
     pub call_failures: Counter,
     /// Quota breaches, by [`QuotaKind::index`].
     pub breaches: [Counter; QuotaKind::ALL.len()],
+    /// Wall time of each `deliver` call.
+    pub call_latency: Histogram,
     /// What `switchyard status` shows.
     pub status: Mutex<DestinationStatus>,
 }
@@ -51,8 +98,16 @@ pub struct DestinationStats {
 pub struct DestinationStatus {
     /// SHA-256 of the plugin's `.wasm`, hex.
     pub plugin_hash: String,
+    /// The contract version the plugin was built against.
+    pub plugin_contract: String,
     /// When the plugin was loaded, ms since the Unix epoch.
     pub plugin_loaded_ms: i64,
+    /// Events delivered by each plugin version (by hash) since start.
+    pub delivered_by_plugin: BTreeMap<String, u64>,
+    /// The last plugin version or settings refused on a reload, and why.
+    pub refused: Option<Refusal>,
+    /// Paused by the operator: no new calls.
+    pub paused: bool,
     /// Why the destination is quarantined; `None` while active.
     pub quarantined: Option<String>,
     /// When a call last succeeded / failed, ms since the Unix epoch.
@@ -61,7 +116,41 @@ pub struct DestinationStatus {
     pub last_failure: Option<String>,
 }
 
+/// A new plugin version or config that was not adopted.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Refusal {
+    /// The refused plugin's hash, when it could be read.
+    pub plugin_hash: Option<String>,
+    pub reason: String,
+    /// When, ms since the Unix epoch.
+    pub at_ms: i64,
+}
+
 impl DestinationStats {
+    /// A new destination's counters.
+    pub fn new(name: &str) -> DestinationStats {
+        DestinationStats { name: name.to_owned(), ..Default::default() }
+    }
+
+    /// Counts `n` events delivered by the plugin version `hash`.
+    pub fn delivered_by(&self, hash: &str, n: u64) {
+        if n > 0 {
+            self.update_status(|s| *s.delivered_by_plugin.entry(hash.to_owned()).or_default() += n);
+        }
+    }
+
+    /// The state operators see: `paused`, `quarantined` or `active`.
+    pub fn state(&self) -> &'static str {
+        let s = self.status();
+        if s.paused {
+            "paused"
+        } else if s.quarantined.is_some() {
+            "quarantined"
+        } else {
+            "active"
+        }
+    }
+
     /// A copy of the status.
     pub fn status(&self) -> DestinationStatus {
         self.status.lock().map(|s| s.clone()).unwrap_or_default()
@@ -87,23 +176,58 @@ pub struct SourceStats {
 /// A counter family: name, help text and how to read it from `T`.
 type Series<T> = (&'static str, &'static str, fn(&T) -> u64);
 
-/// Everything `/metrics` shows.
+/// Everything `/metrics` shows. Destinations and sources come and go with
+/// reloads.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    pub destinations: Vec<Arc<DestinationStats>>,
-    pub sources: Vec<Arc<SourceStats>>,
+    pub destinations: RwLock<Vec<Arc<DestinationStats>>>,
+    pub sources: RwLock<Vec<Arc<SourceStats>>>,
     /// Requests refused before a source was known (bad key, bad JSON, size).
     pub rejected_requests: Counter,
+    /// Reloads applied and refused.
+    pub reloads_applied: Counter,
+    pub reloads_refused: Counter,
 }
 
 impl Metrics {
-    /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
+    /// The current destinations.
+    pub fn destinations(&self) -> Vec<Arc<DestinationStats>> {
+        self.destinations.read().map(|d| d.clone()).unwrap_or_default()
+    }
+
+    /// The destination named `name`.
+    pub fn destination(&self, name: &str) -> Option<Arc<DestinationStats>> {
+        self.destinations.read().ok()?.iter().find(|d| d.name == name).cloned()
+    }
+
+    /// The current sources.
+    pub fn sources(&self) -> Vec<Arc<SourceStats>> {
+        self.sources.read().map(|d| d.clone()).unwrap_or_default()
+    }
+
+    /// Replaces the destinations and sources shown.
+    pub fn set(&self, destinations: Vec<Arc<DestinationStats>>, sources: Vec<Arc<SourceStats>>) {
+        if let Ok(mut d) = self.destinations.write() {
+            *d = destinations;
+        }
+        if let Ok(mut s) = self.sources.write() {
+            *s = sources;
+        }
+    }
+
+    /// The Prometheus text exposition; `backlog` gives a destination's
+    /// events not yet finished.
+    pub fn render(&self, backlog: &dyn Fn(&str) -> Option<u64>) -> String {
         let mut out = String::new();
-        let dest: [Series<DestinationStats>; 6] = [
+        let destinations = self.destinations();
+        let sources = self.sources();
+        let dest: [Series<DestinationStats>; 7] = [
             ("switchyard_destination_received_total", "Events routed to the destination", |d| d.received.get()),
             ("switchyard_destination_filtered_total", "Events not subscribed by the destination", |d| d.filtered.get()),
             ("switchyard_destination_delivered_total", "Events the destination accepted", |d| d.delivered.get()),
+            ("switchyard_destination_failed_total", "Delivery attempts of an event that did not succeed", |d| {
+                d.failed.get()
+            }),
             ("switchyard_destination_retried_total", "Delivery attempts that asked for a retry", |d| d.retried.get()),
             ("switchyard_destination_dead_lettered_total", "Events rejected or out of retries", |d| {
                 d.dead_lettered.get()
@@ -114,19 +238,36 @@ impl Metrics {
         ];
         for (name, help, get) in dest {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for d in &self.destinations {
+            for d in &destinations {
                 let _ = writeln!(out, "{name}{{destination=\"{}\"}} {}", d.name, get(d));
             }
         }
+        let name = "switchyard_destination_backlog";
+        let _ = writeln!(out, "# HELP {name} Events in the log not yet finished by the destination\n# TYPE {name} gauge");
+        for d in &destinations {
+            if let Some(n) = backlog(&d.name) {
+                let _ = writeln!(out, "{name}{{destination=\"{}\"}} {n}", d.name);
+            }
+        }
+        let name = "switchyard_destination_paused";
+        let _ = writeln!(out, "# HELP {name} 1 while the operator has paused the destination\n# TYPE {name} gauge");
+        for d in &destinations {
+            let _ = writeln!(out, "{name}{{destination=\"{}\"}} {}", d.name, u8::from(d.status().paused));
+        }
+        let name = "switchyard_destination_call_duration_seconds";
+        let _ = writeln!(out, "# HELP {name} Wall time of plugin deliver calls\n# TYPE {name} histogram");
+        for d in &destinations {
+            d.call_latency.render(&mut out, name, &format!("destination=\"{}\"", d.name));
+        }
         let name = "switchyard_destination_quarantined";
         let _ = writeln!(out, "# HELP {name} 1 while the destination is quarantined\n# TYPE {name} gauge");
-        for d in &self.destinations {
+        for d in &destinations {
             let _ =
                 writeln!(out, "{name}{{destination=\"{}\"}} {}", d.name, u8::from(d.status().quarantined.is_some()));
         }
         let name = "switchyard_destination_quota_breaches_total";
         let _ = writeln!(out, "# HELP {name} Plugin calls that overstepped a sandbox quota\n# TYPE {name} counter");
-        for d in &self.destinations {
+        for d in &destinations {
             for kind in QuotaKind::ALL {
                 let n = d.breaches[kind.index()].get();
                 let _ = writeln!(out, "{name}{{destination=\"{}\",quota=\"{kind}\"}} {n}", d.name);
@@ -141,7 +282,7 @@ impl Metrics {
         ];
         for (name, help, get) in src {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for s in &self.sources {
+            for s in &sources {
                 let _ = writeln!(out, "{name}{{source=\"{}\"}} {}", s.name, get(s));
             }
         }
@@ -150,6 +291,13 @@ impl Metrics {
             out,
             "# HELP {name} Requests refused before reaching a source\n# TYPE {name} counter\n{name} {}",
             self.rejected_requests.get()
+        );
+        let name = "switchyard_reloads_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Config and plugin reloads\n# TYPE {name} counter\n{name}{{result=\"applied\"}} {}\n{name}{{result=\"refused\"}} {}",
+            self.reloads_applied.get(),
+            self.reloads_refused.get()
         );
         out
     }

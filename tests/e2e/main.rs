@@ -6,6 +6,7 @@ mod amplitude;
 mod clients;
 mod durability;
 mod hostile;
+mod reload;
 mod secrets;
 mod startup;
 mod statsig;

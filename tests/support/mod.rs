@@ -174,6 +174,21 @@ impl Switchyard {
         (child, dir, port, admin_port, log)
     }
 
+    /// The config file the server runs on.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("switchyard.toml")
+    }
+
+    /// Replaces the config file (placeholders filled in as at start) the way
+    /// editors do: write a temporary file, then rename it over the old one.
+    pub fn rewrite_config(&self, config: &str) {
+        let text = config
+            .replace("{port}", &self.port.to_string())
+            .replace("{admin_port}", &self.admin_port.to_string())
+            .replace("{data_dir}", &self.dir.path().join("data").display().to_string());
+        replace_file(&self.config_path(), text.as_bytes());
+    }
+
     /// Everything the server logged so far.
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -219,6 +234,14 @@ impl Drop for Switchyard {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file beside it, renamed
+/// over it (as editors and deploy scripts do).
+pub fn replace_file(path: &Path, bytes: &[u8]) {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes).expect("write temporary file");
+    std::fs::rename(&tmp, path).expect("rename over the file");
 }
 
 /// Sends one HTTP request and returns the status and body.

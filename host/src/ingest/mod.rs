@@ -37,14 +37,18 @@ use crate::router::EventSink;
 use crate::spec::{self, BatchMeta, Envelope, EventType};
 
 /// A source: a write key and its counters.
+#[derive(Clone)]
 pub struct Source {
     pub name: Arc<str>,
     pub stats: Arc<SourceStats>,
 }
 
+/// The sources by write key; replaced whole when a reload changes them.
+pub type Sources = Arc<arc_swap::ArcSwap<HashMap<String, Source>>>;
+
 /// What the tracking API needs.
 pub struct Ingest<S> {
-    pub sources: HashMap<String, Source>,
+    pub sources: Sources,
     pub sink: S,
     pub metrics: Arc<Metrics>,
     pub max_request_bytes: usize,
@@ -186,9 +190,9 @@ impl<S: EventSink> Ingest<S> {
         let mut accepted = Vec::with_capacity(body.batch.len());
         for (i, raw) in body.batch.iter().enumerate() {
             let event = spec::normalize(raw.get(), None, &meta, received_at, &source.name);
-            self.tally(source, i, event, &mut accepted);
+            self.tally(&source, i, event, &mut accepted);
         }
-        self.accept(source, accepted).await
+        self.accept(&source, accepted).await
     }
 
     async fn single(
@@ -221,12 +225,12 @@ impl<S: EventSink> Ingest<S> {
         };
         let mut accepted = Vec::with_capacity(1);
         let event = spec::normalize(text, Some(kind), &BatchMeta::default(), received_at, &source.name);
-        self.tally(source, 0, event, &mut accepted);
-        self.accept(source, accepted).await
+        self.tally(&source, 0, event, &mut accepted);
+        self.accept(&source, accepted).await
     }
 
-    fn authenticate(&self, key: Option<String>) -> Option<&Source> {
-        let source = self.sources.get(key.as_deref()?)?;
+    fn authenticate(&self, key: Option<String>) -> Option<Source> {
+        let source = self.sources.load().get(key.as_deref()?)?.clone();
         source.stats.requests.inc();
         Some(source)
     }

@@ -28,16 +28,20 @@ pub fn check_header(bytes: &[u8]) -> Result<(), String> {
     }
 }
 
-/// Checks the component's imports and exports against the contract.
+/// Checks the component's imports and exports against the contract, and
+/// returns the contract version it was built against (this host's, when it
+/// imports none of the contract's interfaces).
 ///
 /// # Errors
 ///
 /// Names the first missing export or unsupported import.
-pub fn check(engine: &Engine, component: &Component) -> Result<(), String> {
+pub fn check(engine: &Engine, component: &Component) -> Result<String, String> {
     let ty = component.component_type();
+    let mut built_for = None;
     for (name, _) in ty.imports(engine) {
         if let Some(rest) = name.strip_prefix(PACKAGE) {
             let version = rest.rsplit_once('@').map(|(_, v)| v).unwrap_or("");
+            built_for.get_or_insert_with(|| version.to_owned());
             if !supported(version) {
                 return Err(format!(
                     "was built against contract {PACKAGE}@{version}, but this host runs {CONTRACT} \
@@ -71,7 +75,7 @@ pub fn check(engine: &Engine, component: &Component) -> Result<(), String> {
             }
         }
     }
-    Ok(())
+    Ok(built_for.unwrap_or_else(|| CONTRACT.rsplit_once('@').map_or("", |(_, v)| v).to_owned()))
 }
 
 /// Semver-compatible with the supported version (0.x: same minor).

@@ -158,14 +158,14 @@ impl Runtime {
         contract::check_header(&bytes).map_err(fail)?;
         let hash = cache::content_hash(&bytes);
         let component = cache::compile_cached(&self.engine, &self.cache_dir, &hash, &bytes).map_err(fail)?;
-        contract::check(&self.engine, &component).map_err(fail)?;
+        let contract = contract::check(&self.engine, &component).map_err(fail)?;
         let pre = self
             .linker
             .instantiate_pre(&component)
             .map_err(|e| fail(format!("not a valid {CONTRACT} plugin: {e:#}")))?;
         let pre =
             bindings::DestinationPre::new(pre).map_err(|e| fail(format!("not a valid {CONTRACT} plugin: {e:#}")))?;
-        Ok(Plugin { path: path.to_owned(), hash, pre, loaded_at: SystemTime::now() })
+        Ok(Plugin { path: path.to_owned(), hash, contract, pre, loaded_at: SystemTime::now() })
     }
 
     /// Compiles `bytes` without caching, for benchmarks of load time.
@@ -184,12 +184,24 @@ impl Drop for Runtime {
     }
 }
 
+/// The content hash (SHA-256, hex) of the plugin file at `path`, as
+/// [`Plugin::hash`] would be.
+///
+/// # Errors
+///
+/// When the file cannot be read.
+pub fn file_hash(path: &Path) -> std::io::Result<String> {
+    Ok(cache::content_hash(&std::fs::read(path)?))
+}
+
 /// A loaded, pre-linked plugin version. Cheap to instantiate many times.
 #[derive(Clone)]
 pub struct Plugin {
     pub path: PathBuf,
     /// SHA-256 of the `.wasm`, hex.
     pub hash: String,
+    /// The contract version it was built against, e.g. `0.1.0`.
+    pub contract: String,
     pub loaded_at: SystemTime,
     pre: bindings::DestinationPre<HostState>,
 }

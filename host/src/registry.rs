@@ -1,0 +1,462 @@
+//! What runs: each destination's deploy (plugin version, settings, policy)
+//! and worker, and the sources. [`Registry::reload`] applies a changed
+//! config file or plugin without a restart.
+//!
+//! # Reloads
+//!
+//! A reload reads the config file again and compares every destination with
+//! what runs. A destination whose config or plugin file (by content hash)
+//! changed gets a new deploy: the plugin is compiled off the delivery path
+//! (or taken from the compiled cache), instantiated and `init`ed with its
+//! settings, and only when that succeeds handed to the worker, which
+//! switches before its next batch (see [`crate::delivery`]). New
+//! destinations start; removed ones stop, keeping their cursor — and with
+//! it their undelivered events — until [`Registry::purge`]. Sources are
+//! swapped whole.
+//!
+//! A reload is all or nothing: an invalid config, or any plugin that fails
+//! to load or `init`, refuses the whole reload and everything keeps running
+//! as it was. The refusal is logged, counted
+//! (`switchyard_reloads_total{result="refused"}`) and shown per destination
+//! in the admin API and `switchyard status`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use tokio::sync::{Mutex, watch};
+use tokio::task::JoinHandle;
+
+use crate::app::{grants_for, settings_json};
+use crate::capabilities::http::Transport;
+use crate::config::{Config, DestinationConfig};
+use crate::cursor::Cursors;
+use crate::deadletter::DeadLetters;
+use crate::delivery::{Deploy, WorkerSpec, run_worker};
+use crate::ingest::{Source, Sources};
+use crate::log::{EventLog, SegmentLog};
+use crate::metrics::{DestinationStats, Metrics, Refusal, SourceStats};
+use crate::router::Subscription;
+use crate::runtime::{CallError, Plugin, Runtime};
+
+/// Why a reload was refused. Nothing changed.
+#[derive(Debug, thiserror::Error)]
+#[error("reload refused: {0}")]
+pub struct ReloadError(pub String);
+
+/// What a reload changed.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct ReloadReport {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// Destinations with a new plugin version or config.
+    pub updated: Vec<String>,
+    pub sources_changed: bool,
+}
+
+impl ReloadReport {
+    /// Whether anything changed.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.updated.is_empty() && !self.sources_changed
+    }
+}
+
+/// Why an admin action on one destination could not be done.
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    #[error("no destination named `{0}`")]
+    NotFound(String),
+    #[error("destination `{0}` is in the config: remove it from the config before purging it")]
+    Configured(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The running destinations and sources.
+pub struct Registry {
+    config_path: PathBuf,
+    runtime: Arc<Runtime>,
+    transport: Arc<dyn Transport>,
+    log: Arc<SegmentLog>,
+    cursors: Cursors,
+    metrics: Arc<Metrics>,
+    sources: Sources,
+    data_dir: PathBuf,
+    state: Mutex<State>,
+}
+
+struct State {
+    config: Config,
+    running: BTreeMap<String, Running>,
+    /// Workers being stopped, so shutdown can wait for them.
+    stopping: Vec<JoinHandle<()>>,
+}
+
+/// One destination's worker and the handles to steer it.
+struct Running {
+    config: DestinationConfig,
+    plugin_hash: String,
+    generation: u64,
+    deploy: watch::Sender<Arc<Deploy>>,
+    paused: watch::Sender<bool>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+    stats: Arc<DestinationStats>,
+    dead_letters: Arc<DeadLetters>,
+}
+
+/// A destination's plugin, loaded and checked, ready to deploy.
+struct Checked {
+    plugin: Plugin,
+    config: DestinationConfig,
+}
+
+impl Registry {
+    /// Starts a worker for every destination of `config` (whose plugins
+    /// `loaded` holds, in order) and publishes its sources.
+    ///
+    /// # Errors
+    ///
+    /// When a destination's dead-letter store cannot be opened.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        config_path: PathBuf,
+        config: Config,
+        loaded: Vec<Plugin>,
+        runtime: Arc<Runtime>,
+        transport: Arc<dyn Transport>,
+        log: Arc<SegmentLog>,
+        cursors: Cursors,
+        metrics: Arc<Metrics>,
+        sources: Sources,
+    ) -> anyhow::Result<Arc<Registry>> {
+        let data_dir = config.server.data_dir.clone();
+        let registry = Registry {
+            config_path,
+            runtime,
+            transport,
+            log,
+            cursors,
+            metrics,
+            sources,
+            data_dir,
+            state: Mutex::new(State { config: config.clone(), running: BTreeMap::new(), stopping: Vec::new() }),
+        };
+        let mut running = BTreeMap::new();
+        for (d, plugin) in config.destinations.iter().zip(loaded) {
+            let checked = Checked { plugin, config: d.clone() };
+            running.insert(d.name.clone(), registry.spawn(&config, checked)?);
+        }
+        registry.publish_sources(&config, &[]);
+        registry.publish_destinations(&running);
+        registry.state.try_lock().map_err(|_| anyhow::anyhow!("registry busy at start"))?.running = running;
+        Ok(Arc::new(registry))
+    }
+
+    /// The config file this registry reloads from.
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// Every file a reload reads: the config and each destination's plugin.
+    pub async fn watched_files(&self) -> Vec<PathBuf> {
+        let state = self.state.lock().await;
+        let mut files = vec![self.config_path.clone()];
+        files.extend(state.config.destinations.iter().map(|d| d.plugin.clone()));
+        files
+    }
+
+    /// Reads the config file again and applies what changed, all or nothing.
+    ///
+    /// # Errors
+    ///
+    /// A [`ReloadError`] when the config is invalid or a changed plugin
+    /// fails to load or `init`; nothing changed then.
+    pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        let mut state = self.state.lock().await;
+        let result = self.try_reload(&mut state).await;
+        match &result {
+            Ok(report) if report.is_empty() => tracing::debug!("reload: nothing changed"),
+            Ok(report) => {
+                self.metrics.reloads_applied.inc();
+                tracing::info!(
+                    added = ?report.added,
+                    removed = ?report.removed,
+                    updated = ?report.updated,
+                    sources_changed = report.sources_changed,
+                    "reload applied"
+                );
+            }
+            Err(e) => {
+                self.metrics.reloads_refused.inc();
+                tracing::error!(error = %e, "reload refused; the running config and plugins stay");
+            }
+        }
+        result
+    }
+
+    async fn try_reload(&self, state: &mut State) -> Result<ReloadReport, ReloadError> {
+        let config = Config::load(&self.config_path).map_err(|e| ReloadError(e.to_string()))?;
+        if config.server.listen != state.config.server.listen
+            || config.server.admin_listen != state.config.server.admin_listen
+            || config.server.data_dir != state.config.server.data_dir
+            || config.runtime != state.config.runtime
+        {
+            tracing::warn!("changes to [server] listeners, data_dir and [runtime] take effect at the next restart");
+        }
+
+        // Check every new or changed destination before touching anything.
+        let mut checked = Vec::new();
+        let mut refusals = Vec::new();
+        for d in &config.destinations {
+            let current = state.running.get(&d.name);
+            let hash = crate::runtime::file_hash(&d.plugin).ok();
+            if let Some(r) = current
+                && r.config == *d
+                && hash.as_deref() == Some(r.plugin_hash.as_str())
+            {
+                continue;
+            }
+            match self.check(&config, d).await {
+                Ok(plugin) => checked.push(Checked { plugin, config: d.clone() }),
+                Err(reason) => {
+                    if let Some(r) = current {
+                        let at_ms = chrono::Utc::now().timestamp_millis();
+                        let refusal = Refusal { plugin_hash: hash.clone(), reason: reason.clone(), at_ms };
+                        r.stats.update_status(|s| s.refused = Some(refusal));
+                    }
+                    refusals.push(format!("destination `{}`: {reason}", d.name));
+                }
+            }
+        }
+        if !refusals.is_empty() {
+            return Err(ReloadError(refusals.join("; ")));
+        }
+
+        let mut report = ReloadReport::default();
+        let keep: Vec<&str> = config.destinations.iter().map(|d| d.name.as_str()).collect();
+        let gone: Vec<String> = state.running.keys().filter(|n| !keep.contains(&n.as_str())).cloned().collect();
+        for name in gone {
+            if let Some(r) = state.running.remove(&name) {
+                let backlog = self.cursors.position(&name).map(|at| self.log.end().saturating_sub(at));
+                tracing::info!(
+                    destination = %name,
+                    undelivered = ?backlog,
+                    "destination removed; its undelivered events are kept until it is purged"
+                );
+                let _ = r.stop.send(true);
+                state.stopping.push(r.task);
+                report.removed.push(name);
+            }
+        }
+        for c in checked {
+            let name = c.config.name.clone();
+            if let Some(r) = state.running.get_mut(&name) {
+                r.generation += 1;
+                let deploy = self.deploy(&config, &c, r.generation);
+                set_plugin_status(&r.stats, &c.plugin);
+                r.stats.update_status(|s| s.refused = None);
+                r.plugin_hash = c.plugin.hash.clone();
+                r.config = c.config.clone();
+                let _ = r.deploy.send(Arc::new(deploy));
+                report.updated.push(name);
+            } else {
+                let running = self.spawn(&config, c).map_err(|e| ReloadError(format!("{e:#}")))?;
+                state.running.insert(name.clone(), running);
+                report.added.push(name);
+            }
+        }
+        // Refusals of earlier attempts no longer apply once the config is
+        // accepted as a whole.
+        for r in state.running.values() {
+            r.stats.update_status(|s| s.refused = None);
+        }
+        report.sources_changed = config.sources != state.config.sources;
+        if report.sources_changed {
+            self.publish_sources(&config, &self.metrics.sources());
+        }
+        self.publish_destinations(&state.running);
+        state.config = config;
+        Ok(report)
+    }
+
+    /// Loads `d`'s plugin and checks that `init` accepts its settings.
+    async fn check(&self, config: &Config, d: &DestinationConfig) -> Result<Plugin, String> {
+        let rt = self.runtime.clone();
+        let path = d.plugin.clone();
+        let plugin = tokio::task::spawn_blocking(move || rt.load(&path))
+            .await
+            .map_err(|e| format!("loading panicked: {e}"))?
+            .map_err(|e| e.to_string())?;
+        let grants = grants_for(d, &config.redactor, self.transport.clone());
+        let result: Result<(), CallError> = async {
+            let mut instance = plugin.instantiate(grants).await?;
+            instance.init(&settings_json(d)).await
+        }
+        .await;
+        result.map_err(|e| format!("{}: {e}", d.plugin.display()))?;
+        Ok(plugin)
+    }
+
+    fn deploy(&self, config: &Config, c: &Checked, generation: u64) -> Deploy {
+        let d = &c.config;
+        Deploy {
+            generation,
+            plugin: c.plugin.clone(),
+            grants: grants_for(d, &config.redactor, self.transport.clone()),
+            settings_json: settings_json(d),
+            subscription: Subscription { name: d.name.clone(), types: d.subscribe.types.clone() },
+            batch: d.batch.clone(),
+            retry: d.retry.clone(),
+            max_concurrent_calls: d.quota.max_concurrent_calls,
+            events_per_second: d.quota.events_per_second,
+            quarantine: d.quarantine.clone(),
+        }
+    }
+
+    /// Starts `c`'s worker, reusing its counters when it ran before under
+    /// the same name.
+    fn spawn(&self, config: &Config, c: Checked) -> anyhow::Result<Running> {
+        let name = c.config.name.clone();
+        let dead_letters = Arc::new(
+            DeadLetters::open(&self.data_dir.join("dead-letters").join(&name))
+                .map_err(|e| anyhow::anyhow!("destination `{name}`: opening dead letters: {e}"))?,
+        );
+        let stats = Arc::new(DestinationStats::new(&name));
+        set_plugin_status(&stats, &c.plugin);
+        let (deploy_tx, deploy_rx) = watch::channel(Arc::new(self.deploy(config, &c, 1)));
+        let (paused_tx, paused_rx) = watch::channel(false);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let spec = WorkerSpec {
+            name: Arc::from(name.as_str()),
+            deploy: deploy_rx,
+            paused: paused_rx,
+            stats: stats.clone(),
+            log: self.log.clone(),
+            cursors: self.cursors.clone(),
+            dead_letters: dead_letters.clone(),
+        };
+        let task = tokio::spawn(run_worker(spec, stop_rx));
+        Ok(Running {
+            plugin_hash: c.plugin.hash.clone(),
+            config: c.config,
+            generation: 1,
+            deploy: deploy_tx,
+            paused: paused_tx,
+            stop: stop_tx,
+            task,
+            stats,
+            dead_letters,
+        })
+    }
+
+    /// Publishes the sources of `config`, keeping the counters of those
+    /// that stay.
+    fn publish_sources(&self, config: &Config, previous: &[Arc<SourceStats>]) {
+        let mut by_key = HashMap::new();
+        let mut stats = Vec::new();
+        for s in &config.sources {
+            let st = previous
+                .iter()
+                .find(|p| p.name == s.name)
+                .cloned()
+                .unwrap_or_else(|| Arc::new(SourceStats { name: s.name.clone(), ..Default::default() }));
+            stats.push(st.clone());
+            by_key.insert(s.write_key.clone(), Source { name: Arc::from(s.name.as_str()), stats: st });
+        }
+        self.sources.store(Arc::new(by_key));
+        if let Ok(mut s) = self.metrics.sources.write() {
+            *s = stats;
+        }
+    }
+
+    fn publish_destinations(&self, running: &BTreeMap<String, Running>) {
+        if let Ok(mut d) = self.metrics.destinations.write() {
+            *d = running.values().map(|r| r.stats.clone()).collect();
+        }
+    }
+
+    /// Pauses (no new calls) or resumes `name`.
+    ///
+    /// # Errors
+    ///
+    /// [`ActionError::NotFound`] when no such destination runs.
+    pub async fn set_paused(&self, name: &str, paused: bool) -> Result<(), ActionError> {
+        let state = self.state.lock().await;
+        let r = state.running.get(name).ok_or_else(|| ActionError::NotFound(name.to_owned()))?;
+        r.stats.update_status(|s| s.paused = paused);
+        let _ = r.paused.send(paused);
+        Ok(())
+    }
+
+    /// The dead letters of a running destination.
+    pub async fn dead_letters(&self, name: &str) -> Option<Arc<DeadLetters>> {
+        self.state.lock().await.running.get(name).map(|r| r.dead_letters.clone())
+    }
+
+    /// Destinations removed from the config whose events are still kept.
+    pub async fn removed(&self) -> Vec<String> {
+        let state = self.state.lock().await;
+        self.cursors.names().into_iter().filter(|n| !state.running.contains_key(n)).collect()
+    }
+
+    /// Forgets a removed destination: its cursor (so the log may delete the
+    /// events it never delivered) and its dead letters.
+    ///
+    /// # Errors
+    ///
+    /// When the destination is still configured, unknown, or its files
+    /// cannot be removed.
+    pub async fn purge(&self, name: &str) -> Result<u64, ActionError> {
+        let state = self.state.lock().await;
+        if state.running.contains_key(name) {
+            return Err(ActionError::Configured(name.to_owned()));
+        }
+        let Some(at) = self.cursors.position(name) else { return Err(ActionError::NotFound(name.to_owned())) };
+        let dropped = self.log.end().saturating_sub(at);
+        let min = self.cursors.remove(name)?;
+        let dl = self.data_dir.join("dead-letters").join(name);
+        if dl.exists() {
+            std::fs::remove_dir_all(&dl)?;
+        }
+        if let Some(min) = min {
+            self.log.release(min);
+        }
+        tracing::warn!(destination = name, dropped, "destination purged; its undelivered events are dropped");
+        Ok(dropped)
+    }
+
+    /// Stops every worker: calls in flight finish and cursors are saved,
+    /// for up to `grace`.
+    pub async fn shutdown(&self, grace: Duration) {
+        let mut state = self.state.lock().await;
+        let mut tasks = std::mem::take(&mut state.stopping);
+        for (_, r) in std::mem::take(&mut state.running) {
+            let _ = r.stop.send(true);
+            tasks.push(r.task);
+        }
+        let drained = tokio::time::timeout(grace, async {
+            for t in tasks {
+                let _ = t.await;
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                "destinations did not finish within {grace:?}; unfinished events are redelivered after restart"
+            );
+        }
+    }
+}
+
+/// Shows `plugin` as the destination's current version.
+fn set_plugin_status(stats: &DestinationStats, plugin: &Plugin) {
+    let loaded_ms =
+        plugin.loaded_at.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    stats.update_status(|s| {
+        s.plugin_hash = plugin.hash.clone();
+        s.plugin_contract = plugin.contract.clone();
+        s.plugin_loaded_ms = loaded_ms;
+    });
+}
