@@ -271,8 +271,9 @@ batch = {{ max_events = 500, linger_ms = 20 }}
     let _ = server.await;
 
     let seen = seen.lock().expect("lock");
-    let mut phase = |from: f64, to: f64| -> (usize, f64, f64) {
-        let mut v: Vec<f64> = seen.latencies.iter().filter(|(at, _)| *at >= from && *at < to).map(|(_, l)| *l).collect();
+    let phase = |from: f64, to: f64| -> (usize, f64, f64) {
+        let mut v: Vec<f64> =
+            seen.latencies.iter().filter(|(at, _)| *at >= from && *at < to).map(|(_, l)| *l).collect();
         let n = v.len();
         (n, percentile(&mut v, 0.5), percentile(&mut v, 0.99))
     };

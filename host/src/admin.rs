@@ -100,7 +100,9 @@ async fn route(req: &Request<hyper::body::Incoming>, state: &AdminState) -> Repl
             }
         }
         (&Method::DELETE, ["admin", "destinations", name]) => match state.registry.purge(name).await {
-            Ok(dropped) => reply(StatusCode::OK, json!({"destination": name, "purged": true, "dropped_events": dropped})),
+            Ok(dropped) => {
+                reply(StatusCode::OK, json!({"destination": name, "purged": true, "dropped_events": dropped}))
+            }
             Err(e) => action_error(&e),
         },
         (&Method::GET, ["admin", "destinations", name, "dead-letters"]) => {

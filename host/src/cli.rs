@@ -81,9 +81,8 @@ pub async fn status(config: &Config) -> anyhow::Result<()> {
 pub async fn reload(config: &Config) -> anyhow::Result<()> {
     let body = admin(config, hyper::Method::POST, "/admin/reload").await?;
     let changes = &body["changes"];
-    let list = |key: &str| {
-        changes[key].as_array().map(|a| a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(", "))
-    };
+    let list =
+        |key: &str| changes[key].as_array().map(|a| a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(", "));
     println!(
         "reloaded: added [{}], removed [{}], updated [{}], sources {}",
         list("added").unwrap_or_default(),

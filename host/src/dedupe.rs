@@ -55,7 +55,8 @@ impl Dedupe {
     pub fn open(path: &Path, window: Duration, max_ids: usize) -> std::io::Result<Dedupe> {
         let now = now_ms();
         let window_ms = window.as_millis() as i64;
-        let d = Dedupe { state: Mutex::new(State::default()), path: path.to_owned(), window_ms, max_ids: max_ids.max(2) };
+        let d =
+            Dedupe { state: Mutex::new(State::default()), path: path.to_owned(), window_ms, max_ids: max_ids.max(2) };
         let previous = load(&d.previous_path(), now, window_ms)?;
         let current = load(path, now, window_ms)?;
         let journal = Some(BufWriter::new(OpenOptions::new().create(true).append(true).open(path)?));

@@ -201,7 +201,12 @@ pub async fn run_worker<L: EventLog>(spec: WorkerSpec<L>, shutdown: watch::Recei
         failures: 0,
         quarantine: None,
     };
-    tracing::info!(destination = &*name, cursor = start, max_calls = w.deploy.max_concurrent_calls, "delivery worker started");
+    tracing::info!(
+        destination = &*name,
+        cursor = start,
+        max_calls = w.deploy.max_concurrent_calls,
+        "delivery worker started"
+    );
     let mut calls: JoinSet<CallDone> = JoinSet::new();
     let stop = crate::stopped(shutdown);
     tokio::pin!(stop);

@@ -243,7 +243,8 @@ impl Metrics {
             }
         }
         let name = "switchyard_destination_backlog";
-        let _ = writeln!(out, "# HELP {name} Events in the log not yet finished by the destination\n# TYPE {name} gauge");
+        let _ =
+            writeln!(out, "# HELP {name} Events in the log not yet finished by the destination\n# TYPE {name} gauge");
         for d in &destinations {
             if let Some(n) = backlog(&d.name) {
                 let _ = writeln!(out, "{name}{{destination=\"{}\"}} {n}", d.name);

@@ -95,7 +95,11 @@ fn canonical_dir(p: &Path) -> Option<PathBuf> {
 
 /// Watches the folders of `files`, and stops watching folders in `old`
 /// that no longer hold one. Returns the folders now watched.
-fn watch_dirs(watcher: &mut notify::RecommendedWatcher, old: &BTreeSet<PathBuf>, files: &[PathBuf]) -> BTreeSet<PathBuf> {
+fn watch_dirs(
+    watcher: &mut notify::RecommendedWatcher,
+    old: &BTreeSet<PathBuf>,
+    files: &[PathBuf],
+) -> BTreeSet<PathBuf> {
     let want: BTreeSet<PathBuf> = files.iter().filter_map(|f| canonical_dir(f)).collect();
     for dir in old.difference(&want) {
         let _ = watcher.unwatch(dir);
@@ -110,7 +114,9 @@ fn watch_dirs(watcher: &mut notify::RecommendedWatcher, old: &BTreeSet<PathBuf>,
             Ok(()) => {
                 watching.insert(dir.clone());
             }
-            Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "cannot watch folder; changes there need `switchyard reload`"),
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot watch folder; changes there need `switchyard reload`")
+            }
         }
     }
     watching

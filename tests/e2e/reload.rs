@@ -8,8 +8,8 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -75,7 +75,9 @@ fn sha256(bytes: &[u8]) -> String {
 }
 
 fn events(prefix: &str, range: std::ops::Range<usize>) -> Vec<Value> {
-    range.map(|i| json!({"type": "track", "event": "Reload", "userId": "u", "messageId": format!("{prefix}-{i}")})).collect()
+    range
+        .map(|i| json!({"type": "track", "event": "Reload", "userId": "u", "messageId": format!("{prefix}-{i}")}))
+        .collect()
 }
 
 async fn admin(sy: &Switchyard, method: hyper::Method, path: &str) -> (u16, Value) {
@@ -151,8 +153,7 @@ async fn twenty_plugin_swaps_under_load_lose_nothing() {
         let bytes = webhook_version(version);
         let hash = sha256(&bytes);
         replace_file(&wasm, &bytes);
-        wait_destination(&sy, "hook", &format!("on version {version}"), |d| d["plugin"]["hash"] == hash.as_str())
-            .await;
+        wait_destination(&sy, "hook", &format!("on version {version}"), |d| d["plugin"]["hash"] == hash.as_str()).await;
         hashes.push(hash);
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -262,8 +263,10 @@ async fn config_edits_add_and_remove_destinations_live() {
     wait_destination(&sy, "a", "paused", |d| d["state"] == "paused").await;
     assert_eq!(send("waiting", "wk_test").await.0, 200);
     wait_destination(&sy, "a", "holding 5 events", |d| d["backlog"] == 5).await;
-    let only_b = head().replace("write_key = \"wk_test\"", "write_key = \"wk_test\"\n\n[[sources]]\nname = \"ios\"\nwrite_key = \"wk_ios\"")
-        + &webhook("b", &hook, &rb);
+    let only_b = head().replace(
+        "write_key = \"wk_test\"",
+        "write_key = \"wk_test\"\n\n[[sources]]\nname = \"ios\"\nwrite_key = \"wk_ios\"",
+    ) + &webhook("b", &hook, &rb);
     sy.rewrite_config(&only_b);
     wait_destination(&sy, "b", "added", |d| d["state"] == "active").await;
     let a = wait_destination(&sy, "a", "removed", |d| d["state"] == "removed").await;
