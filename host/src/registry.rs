@@ -315,8 +315,8 @@ impl Registry {
         }
     }
 
-    /// Starts `c`'s worker, reusing its counters when it ran before under
-    /// the same name.
+    /// Starts `c`'s worker with fresh counters; a destination that ran
+    /// before under the same name resumes from its saved cursor.
     fn spawn(&self, config: &Config, c: Checked) -> anyhow::Result<Running> {
         let name = c.config.name.clone();
         let dead_letters = Arc::new(
