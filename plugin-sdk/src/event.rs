@@ -60,6 +60,9 @@ pub struct Event {
     pub timestamp_ms: i64,
     /// The whole normalized event as JSON text.
     pub json: String,
+    /// The name of the source that sent it (`[[sources]]` in the host's
+    /// config): the warehouse keeps one schema per source.
+    pub source: String,
 }
 
 impl Event {
@@ -100,6 +103,8 @@ impl Event {
 
     /// Builds an event from Segment JSON the way the host does, for tests and
     /// fixtures: reads `type`, `messageId`, the ids, the name and `timestamp`.
+    /// The source is [`Event::TEST_SOURCE`]; set [`Event::source`] for
+    /// another.
     ///
     /// # Errors
     ///
@@ -125,6 +130,10 @@ impl Event {
             anonymous_id: text("anonymousId"),
             timestamp_ms,
             json: json.to_owned(),
+            source: Event::TEST_SOURCE.to_owned(),
         })
     }
+
+    /// The source of events built by [`Event::from_segment_json`].
+    pub const TEST_SOURCE: &str = "test";
 }

@@ -81,6 +81,7 @@ impl From<wit::Event> for Event {
             anonymous_id: e.anonymous_id,
             timestamp_ms: e.timestamp_ms,
             json: e.json,
+            source: e.source,
         }
     }
 }

@@ -36,7 +36,7 @@
 //! ```
 //!
 //! Build it with `cargo build --release --target wasm32-wasip2`: the `.wasm`
-//! is a component of the `switchyard:destination@0.1.0` contract, whose WIT
+//! is a component of the `switchyard:destination@0.2.0` contract, whose WIT
 //! ships in this crate's `wit/` folder. On the host target the same code is
 //! unit-tested with plain `cargo test` through [`testing`], with HTTP
 //! responses scripted per test.
@@ -57,7 +57,7 @@ pub use outcome::{InitError, Outcome, RetryClass};
 pub use settings::parse_settings;
 
 /// The version of the WIT contract this SDK builds plugins against.
-pub const CONTRACT_VERSION: &str = "0.1.0";
+pub const CONTRACT_VERSION: &str = "0.2.0";
 
 /// A destination: the one trait a plugin implements.
 ///
@@ -133,7 +133,7 @@ pub mod __private {
     pub mod bindings {
         wit_bindgen::generate!({
             world: "destination",
-            path: "wit/since_v0.1.0",
+            path: "wit/since_v0.2.0",
             pub_export_macro: true,
             export_macro_name: "__export_destination",
             default_bindings_module: "switchyard_plugin_sdk::__private::bindings",

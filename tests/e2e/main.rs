@@ -4,6 +4,7 @@
 
 mod amplitude;
 mod clients;
+mod contract;
 mod durability;
 mod hostile;
 mod reload;

@@ -230,7 +230,7 @@ async fn a_broken_plugin_version_is_refused_and_the_old_one_keeps_delivering() {
     replace_file(&wasm, &next);
     let d = wait_destination(&sy, "hook", "on the fixed version", |d| d["plugin"]["hash"] == hash.as_str()).await;
     assert!(d["plugin"]["refused"].is_null(), "{d}");
-    assert_eq!(d["plugin"]["contract"], "0.1.0", "{d}");
+    assert_eq!(d["plugin"]["contract"], "0.2.0", "{d}");
 }
 
 /// Config edits apply live: a destination is added and another removed;

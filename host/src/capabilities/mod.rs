@@ -5,5 +5,6 @@
 
 pub mod http;
 pub mod log;
+pub mod warehouse;
 
 impl crate::runtime::bindings::types::Host for crate::runtime::HostState {}

@@ -6,10 +6,12 @@ use wasmtime::component::Component;
 use wasmtime::component::types::ComponentItem;
 
 /// The contract this host implements.
-pub const CONTRACT: &str = "switchyard:destination@0.1.0";
+pub const CONTRACT: &str = "switchyard:destination@0.2.0";
 
 const PACKAGE: &str = "switchyard:destination";
-const SUPPORTED: (u64, u64) = (0, 1);
+/// Every contract version this host runs, as (major, minor): any patch
+/// release of these is accepted.
+const SUPPORTED: [(u64, u64); 2] = [(0, 1), (0, 2)];
 
 /// Rejects files that are not Wasm components before the compiler does, with
 /// a hint about the build target.
@@ -44,9 +46,8 @@ pub fn check(engine: &Engine, component: &Component) -> Result<String, String> {
             built_for.get_or_insert_with(|| version.to_owned());
             if !supported(version) {
                 return Err(format!(
-                    "was built against contract {PACKAGE}@{version}, but this host runs {CONTRACT} \
-                     (and compatible 0.{}.x versions)",
-                    SUPPORTED.1
+                    "was built against contract {PACKAGE}@{version}, but this host runs {}",
+                    supported_list()
                 ));
             }
         } else if !name.starts_with("wasi:") {
@@ -81,7 +82,13 @@ pub fn check(engine: &Engine, component: &Component) -> Result<String, String> {
 /// Semver-compatible with the supported version (0.x: same minor).
 fn supported(version: &str) -> bool {
     let mut parts = version.split('.').map(|p| p.split(['-', '+']).next().unwrap_or("").parse::<u64>());
-    matches!((parts.next(), parts.next()), (Some(Ok(major)), Some(Ok(minor))) if (major, minor) == SUPPORTED)
+    matches!((parts.next(), parts.next()), (Some(Ok(major)), Some(Ok(minor))) if SUPPORTED.contains(&(major, minor)))
+}
+
+/// "0.1.x and 0.2.x", for messages.
+fn supported_list() -> String {
+    let list: Vec<String> = SUPPORTED.iter().map(|(major, minor)| format!("{major}.{minor}.x")).collect();
+    list.join(" and ")
 }
 
 #[cfg(test)]
@@ -99,7 +106,8 @@ mod tests {
     fn versions() {
         assert!(supported("0.1.0"));
         assert!(supported("0.1.7"));
-        assert!(!supported("0.2.0"));
+        assert!(supported("0.2.0"));
+        assert!(!supported("0.3.0"));
         assert!(!supported("1.1.0"));
         assert!(!supported(""));
     }

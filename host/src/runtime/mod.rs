@@ -13,6 +13,7 @@
 
 pub mod bindings;
 mod cache;
+mod compat;
 mod contract;
 
 use std::path::{Path, PathBuf};
@@ -125,8 +126,18 @@ impl Runtime {
         };
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
-        bindings::Destination::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(&mut linker, |s| s)
-            .map_err(anyhow::Error::from)?;
+        // Every supported contract version's interfaces, side by side: a
+        // plugin links against the version it was built for.
+        bindings::v0_2::Destination::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(anyhow::Error::from)?;
+        bindings::v0_1::Destination::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(anyhow::Error::from)?;
         std::fs::create_dir_all(&opts.cache_dir)?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
@@ -163,8 +174,7 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| fail(format!("not a valid {CONTRACT} plugin: {e:#}")))?;
-        let pre =
-            bindings::DestinationPre::new(pre).map_err(|e| fail(format!("not a valid {CONTRACT} plugin: {e:#}")))?;
+        let pre = Pre::new(pre, &contract).map_err(|e| fail(format!("not a valid {CONTRACT} plugin: {e:#}")))?;
         Ok(Plugin { path: path.to_owned(), hash, contract, pre, loaded_at: SystemTime::now() })
     }
 
@@ -203,7 +213,52 @@ pub struct Plugin {
     /// The contract version it was built against, e.g. `0.1.0`.
     pub contract: String,
     pub loaded_at: SystemTime,
-    pre: bindings::DestinationPre<HostState>,
+    pre: Pre,
+}
+
+/// A plugin pre-linked against the contract version it was built for.
+#[derive(Clone)]
+enum Pre {
+    V0_1(bindings::v0_1::DestinationPre<HostState>),
+    V0_2(bindings::v0_2::DestinationPre<HostState>),
+}
+
+impl Pre {
+    /// Type-checks the component's exports against `contract`'s world (the
+    /// newest when the plugin imports none of the contract's interfaces and
+    /// so names no version: then an older world is tried too).
+    fn new(pre: wasmtime::component::InstancePre<HostState>, contract: &str) -> anyhow::Result<Pre> {
+        if contract.starts_with("0.1.") {
+            return Ok(Pre::V0_1(bindings::v0_1::DestinationPre::new(pre).map_err(anyhow::Error::from)?));
+        }
+        match bindings::v0_2::DestinationPre::new(pre.clone()) {
+            Ok(p) => Ok(Pre::V0_2(p)),
+            Err(newest) => match bindings::v0_1::DestinationPre::new(pre) {
+                Ok(p) => Ok(Pre::V0_1(p)),
+                Err(_) => Err(anyhow::Error::from(newest)),
+            },
+        }
+    }
+
+    fn engine(&self) -> &Engine {
+        match self {
+            Pre::V0_1(p) => p.engine(),
+            Pre::V0_2(p) => p.engine(),
+        }
+    }
+
+    async fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Guest> {
+        Ok(match self {
+            Pre::V0_1(p) => Guest::V0_1(p.instantiate_async(store).await?),
+            Pre::V0_2(p) => Guest::V0_2(p.instantiate_async(store).await?),
+        })
+    }
+}
+
+/// A live instance's exports, of its contract version.
+enum Guest {
+    V0_1(bindings::v0_1::Destination),
+    V0_2(bindings::v0_2::Destination),
 }
 
 impl std::fmt::Debug for Plugin {
@@ -295,7 +350,7 @@ impl Plugin {
         });
         store.set_epoch_deadline(1);
         let timeout = store.data().grants.call_timeout;
-        let bindings = match tokio::time::timeout(timeout, self.pre.instantiate_async(&mut store)).await {
+        let bindings = match tokio::time::timeout(timeout, self.pre.instantiate(&mut store)).await {
             Err(_) => return Err(call_timeout(timeout)),
             Ok(Err(e)) => return Err(classify_trap(&e, &mut store)),
             Ok(Ok(b)) => b,
@@ -307,7 +362,7 @@ impl Plugin {
 /// A live plugin instance. Not reusable after a failed call: build a new one.
 pub struct Instance {
     store: Store<HostState>,
-    bindings: bindings::Destination,
+    bindings: Guest,
     /// The plugin version it runs.
     pub hash: String,
 }
@@ -330,7 +385,12 @@ impl Instance {
     pub async fn init(&mut self, settings_json: &str) -> Result<(), CallError> {
         self.arm();
         let timeout = self.store.data().grants.call_timeout;
-        let call = self.bindings.call_init(&mut self.store, settings_json);
+        let call = async {
+            match &self.bindings {
+                Guest::V0_2(g) => g.call_init(&mut self.store, settings_json).await,
+                Guest::V0_1(g) => Ok(g.call_init(&mut self.store, settings_json).await?.map_err(compat::init_error)),
+            }
+        };
         match tokio::time::timeout(timeout, call).await {
             Err(_) => Err(call_timeout(timeout)),
             Ok(Err(e)) => Err(classify_trap(&e, &mut self.store)),
@@ -356,7 +416,15 @@ impl Instance {
         let events: Vec<bindings::types::Event<'_>> = batch.iter().map(|e| to_wit(e)).collect();
         self.arm();
         let timeout = self.store.data().grants.call_timeout;
-        let call = self.bindings.call_deliver(&mut self.store, &events);
+        let call = async {
+            match &self.bindings {
+                Guest::V0_2(g) => g.call_deliver(&mut self.store, &events).await,
+                Guest::V0_1(g) => {
+                    let old: Vec<_> = events.iter().map(compat::event).collect();
+                    Ok(g.call_deliver(&mut self.store, &old).await?.into_iter().map(compat::outcome).collect())
+                }
+            }
+        };
         let outcomes = match tokio::time::timeout(timeout, call).await {
             Err(_) => return Err(call_timeout(timeout)),
             Ok(Err(e)) => return Err(classify_trap(&e, &mut self.store)),
@@ -416,6 +484,7 @@ fn to_wit(e: &Envelope) -> bindings::types::Event<'_> {
         anonymous_id: e.anonymous_id.as_deref(),
         timestamp_ms: e.timestamp_ms,
         json: &e.json,
+        source: &e.source,
     }
 }
 

@@ -904,6 +904,7 @@ fn unmappable_events_are_reported_and_left_out() {
         anonymous_id: None,
         timestamp_ms: 0,
         json: r#"{"type":"track","messageId":"bad-0","userId":"u"}"#.to_owned(),
+        source: Event::TEST_SOURCE.to_owned(),
     };
     let not_json = Event { json: "{not json".to_owned(), message_id: "bad-6".to_owned(), ..nameless.clone() };
     let not_object = Event { json: "[1,2]".to_owned(), message_id: "bad-7".to_owned(), ..nameless.clone() };
