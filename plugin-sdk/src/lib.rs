@@ -51,6 +51,7 @@ mod settings;
 pub mod spec;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
+pub mod warehouse;
 
 pub use event::{Event, EventType};
 pub use outcome::{InitError, Outcome, RetryClass};

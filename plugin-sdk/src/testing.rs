@@ -32,9 +32,11 @@ use std::collections::VecDeque;
 
 use crate::http::{HttpError, Request, Response};
 use crate::log::Level;
+use crate::warehouse::{LoadError, LoadReport, TableRows};
 use crate::{Destination, Event, InitError, Outcome};
 
 type Responder = Box<dyn FnMut(&Request) -> Result<Response, HttpError>>;
+type Warehouse = Box<dyn FnMut(&str, &[TableRows]) -> Result<LoadReport, LoadError>>;
 
 #[derive(Default)]
 struct State {
@@ -43,6 +45,8 @@ struct State {
     requests: Vec<Request>,
     logs: Vec<(Level, String)>,
     not_recording: bool,
+    warehouse: Option<Warehouse>,
+    loads: Vec<(String, Vec<TableRows>)>,
 }
 
 thread_local! {
@@ -70,6 +74,17 @@ impl<D: Destination> Harness<D> {
     /// Answers every request with `responder`, after any queued responses.
     pub fn respond(&mut self, responder: impl FnMut(&Request) -> Result<Response, HttpError> + 'static) {
         STATE.with(|s| s.borrow_mut().responder = Some(Box::new(responder)));
+    }
+
+    /// Answers every warehouse load with `warehouse` (without one, loads
+    /// fail with [`LoadError::NotGranted`], as on a host that grants none).
+    pub fn warehouse(&mut self, warehouse: impl FnMut(&str, &[TableRows]) -> Result<LoadReport, LoadError> + 'static) {
+        STATE.with(|s| s.borrow_mut().warehouse = Some(Box::new(warehouse)));
+    }
+
+    /// The warehouse loads so far: (schema, tables), in order.
+    pub fn loads(&self) -> Vec<(String, Vec<TableRows>)> {
+        STATE.with(|s| s.borrow().loads.clone())
     }
 
     /// Queues one response for the next request that finds the queue non-empty.
@@ -155,4 +170,18 @@ pub(crate) fn record_log(level: Level, message: &str) {
             s.logs.push((level, message.to_owned()));
         }
     });
+}
+
+/// Records a warehouse load and answers it with the test's script.
+pub(crate) fn dispatch_load(schema: &str, tables: &[TableRows]) -> Result<LoadReport, LoadError> {
+    STATE.with(|s| {
+        let mut s = s.borrow_mut();
+        if !s.not_recording {
+            s.loads.push((schema.to_owned(), tables.to_vec()));
+        }
+        match s.warehouse.as_mut() {
+            Some(w) => w(schema, tables),
+            None => Err(LoadError::NotGranted),
+        }
+    })
 }

@@ -1,12 +1,13 @@
-//! Switchyard destination (draft): Segment events into a SQL warehouse, in
-//! the schema Segment's own warehouses use, so analysts' existing queries
-//! work unchanged.
+//! Switchyard destination: Segment events into a SQL warehouse, in the
+//! schema Segment's own warehouses use, so analysts' existing queries work
+//! unchanged.
 //!
-//! So far this crate holds only the pure mapping: [`plan()`] turns a batch of
-//! events into a [`LoadPlan`], the rows to write per table with their
-//! columns and inferred types. It does no I/O and keeps no state; the
-//! table-load capability of the host and the [`Destination`] glue that
-//! consumes the plan come later.
+//! [`plan()`] turns a batch of events into a [`LoadPlan`], the rows to
+//! write per table with their columns and inferred types; it does no I/O.
+//! [`Warehouse`] (the [`Destination`]) loads each batch's plan, one
+//! transaction per source schema, through the host's `warehouse`
+//! capability, which creates tables and columns, inserts idempotently by
+//! `id` and sends values that do not fit their column to `discards`.
 //!
 //! The schema in short (details on [`plan`](mod@plan) and in the README):
 //!
@@ -26,9 +27,13 @@
 //!
 //! [`Destination`]: switchyard_plugin_sdk::Destination
 
+mod destination;
 pub mod naming;
 pub mod plan;
 #[cfg(test)]
 mod tests;
 
+pub use crate::destination::{Settings, Warehouse};
 pub use crate::plan::{ColumnType, LoadPlan, TableRows, Value, plan, plan_at};
+
+switchyard_plugin_sdk::export_destination!(Warehouse);

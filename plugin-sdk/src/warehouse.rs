@@ -1,0 +1,126 @@
+//! Table loads into the warehouse the operator connected to this
+//! destination: the host's `warehouse` capability (contract 0.2).
+//!
+//! A destination describes rows per table ([`TableRows`]) and calls
+//! [`load`]; the host creates the schema, the tables and any missing
+//! columns, inserts the rows idempotently by their key (upserting where
+//! asked), and writes values that do not fit their column's type to the
+//! schema's `discards` table — all in one transaction. Only destinations
+//! whose config grants a warehouse may load; for the others every call
+//! fails with [`LoadError::NotGranted`].
+//!
+//! Natively, [`testing::Harness`](crate::testing::Harness) records each
+//! load and answers it as the test scripts.
+
+/// A column's SQL type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ColumnType {
+    Text,
+    BigInt,
+    Double,
+    Boolean,
+    /// An instant, as RFC 3339 text.
+    Timestamp,
+}
+
+/// One cell.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Text(String),
+    BigInt(i64),
+    Double(f64),
+    Boolean(bool),
+    /// RFC 3339 text.
+    Timestamp(String),
+}
+
+/// Rows for one table: every row has one value per column, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableRows {
+    pub table: String,
+    pub columns: Vec<(String, ColumnType)>,
+    pub rows: Vec<Vec<Value>>,
+    /// The column rows are keyed on.
+    pub key: String,
+    /// Whether a row whose key exists updates the columns it sets, instead
+    /// of being ignored.
+    pub upsert: bool,
+}
+
+/// What a load did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LoadReport {
+    /// Rows new to their table.
+    pub inserted: u64,
+    /// Rows whose key was there already (ignored, or upserted).
+    pub existing: u64,
+    /// Values that did not fit their column and went to `discards`.
+    pub discarded: u64,
+}
+
+/// Why a load did not happen. Nothing was written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError {
+    /// This destination has no warehouse connection in the host's config.
+    #[error("no warehouse is granted to this destination (set `warehouse` in its config)")]
+    NotGranted,
+    /// The warehouse cannot be reached or is busy: loading the same rows
+    /// again later is safe.
+    #[error("warehouse unavailable: {0}")]
+    Unavailable(String),
+    /// The load can never succeed as it is.
+    #[error("invalid load: {0}")]
+    Invalid(String),
+}
+
+/// Loads `tables` into `schema` in one transaction.
+///
+/// # Errors
+///
+/// A [`LoadError`]; retry [`LoadError::Unavailable`] later.
+#[cfg(target_arch = "wasm32")]
+pub fn load(schema: &str, tables: &[TableRows]) -> Result<LoadReport, LoadError> {
+    use crate::__private::bindings::switchyard::destination::warehouse as wit;
+    let kind = |t: ColumnType| match t {
+        ColumnType::Text => wit::ColumnType::Text,
+        ColumnType::BigInt => wit::ColumnType::Bigint,
+        ColumnType::Double => wit::ColumnType::Double,
+        ColumnType::Boolean => wit::ColumnType::Boolean,
+        ColumnType::Timestamp => wit::ColumnType::Timestamp,
+    };
+    let value = |v: &Value| match v {
+        Value::Null => wit::Value::Null,
+        Value::Text(s) => wit::Value::Text(s.clone()),
+        Value::BigInt(n) => wit::Value::Bigint(*n),
+        Value::Double(f) => wit::Value::Double(*f),
+        Value::Boolean(b) => wit::Value::Boolean(*b),
+        Value::Timestamp(s) => wit::Value::Timestamp(s.clone()),
+    };
+    let tables: Vec<wit::TableRows> = tables
+        .iter()
+        .map(|t| wit::TableRows {
+            table: t.table.clone(),
+            columns: t.columns.iter().map(|(name, ty)| wit::Column { name: name.clone(), kind: kind(*ty) }).collect(),
+            rows: t.rows.iter().map(|row| row.iter().map(value).collect()).collect(),
+            key: t.key.clone(),
+            upsert: t.upsert,
+        })
+        .collect();
+    match wit::load(schema, &tables) {
+        Ok(r) => Ok(LoadReport { inserted: r.inserted, existing: r.existing, discarded: r.discarded }),
+        Err(wit::LoadError::NotGranted) => Err(LoadError::NotGranted),
+        Err(wit::LoadError::Unavailable(m)) => Err(LoadError::Unavailable(m)),
+        Err(wit::LoadError::Invalid(m)) => Err(LoadError::Invalid(m)),
+    }
+}
+
+/// Hands the load to the scripted warehouse of the current test.
+///
+/// # Errors
+///
+/// What the script returns; [`LoadError::NotGranted`] when none is set.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn load(schema: &str, tables: &[TableRows]) -> Result<LoadReport, LoadError> {
+    crate::testing::dispatch_load(schema, tables)
+}
