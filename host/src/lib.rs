@@ -26,6 +26,7 @@ pub mod registry;
 pub mod router;
 pub mod runtime;
 pub mod spec;
+pub mod warehouse;
 pub mod watcher;
 
 /// Resolves once `flag` turns true (or its sender is gone).

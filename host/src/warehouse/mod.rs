@@ -1,0 +1,311 @@
+//! Table loads into a SQL warehouse: the host side of the warehouse
+//! destination (issue 7). The plugin maps a batch of events to a
+//! [`LoadPlan`] (rows per table, in Segment's schema); the host runs it
+//! against PostgreSQL ([`PostgresWarehouse`]) or an embedded SQLite
+//! directory ([`SqliteWarehouse`]), picked by [`Warehouse::connect`].
+//!
+//! # What a load does
+//!
+//! Both backends do the same, in ONE transaction per [`Warehouse::load`]
+//! (nothing of a failed load stays behind):
+//!
+//! 1. ensure the schema exists (PostgreSQL: a schema; SQLite: one database
+//!    file per schema, `<dir>/<schema>.db`, attached under the schema's name,
+//!    so analysts query `web.tracks` in both);
+//! 2. ensure each table exists, created with all its columns and the key
+//!    column as `TEXT PRIMARY KEY`, and add the columns it lacks
+//!    (`ALTER TABLE … ADD COLUMN`). The existing columns and their types are
+//!    read from the catalog and cached per connection; the cache is dropped
+//!    whenever a load fails, so the next load reads it afresh;
+//! 3. a value that does not fit its existing column is stored as NULL there
+//!    and recorded in the schema's [`DISCARDS_TABLE`] instead; it never
+//!    fails the load. What fits: a value of the column's type, a
+//!    [`BigInt`](Value::BigInt) in a [`Double`](ColumnType::Double) column,
+//!    anything in a [`Text`](ColumnType::Text) column (as its
+//!    [`Value::to_text`] form), a [`Timestamp`](Value::Timestamp) that parses
+//!    in a timestamp column. A column of a type this module does not create
+//!    (say `integer` or `jsonb`, made by hand) takes no value but NULL. So
+//!    does a column named like a PostgreSQL system column (`xmin`, `ctid`…,
+//!    which PostgreSQL cannot create): its values are discarded in both
+//!    backends, with the column type `reserved`;
+//! 4. insert rows idempotently by the key: a key already in the table adds
+//!    no row (`ON CONFLICT (id) DO NOTHING`); for [`upsert`](TableRows::upsert)
+//!    tables (`users`) the existing row takes the new row's non-null values
+//!    (`COALESCE(excluded.col, t.col)`), keeping the earlier ones where the
+//!    new row has NULL. Rows of one plan with the same key of an upsert
+//!    table are merged the same way first.
+//!
+//! # Types
+//!
+//! | [`ColumnType`] | PostgreSQL | SQLite (declared type: stored as) |
+//! |---|---|---|
+//! | `Text` | `text` | `TEXT` |
+//! | `BigInt` | `bigint` | `INTEGER` |
+//! | `Double` | `double precision` | `REAL` |
+//! | `Boolean` | `boolean` | `BOOLEAN`: integer 0 / 1 |
+//! | `Timestamp` | `timestamptz` | `TIMESTAMP`: ISO-8601 text in UTC, `2024-05-01T12:00:00.000000Z` |
+//!
+//! SQLite stores booleans as integers and timestamps as text whatever the
+//! declared type; the declared types `BOOLEAN` and `TIMESTAMP` are there so
+//! the catalog (`pragma table_info`) tells them from `INTEGER` and `TEXT`,
+//! which the type-fit rules above need to behave as in PostgreSQL.
+//! Timestamps are normalised to UTC with a fixed six-digit fraction, so
+//! they sort as text.
+//!
+//! Identifiers are always quoted (names may be keywords like `order`); an
+//! empty one, one longer than 63 bytes (PostgreSQL's limit) or one holding a
+//! NUL byte is refused with a non-retryable error, before anything runs.
+//!
+//! # Why SQLite, not DuckDB, is the embedded default
+//!
+//! Build cost: DuckDB is a large C++ code base that adds many minutes and a
+//! big object to every build of the host, while SQLite is one C file
+//! (`rusqlite`'s `bundled` feature). And the result is easy to open: the
+//! schema files are plain SQLite databases that analysts read with
+//! `sqlite3`, DBeaver, Python's `sqlite3`, or DuckDB itself through its
+//! SQLite scanner — WAL mode lets them read while loads go on.
+
+mod postgres;
+mod shape;
+mod sqlite;
+#[cfg(test)]
+mod tests;
+
+pub use postgres::PostgresWarehouse;
+pub use sqlite::SqliteWarehouse;
+
+/// The table of each schema where values that did not fit their column
+/// go; a plan may not name a table so.
+///
+/// Columns: `id` (the row's key), `table_name`, `column_name`,
+/// `column_type` (the existing column's type: `text`, `bigint`, `double`,
+/// `boolean`, `timestamp`, `reserved`, or the catalog's name of a type
+/// this module does not create), `value` (the value's text form),
+/// `received_at` (the row's `received_at` when it has a valid one, else
+/// the load time) and `uuid_ts` (the load time). Keyed on
+/// (`table_name`, `id`, `column_name`): a reloaded row adds no discard, a
+/// later one for the same cell (an upserted user) replaces it.
+pub const DISCARDS_TABLE: &str = "discards";
+
+/// The longest identifier, in bytes: PostgreSQL's `NAMEDATALEN - 1`
+/// (longer names would be truncated silently by the server).
+pub const MAX_IDENTIFIER_LEN: usize = 63;
+
+/// A column's SQL type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ColumnType {
+    Text,
+    BigInt,
+    Double,
+    Boolean,
+    Timestamp,
+}
+
+impl ColumnType {
+    /// The type's name in the [`DISCARDS_TABLE`]'s `column_type`, the same
+    /// for every backend: `text`, `bigint`, `double`, `boolean`,
+    /// `timestamp`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ColumnType::Text => "text",
+            ColumnType::BigInt => "bigint",
+            ColumnType::Double => "double",
+            ColumnType::Boolean => "boolean",
+            ColumnType::Timestamp => "timestamp",
+        }
+    }
+}
+
+/// One cell.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Text(String),
+    BigInt(i64),
+    Double(f64),
+    Boolean(bool),
+    /// RFC 3339 text, as sent
+    Timestamp(String),
+}
+
+impl Value {
+    /// The type of a column holding this value; [`None`] for [`Value::Null`].
+    pub fn column_type(&self) -> Option<ColumnType> {
+        Some(match self {
+            Value::Null => return None,
+            Value::Text(_) => ColumnType::Text,
+            Value::BigInt(_) => ColumnType::BigInt,
+            Value::Double(_) => ColumnType::Double,
+            Value::Boolean(_) => ColumnType::Boolean,
+            Value::Timestamp(_) => ColumnType::Timestamp,
+        })
+    }
+
+    /// The value's text form, as stored in a [`ColumnType::Text`] column and
+    /// in the [`DISCARDS_TABLE`]: strings and timestamps as they are,
+    /// numbers and booleans as JSON text. [`None`] for [`Value::Null`].
+    pub fn to_text(&self) -> Option<String> {
+        Some(match self {
+            Value::Null => return None,
+            Value::Text(s) | Value::Timestamp(s) => s.clone(),
+            Value::BigInt(n) => n.to_string(),
+            Value::Double(f) => serde_json::Number::from_f64(*f).map_or_else(|| f.to_string(), |n| n.to_string()),
+            Value::Boolean(b) => b.to_string(),
+        })
+    }
+}
+
+/// Rows for one table. Every row has one value per column of `columns`,
+/// in that order (a column absent from an event is [`Value::Null`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableRows {
+    pub table: String,
+    /// (name, type); the type is the one a new column is created with.
+    pub columns: Vec<(String, ColumnType)>,
+    pub rows: Vec<Vec<Value>>,
+    /// The column rows are keyed on (`id`); it must be one of `columns` and
+    /// never null.
+    pub key: String,
+    /// Whether a row whose key is already there updates it (`users`)
+    /// rather than being ignored.
+    pub upsert: bool,
+}
+
+/// What one load writes: every table touched, into one schema.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LoadPlan {
+    /// The schema (dataset) the tables live in.
+    pub schema: String,
+    pub tables: Vec<TableRows>,
+}
+
+/// What a load did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LoadReport {
+    /// Rows added.
+    pub inserted: u64,
+    /// Rows ignored because their key was already in the table (or earlier
+    /// in the same table of the plan).
+    pub duplicates: u64,
+    /// Rows of upsert tables merged into an existing row (or into an
+    /// earlier row of the plan with the same key).
+    pub upserted: u64,
+    /// Values stored as NULL and recorded in the [`DISCARDS_TABLE`].
+    pub discarded: u64,
+    /// Tables created.
+    pub tables_created: u64,
+    /// Columns added to existing tables.
+    pub columns_added: u64,
+}
+
+/// Why a load (or a connection) failed. [`WarehouseError::is_retryable`]
+/// tells whether the same load may succeed later.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WarehouseError {
+    /// The connection setting is not one this module understands.
+    #[error("invalid warehouse setting: {0}")]
+    Config(String),
+    /// A schema, table or column name that cannot be used.
+    #[error("invalid identifier {name:?}: {reason}")]
+    InvalidIdentifier { name: String, reason: &'static str },
+    /// A plan that is not well formed (row width, key column, null key…).
+    #[error("invalid load plan: {0}")]
+    InvalidPlan(String),
+    /// The warehouse cannot be reached, the connection was lost or the
+    /// server is shutting down or out of resources. Retryable.
+    #[error("warehouse unavailable: {0}")]
+    Unavailable(String),
+    /// The transaction lost a race (serialization failure, deadlock, a lock
+    /// held elsewhere, concurrent DDL). Retryable.
+    #[error("warehouse conflict: {0}")]
+    Conflict(String),
+    /// Any other error the warehouse reported: not retryable.
+    #[error("warehouse error: {0}")]
+    Database(String),
+    /// A bug or a panic on the host's side: not retryable.
+    #[error("warehouse internal error: {0}")]
+    Internal(String),
+}
+
+impl WarehouseError {
+    /// Whether the same load may succeed if tried again later:
+    /// [`Unavailable`](WarehouseError::Unavailable) and
+    /// [`Conflict`](WarehouseError::Conflict).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, WarehouseError::Unavailable(_) | WarehouseError::Conflict(_))
+    }
+}
+
+/// A warehouse to load into.
+#[derive(Debug)]
+pub enum Warehouse {
+    Postgres(PostgresWarehouse),
+    Sqlite(SqliteWarehouse),
+}
+
+impl Warehouse {
+    /// The warehouse a connection setting names, without connecting yet:
+    /// `postgres://…` or `postgresql://…` (a libpq URL, no TLS) picks
+    /// PostgreSQL, `sqlite:<dir>` (also `sqlite://<dir>`) the embedded
+    /// backend with its schema files in `<dir>`. PostgreSQL connects on the
+    /// first load; use [`Warehouse::connect`] to check the setting at once.
+    ///
+    /// # Errors
+    ///
+    /// [`WarehouseError::Config`] for a setting of another scheme or one
+    /// that does not parse (the message never repeats the setting, which may
+    /// hold a password).
+    pub fn new(url: &str) -> Result<Warehouse, WarehouseError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Warehouse::Postgres(PostgresWarehouse::new(url)?))
+        } else if let Some(rest) = url.strip_prefix("sqlite:") {
+            let dir = rest.strip_prefix("//").unwrap_or(rest);
+            if dir.is_empty() {
+                return Err(WarehouseError::Config("`sqlite:` needs a directory, as in `sqlite:/var/lib/wh`".into()));
+            }
+            Ok(Warehouse::Sqlite(SqliteWarehouse::new(dir)))
+        } else {
+            Err(WarehouseError::Config("expected `postgres://…` or `sqlite:<dir>`".into()))
+        }
+    }
+
+    /// Like [`Warehouse::new`], then connects (PostgreSQL) or creates the
+    /// directory and opens the embedded database (SQLite), so a wrong
+    /// setting shows at once.
+    ///
+    /// # Errors
+    ///
+    /// As [`Warehouse::new`]; then a retryable
+    /// [`Unavailable`](WarehouseError::Unavailable) when the server refuses
+    /// the connection, or the server's error (a wrong password or database
+    /// is not retryable).
+    pub async fn connect(url: &str) -> Result<Warehouse, WarehouseError> {
+        let warehouse = Warehouse::new(url)?;
+        match &warehouse {
+            Warehouse::Postgres(pg) => pg.ping().await?,
+            Warehouse::Sqlite(lite) => lite.ping().await?,
+        }
+        Ok(warehouse)
+    }
+
+    /// Runs `plan` in one transaction: see the [module docs](self).
+    ///
+    /// # Errors
+    ///
+    /// A [`WarehouseError`]; nothing of the plan is written then.
+    /// [`WarehouseError::is_retryable`] tells whether to try again.
+    pub async fn load(&self, plan: &LoadPlan) -> Result<LoadReport, WarehouseError> {
+        match self {
+            Warehouse::Postgres(pg) => pg.load(plan).await,
+            Warehouse::Sqlite(lite) => lite.load(plan).await,
+        }
+    }
+
+    /// The backend's name: `postgres` or `sqlite`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Warehouse::Postgres(_) => "postgres",
+            Warehouse::Sqlite(_) => "sqlite",
+        }
+    }
+}
