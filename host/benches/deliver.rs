@@ -75,6 +75,7 @@ fn grants() -> Arc<Grants> {
         call_timeout: Duration::from_secs(30),
         redactor: Redactor::default(),
         rates: switchyard::quota::Rates::unlimited(),
+        warehouse: None,
     })
 }
 

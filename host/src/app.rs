@@ -54,6 +54,8 @@ pub fn grants_for(d: &DestinationConfig, redactor: &Redactor, transport: Arc<dyn
         call_timeout: Duration::from_millis(d.quota.call_timeout_ms),
         redactor: redactor.clone(),
         rates: Rates::new(&d.quota),
+        // The config checked the setting; PostgreSQL connects on first use.
+        warehouse: d.warehouse.as_deref().and_then(|w| crate::warehouse::Warehouse::new(w).ok()).map(Arc::new),
     })
 }
 

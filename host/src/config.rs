@@ -125,6 +125,11 @@ pub struct DestinationConfig {
     /// Origins (`scheme://host[:port]`) the plugin may call.
     #[serde(default)]
     pub allow_http: Vec<String>,
+    /// The warehouse the plugin may load tables into: `postgres://…` or
+    /// `sqlite:<dir>` (relative to the config file). None: the `warehouse`
+    /// capability is not granted.
+    #[serde(default)]
+    pub warehouse: Option<String>,
     #[serde(default)]
     pub subscribe: Subscribe,
     #[serde(default)]
@@ -326,6 +331,12 @@ impl Config {
             if d.plugin.is_relative() {
                 d.plugin = base.join(&d.plugin);
             }
+            if let Some(dir) = d.warehouse.as_deref().and_then(|w| w.strip_prefix("sqlite:"))
+                && !dir.starts_with('/')
+                && !dir.is_empty()
+            {
+                d.warehouse = Some(format!("sqlite:{}", base.join(dir).display()));
+            }
         }
         config.validate().map_err(|(needle, message)| {
             let line = needle.and_then(|n| text.find(&n)).map(|at| line_of(text, at));
@@ -367,6 +378,11 @@ impl Config {
                 if let Err(e) = crate::capabilities::http::Origin::parse(origin) {
                     return fail(format!("allow_http entry `{origin}`: {e}"));
                 }
+            }
+            if let Some(w) = &d.warehouse
+                && let Err(e) = crate::warehouse::Warehouse::new(w)
+            {
+                return fail(format!("warehouse: {e}"));
             }
             if d.batch.max_events == 0 || d.batch.max_events > 10_000 {
                 return fail("batch.max_events must be between 1 and 10000".into());

@@ -11,4 +11,5 @@ mod reload;
 mod secrets;
 mod startup;
 mod statsig;
+mod warehouse;
 mod webhook;

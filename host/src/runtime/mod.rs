@@ -279,6 +279,8 @@ pub struct Grants {
     pub redactor: Redactor,
     /// HTTP and log rate quotas.
     pub rates: Rates,
+    /// The warehouse the destination may load into; `None`: not granted.
+    pub warehouse: Option<Arc<crate::warehouse::Warehouse>>,
 }
 
 /// The data of one instance's store.

@@ -73,12 +73,15 @@
 //!
 //! # Type conflicts within a batch
 //!
-//! When one column gets values of different types in one table of a batch:
-//! `BigInt` with `Double` widens to `Double` (integers become floats, exact
-//! up to 2^53); any other mix makes the column `Text` and every value of it
-//! becomes its text form ([`Value::to_text`]): strings and timestamps as
-//! sent, numbers and booleans as JSON text (`42`, `1.5`, `true`). A column
-//! already in the warehouse with another type is the loader's business.
+//! When one column gets values of different types in one table of a batch,
+//! the column's type — what a new column is created as — widens: `BigInt`
+//! with `Double` to `Double`, any other mix to `Text`. The values keep their
+//! own types: the loader stores each as its column takes it (any value as
+//! its text form in a `Text` column, an integer in a `Double` one) and
+//! sends what does not fit an existing column to `discards`. So a value
+//! that fits the column already in the warehouse is never turned into one
+//! that does not (a redelivered `3` stays a `3` for a `bigint` column, even
+//! in a batch that also holds `"many"`).
 //!
 //! # Keys
 //!
@@ -383,14 +386,10 @@ fn widen(types: &BTreeSet<ColumnType>) -> ColumnType {
     }
 }
 
-/// `value` in a column of type `to` (the widening of its own type).
-fn coerce(value: &Value, to: ColumnType) -> Value {
-    match (value, to) {
-        (Value::BigInt(n), ColumnType::Double) => Value::Double(*n as f64),
-        (Value::Text(_), ColumnType::Text) => value.clone(),
-        (_, ColumnType::Text) => value.to_text().map_or(Value::Null, Value::Text),
-        _ => value.clone(),
-    }
+/// `value` for a column of type `to`: unchanged (see "Type conflicts
+/// within a batch" above); the loader fits it to the column.
+fn coerce(value: &Value, _to: ColumnType) -> Value {
+    value.clone()
 }
 
 // ---------------------------------------------------------------- events
