@@ -28,10 +28,11 @@
 /// PostgreSQL's limit on identifier length, in bytes (`NAMEDATALEN - 1`).
 pub const MAX_NAME_LEN: usize = 63;
 
-/// The tables of the schema itself. A track event whose name maps to one of
-/// these gets its own table with a leading `_` instead (see
-/// [`event_table`]).
-pub const FIXED_TABLES: [&str; 7] = ["aliases", "groups", "identifies", "pages", "screens", "tracks", "users"];
+/// The tables of the schema itself, and the host's `discards`. A track
+/// event whose name maps to one of these gets its own table with a leading
+/// `_` instead (see [`event_table`]).
+pub const FIXED_TABLES: [&str; 8] =
+    ["aliases", "discards", "groups", "identifies", "pages", "screens", "tracks", "users"];
 
 /// The warehouse form of `raw`: snake_case, `[a-z0-9_]`, at most 63 bytes;
 /// [`None`] when nothing usable is left. See the [module docs](self).

@@ -580,6 +580,7 @@ fn event_names_colliding_with_schema_tables_get_an_underscore() {
         assert_eq!(event_table(fixed), Some(format!("_{fixed}")));
     }
     assert_eq!(event_table("Identifies"), Some("_identifies".to_owned()));
+    assert_eq!(event_table("Discards"), Some("_discards".to_owned()), "the host keeps `discards` for misfit values");
     assert_eq!(event_table("_users_"), Some("_users".to_owned()));
     assert_eq!(event_table("user"), Some("user".to_owned()));
     assert_eq!(event_table("Order Completed"), Some("order_completed".to_owned()));
