@@ -76,6 +76,7 @@ fn grants() -> Arc<Grants> {
         redactor: Redactor::default(),
         rates: switchyard::quota::Rates::unlimited(),
         warehouse: None,
+        warehouse_stats: Default::default(),
     })
 }
 

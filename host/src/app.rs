@@ -15,7 +15,7 @@ use crate::cursor::Cursors;
 use crate::dedupe::Dedupe;
 use crate::ingest::{Ingest, Sources};
 use crate::log::{LogOptions, SegmentLog};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, WarehouseStats};
 use crate::quota::Rates;
 use crate::redact::Redactor;
 use crate::registry::Registry;
@@ -37,8 +37,14 @@ pub fn runtime_for(config: &Config) -> anyhow::Result<Runtime> {
     })
 }
 
-/// A destination's sandbox grants from its config.
-pub fn grants_for(d: &DestinationConfig, redactor: &Redactor, transport: Arc<dyn Transport>) -> Arc<Grants> {
+/// A destination's sandbox grants from its config; its warehouse loads are
+/// counted in `warehouse_stats`.
+pub fn grants_for(
+    d: &DestinationConfig,
+    redactor: &Redactor,
+    transport: Arc<dyn Transport>,
+    warehouse_stats: Arc<WarehouseStats>,
+) -> Arc<Grants> {
     let allow = d.allow_http.iter().filter_map(|o| Origin::parse(o).ok()).collect();
     let policy = HttpPolicy {
         allow,
@@ -56,6 +62,7 @@ pub fn grants_for(d: &DestinationConfig, redactor: &Redactor, transport: Arc<dyn
         rates: Rates::new(&d.quota),
         // The config checked the setting; PostgreSQL connects on first use.
         warehouse: d.warehouse.as_deref().and_then(|w| crate::warehouse::Warehouse::new(w).ok()).map(Arc::new),
+        warehouse_stats,
     })
 }
 
@@ -89,7 +96,7 @@ pub async fn load_destinations(
         let plugin = tokio::task::spawn_blocking(move || rt.load(&path))
             .await?
             .with_context(|| format!("destination `{}`", d.name))?;
-        let grants = grants_for(d, &config.redactor, transport.clone());
+        let grants = grants_for(d, &config.redactor, transport.clone(), Arc::default());
         let checked = match plugin.instantiate(grants.clone()).await {
             Ok(mut instance) => instance.init(&settings_json(d)).await,
             Err(e) => Err(e),

@@ -89,6 +89,8 @@ pub struct DestinationStats {
     pub breaches: [Counter; QuotaKind::ALL.len()],
     /// Wall time of each `deliver` call.
     pub call_latency: Histogram,
+    /// What the destination's warehouse loads did.
+    pub warehouse: Arc<WarehouseStats>,
     /// What `switchyard status` shows.
     pub status: Mutex<DestinationStatus>,
 }
@@ -114,6 +116,19 @@ pub struct DestinationStatus {
     pub last_success_ms: Option<i64>,
     pub last_failure_ms: Option<i64>,
     pub last_failure: Option<String>,
+}
+
+/// Rows a destination loaded through the `warehouse` capability.
+#[derive(Debug, Default)]
+pub struct WarehouseStats {
+    /// Rows new to their table.
+    pub inserted: Counter,
+    /// Rows whose key was there already (ignored, or upserted).
+    pub existing: Counter,
+    /// Values that did not fit their column and went to `discards`.
+    pub discarded: Counter,
+    /// Loads that failed (nothing written).
+    pub failures: Counter,
 }
 
 /// A new plugin version or config that was not adopted.
@@ -259,6 +274,22 @@ impl Metrics {
         let _ = writeln!(out, "# HELP {name} Wall time of plugin deliver calls\n# TYPE {name} histogram");
         for d in &destinations {
             d.call_latency.render(&mut out, name, &format!("destination=\"{}\"", d.name));
+        }
+        let name = "switchyard_destination_warehouse_rows_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Rows loaded through the warehouse capability, by result\n# TYPE {name} counter"
+        );
+        for d in &destinations {
+            let w = &d.warehouse;
+            for (result, n) in [("inserted", &w.inserted), ("existing", &w.existing), ("discarded", &w.discarded)] {
+                let _ = writeln!(out, "{name}{{destination=\"{}\",result=\"{result}\"}} {}", d.name, n.get());
+            }
+        }
+        let name = "switchyard_destination_warehouse_load_failures_total";
+        let _ = writeln!(out, "# HELP {name} Warehouse loads that failed\n# TYPE {name} counter");
+        for d in &destinations {
+            let _ = writeln!(out, "{name}{{destination=\"{}\"}} {}", d.name, d.warehouse.failures.get());
         }
         let name = "switchyard_destination_quarantined";
         let _ = writeln!(out, "# HELP {name} 1 while the destination is quarantined\n# TYPE {name} gauge");

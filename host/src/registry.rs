@@ -254,7 +254,7 @@ impl Registry {
             let name = c.config.name.clone();
             if let Some(r) = state.running.get_mut(&name) {
                 r.generation += 1;
-                let deploy = self.deploy(&config, &c, r.generation);
+                let deploy = self.deploy(&config, &c, r.generation, &r.stats);
                 set_plugin_status(&r.stats, &c.plugin);
                 r.stats.update_status(|s| s.refused = None);
                 r.plugin_hash = c.plugin.hash.clone();
@@ -289,7 +289,7 @@ impl Registry {
             .await
             .map_err(|e| format!("loading panicked: {e}"))?
             .map_err(|e| e.to_string())?;
-        let grants = grants_for(d, &config.redactor, self.transport.clone());
+        let grants = grants_for(d, &config.redactor, self.transport.clone(), Arc::default());
         let result: Result<(), CallError> = async {
             let mut instance = plugin.instantiate(grants).await?;
             instance.init(&settings_json(d)).await
@@ -299,12 +299,12 @@ impl Registry {
         Ok(plugin)
     }
 
-    fn deploy(&self, config: &Config, c: &Checked, generation: u64) -> Deploy {
+    fn deploy(&self, config: &Config, c: &Checked, generation: u64, stats: &DestinationStats) -> Deploy {
         let d = &c.config;
         Deploy {
             generation,
             plugin: c.plugin.clone(),
-            grants: grants_for(d, &config.redactor, self.transport.clone()),
+            grants: grants_for(d, &config.redactor, self.transport.clone(), stats.warehouse.clone()),
             settings_json: settings_json(d),
             subscription: Subscription { name: d.name.clone(), types: d.subscribe.types.clone() },
             batch: d.batch.clone(),
@@ -325,7 +325,7 @@ impl Registry {
         );
         let stats = Arc::new(DestinationStats::new(&name));
         set_plugin_status(&stats, &c.plugin);
-        let (deploy_tx, deploy_rx) = watch::channel(Arc::new(self.deploy(config, &c, 1)));
+        let (deploy_tx, deploy_rx) = watch::channel(Arc::new(self.deploy(config, &c, 1, &stats)));
         let (paused_tx, paused_rx) = watch::channel(false);
         let (stop_tx, stop_rx) = watch::channel(false);
         let spec = WorkerSpec {

@@ -177,6 +177,10 @@ async fn segment_schema_into_the_embedded_warehouse() {
     assert!(file.exists(), "one schema per source, named after it: {}", file.display());
     let db = Lite(file);
     check_schema(&db).await;
+    // 5 events: 3 tracks (each also in its event's table), an identify (and
+    // its user), a page — 9 rows; one value discarded.
+    assert_eq!(sy.metric(&rows("inserted")).await, 9);
+    assert_eq!(sy.metric(&rows("discarded")).await, 1);
 
     // Re-delivery after a crash that lost the cursor: every event is loaded
     // again, and no row is added.
@@ -186,6 +190,12 @@ async fn segment_schema_into_the_embedded_warehouse() {
     sy.restart().await;
     wait_delivered(&sy, 5).await;
     check_schema(&db).await;
+    assert_eq!(sy.metric(&rows("inserted")).await, 0, "the re-delivered rows were all there");
+    assert_eq!(sy.metric(&rows("existing")).await, 9);
+}
+
+fn rows(result: &str) -> String {
+    format!("switchyard_destination_warehouse_rows_total{{destination=\"wh\",result=\"{result}\"}}")
 }
 
 #[tokio::test]
@@ -209,6 +219,7 @@ async fn segment_schema_into_postgres_and_nothing_lost_while_it_refuses_connecti
     assert_eq!(sy.metric("switchyard_destination_delivered_total{destination=\"wh\"}").await, 0);
     assert_eq!(sy.metric("switchyard_destination_dead_lettered_total{destination=\"wh\"}").await, 0);
     assert!(sy.logs().contains("warehouse load failed"), "{}", sy.logs());
+    assert!(sy.metric("switchyard_destination_warehouse_load_failures_total{destination=\"wh\"}").await >= 1);
 
     up.store(true, Ordering::SeqCst);
     wait_delivered(&sy, 4).await;

@@ -22,11 +22,16 @@ impl Host for HostState {
             return Ok(Err(LoadError::NotGranted));
         };
         let plan = wh::LoadPlan { schema, tables: tables.into_iter().map(table).collect() };
+        let stats = &self.grants.warehouse_stats;
         Ok(match warehouse.load(&plan).await {
             Ok(r) => {
+                stats.inserted.add(r.inserted);
+                stats.existing.add(r.duplicates + r.upserted);
+                stats.discarded.add(r.discarded);
                 Ok(LoadReport { inserted: r.inserted, existing: r.duplicates + r.upserted, discarded: r.discarded })
             }
             Err(e) => {
+                stats.failures.inc();
                 let message = self.grants.redactor.redact(&e.to_string());
                 tracing::warn!(destination = &*self.grants.name, error = %message, retryable = e.is_retryable(), "warehouse load failed");
                 if e.is_retryable() { Err(LoadError::Unavailable(message)) } else { Err(LoadError::Invalid(message)) }

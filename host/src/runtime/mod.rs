@@ -281,6 +281,8 @@ pub struct Grants {
     pub rates: Rates,
     /// The warehouse the destination may load into; `None`: not granted.
     pub warehouse: Option<Arc<crate::warehouse::Warehouse>>,
+    /// Where its loads are counted (the destination's, across deploys).
+    pub warehouse_stats: Arc<crate::metrics::WarehouseStats>,
 }
 
 /// The data of one instance's store.
