@@ -35,6 +35,33 @@ pub enum Value {
     Timestamp(String),
 }
 
+impl Value {
+    /// The type of a column holding this value; [`None`] for [`Value::Null`].
+    pub fn column_type(&self) -> Option<ColumnType> {
+        Some(match self {
+            Value::Null => return None,
+            Value::Text(_) => ColumnType::Text,
+            Value::BigInt(_) => ColumnType::BigInt,
+            Value::Double(_) => ColumnType::Double,
+            Value::Boolean(_) => ColumnType::Boolean,
+            Value::Timestamp(_) => ColumnType::Timestamp,
+        })
+    }
+
+    /// The text form the value takes in a [`ColumnType::Text`] column:
+    /// strings and timestamps as they are, numbers and booleans as JSON
+    /// text. [`None`] for [`Value::Null`].
+    pub fn to_text(&self) -> Option<String> {
+        Some(match self {
+            Value::Null => return None,
+            Value::Text(s) | Value::Timestamp(s) => s.clone(),
+            Value::BigInt(n) => n.to_string(),
+            Value::Double(f) => serde_json::Number::from_f64(*f).map_or_else(|| f.to_string(), |n| n.to_string()),
+            Value::Boolean(b) => b.to_string(),
+        })
+    }
+}
+
 /// Rows for one table: every row has one value per column, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TableRows {

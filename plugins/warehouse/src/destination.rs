@@ -8,7 +8,7 @@ use switchyard_plugin_sdk::warehouse::{self, LoadError};
 use switchyard_plugin_sdk::{Destination, Event, InitError, Outcome};
 
 use crate::naming::sql_name;
-use crate::plan::{ColumnType, TableRows, Value, plan};
+use crate::plan::{TableRows, plan};
 
 /// The warehouse destination's settings.
 #[derive(Debug, Default, Deserialize)]
@@ -78,26 +78,12 @@ impl Destination for Warehouse {
     }
 }
 
+/// The plan's rows as the capability takes them (without `sources`).
 fn to_sdk(t: &TableRows) -> warehouse::TableRows {
-    let kind = |c: ColumnType| match c {
-        ColumnType::Text => warehouse::ColumnType::Text,
-        ColumnType::BigInt => warehouse::ColumnType::BigInt,
-        ColumnType::Double => warehouse::ColumnType::Double,
-        ColumnType::Boolean => warehouse::ColumnType::Boolean,
-        ColumnType::Timestamp => warehouse::ColumnType::Timestamp,
-    };
-    let value = |v: &Value| match v {
-        Value::Null => warehouse::Value::Null,
-        Value::Text(s) => warehouse::Value::Text(s.clone()),
-        Value::BigInt(n) => warehouse::Value::BigInt(*n),
-        Value::Double(f) => warehouse::Value::Double(*f),
-        Value::Boolean(b) => warehouse::Value::Boolean(*b),
-        Value::Timestamp(s) => warehouse::Value::Timestamp(s.clone()),
-    };
     warehouse::TableRows {
         table: t.table.clone(),
-        columns: t.columns.iter().map(|(n, c)| (n.clone(), kind(*c))).collect(),
-        rows: t.rows.iter().map(|r| r.iter().map(value).collect()).collect(),
+        columns: t.columns.clone(),
+        rows: t.rows.clone(),
         key: t.key.clone(),
         upsert: t.upsert,
     }

@@ -114,54 +114,7 @@ use switchyard_plugin_sdk::{Event, EventType};
 
 use crate::naming::{event_table, sql_name};
 
-/// A column's SQL type, inferred from JSON values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ColumnType {
-    Text,
-    BigInt,
-    Double,
-    Boolean,
-    Timestamp,
-}
-
-/// One cell.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Value {
-    Null,
-    Text(String),
-    BigInt(i64),
-    Double(f64),
-    Boolean(bool),
-    /// RFC 3339 text, as sent
-    Timestamp(String),
-}
-
-impl Value {
-    /// The type of a column holding this value; [`None`] for [`Value::Null`].
-    pub fn column_type(&self) -> Option<ColumnType> {
-        Some(match self {
-            Value::Null => return None,
-            Value::Text(_) => ColumnType::Text,
-            Value::BigInt(_) => ColumnType::BigInt,
-            Value::Double(_) => ColumnType::Double,
-            Value::Boolean(_) => ColumnType::Boolean,
-            Value::Timestamp(_) => ColumnType::Timestamp,
-        })
-    }
-
-    /// The text form a value takes in a column widened to
-    /// [`ColumnType::Text`]: strings and timestamps as they are, numbers and
-    /// booleans as JSON text. [`None`] for [`Value::Null`].
-    pub fn to_text(&self) -> Option<String> {
-        Some(match self {
-            Value::Null => return None,
-            Value::Text(s) | Value::Timestamp(s) => s.clone(),
-            Value::BigInt(n) => n.to_string(),
-            Value::Double(f) => serde_json::Number::from_f64(*f).map_or_else(|| f.to_string(), |n| n.to_string()),
-            Value::Boolean(b) => b.to_string(),
-        })
-    }
-}
+pub use switchyard_plugin_sdk::warehouse::{ColumnType, Value};
 
 /// Rows for one table. Every row has the same set of columns, listed in
 /// `columns` (name, type) — a column absent from an event is
