@@ -16,7 +16,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::Full;
 use serde_json::json;
-use switchyard::capabilities::http::{HttpCapability, HttpPolicy, Origin, Transport, TransportFuture};
+use switchyard::capabilities::Caller;
+use switchyard::capabilities::http::{HttpCtx, HttpPolicy, Origin, Transport, TransportFuture};
+use switchyard::capabilities::log::LogCtx;
+use switchyard::capabilities::warehouse::WarehouseCtx;
 use switchyard::redact::Redactor;
 use switchyard::runtime::{Grants, Outcome, Runtime, RuntimeOptions};
 use switchyard::spec::{BatchMeta, Envelope, normalize};
@@ -61,22 +64,21 @@ fn events(n: usize) -> Vec<Arc<Envelope>> {
 
 fn grants() -> Arc<Grants> {
     Arc::new(Grants {
-        name: Arc::from("bench"),
-        http: HttpCapability::new(
+        caller: Caller { name: Arc::from("bench"), redactor: Redactor::default() },
+        http: HttpCtx::new(
             HttpPolicy {
                 allow: vec![Origin::parse("http://127.0.0.1:1").expect("origin")],
                 timeout: Duration::from_secs(5),
                 max_response_bytes: 1 << 20,
             },
             Arc::new(Ok200),
+            None,
         ),
+        log: LogCtx::unlimited(),
+        warehouse: WarehouseCtx::default(),
         memory_bytes: 256 << 20,
         cpu_ticks: 1000,
         call_timeout: Duration::from_secs(30),
-        redactor: Redactor::default(),
-        rates: switchyard::quota::Rates::unlimited(),
-        warehouse: None,
-        warehouse_stats: Default::default(),
     })
 }
 

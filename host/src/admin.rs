@@ -19,13 +19,16 @@ use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use serde_json::json;
+use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::admin_api::{
+    DeadLetterPage, DeadLetterView, DestinationList, DestinationView, ErrorReply, HealthReply, PauseReply, PluginView,
+    PurgeReply, RefusalView, ReloadChanges, ReloadReply, ReplayReply,
+};
 use crate::cursor::Cursors;
-use crate::deadletter::DeadLetters;
-use crate::log::{EventLog, SegmentLog, encode_envelope};
+use crate::log::{EventLog, SegmentLog};
 use crate::metrics::Metrics;
 use crate::registry::{ActionError, Registry};
 
@@ -79,29 +82,40 @@ async fn route(req: &Request<hyper::body::Incoming>, state: &AdminState) -> Repl
             let backlog = |name: &str| state.cursors.position(name).map(|at| end.saturating_sub(at));
             return text(StatusCode::OK, "text/plain; version=0.0.4", state.metrics.render(&backlog));
         }
-        "/health" | "/ready" => return reply(StatusCode::OK, json!({"status": "ok"})),
+        "/health" | "/ready" => return reply(StatusCode::OK, &HealthReply { status: "ok".into() }),
         _ => {}
     }
     if !authorized(req, state.token.as_deref()) {
-        return reply(StatusCode::UNAUTHORIZED, json!({"error": "admin token required (Authorization: Bearer …)"}));
+        return error(StatusCode::UNAUTHORIZED, "admin token required (Authorization: Bearer …)".into());
     }
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (req.method(), parts.as_slice()) {
-        (&Method::GET, ["admin", "destinations"]) => reply(StatusCode::OK, destinations(state).await),
+        (&Method::GET, ["admin", "destinations"]) => reply(StatusCode::OK, &destinations(state).await),
         (&Method::POST, ["admin", "reload"]) => match state.registry.reload().await {
-            Ok(report) => reply(StatusCode::OK, json!({"reloaded": true, "changes": report})),
-            Err(e) => reply(StatusCode::UNPROCESSABLE_ENTITY, json!({"reloaded": false, "error": e.to_string()})),
+            Ok(r) => {
+                let changes = ReloadChanges {
+                    added: r.added,
+                    removed: r.removed,
+                    updated: r.updated,
+                    sources_changed: r.sources_changed,
+                };
+                reply(StatusCode::OK, &ReloadReply { reloaded: true, changes: Some(changes), error: None })
+            }
+            Err(e) => reply(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &ReloadReply { reloaded: false, changes: None, error: Some(e.to_string()) },
+            ),
         },
         (&Method::POST, ["admin", "destinations", name, action @ ("pause" | "resume")]) => {
             let paused = *action == "pause";
             match state.registry.set_paused(name, paused).await {
-                Ok(()) => reply(StatusCode::OK, json!({"destination": name, "paused": paused})),
+                Ok(()) => reply(StatusCode::OK, &PauseReply { destination: (*name).to_owned(), paused }),
                 Err(e) => action_error(&e),
             }
         }
         (&Method::DELETE, ["admin", "destinations", name]) => match state.registry.purge(name).await {
-            Ok(dropped) => {
-                reply(StatusCode::OK, json!({"destination": name, "purged": true, "dropped_events": dropped}))
+            Ok(dropped_events) => {
+                reply(StatusCode::OK, &PurgeReply { destination: (*name).to_owned(), purged: true, dropped_events })
             }
             Err(e) => action_error(&e),
         },
@@ -109,60 +123,81 @@ async fn route(req: &Request<hyper::body::Incoming>, state: &AdminState) -> Repl
             let Some(dl) = state.registry.dead_letters(name).await else { return no_destination(name) };
             match dl.pending(1000).await {
                 Ok(list) => {
-                    reply(StatusCode::OK, json!({"destination": name, "count": dl.count(), "dead_letters": list}))
+                    let dead_letters = list
+                        .into_iter()
+                        .map(|d| DeadLetterView {
+                            seq: d.seq,
+                            reason: d.reason,
+                            attempts: d.attempts,
+                            failed_at_ms: d.failed_at_ms,
+                            message_id: d.message_id,
+                            kind: d.kind.to_owned(),
+                        })
+                        .collect();
+                    let page = DeadLetterPage { destination: (*name).to_owned(), count: dl.count(), dead_letters };
+                    reply(StatusCode::OK, &page)
                 }
-                Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, json!({"error": e.to_string()})),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
             }
         }
         (&Method::POST, ["admin", "destinations", name, "dead-letters", "replay"]) => {
             let Some(dl) = state.registry.dead_letters(name).await else { return no_destination(name) };
             let limit = query_param(req, "limit").and_then(|v| v.parse().ok()).unwrap_or(1000usize).clamp(1, 100_000);
-            replay(state, &dl, name, limit).await
+            match dl.replay(&*state.log, name, limit).await {
+                Ok(r) => reply(StatusCode::OK, &ReplayReply { replayed: r.replayed, remaining: r.remaining }),
+                Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            }
         }
-        _ => reply(StatusCode::NOT_FOUND, json!({"error": format!("no such admin endpoint: {} {path}", req.method())})),
+        _ => error(StatusCode::NOT_FOUND, format!("no such admin endpoint: {} {path}", req.method())),
     }
 }
 
 /// Every destination's status, and the removed ones whose events are kept.
-async fn destinations(state: &AdminState) -> serde_json::Value {
+async fn destinations(state: &AdminState) -> DestinationList {
     let end = state.log.end();
     let backlog = |name: &str| state.cursors.position(name).map(|at| end.saturating_sub(at));
-    let mut list = Vec::new();
+    let mut destinations = Vec::new();
     for d in state.metrics.destinations() {
         let status = d.status();
         let dead = match state.registry.dead_letters(&d.name).await {
             Some(dl) => dl.count(),
             None => 0,
         };
-        list.push(json!({
-            "name": d.name,
-            "state": d.state(),
-            "reason": status.quarantined,
-            "backlog": backlog(&d.name),
-            "plugin": {
-                "hash": status.plugin_hash,
-                "contract": status.plugin_contract,
-                "loaded_at_ms": status.plugin_loaded_ms,
-                "refused": status.refused,
-            },
-            "delivered": d.delivered.get(),
-            "delivered_by_plugin": status.delivered_by_plugin,
-            "dead_lettered": dead,
-            "call_failures": d.call_failures.get(),
-            "last_success_ms": status.last_success_ms,
-            "last_failure_ms": status.last_failure_ms,
-            "last_failure": status.last_failure,
-        }));
+        let refused =
+            status.refused.map(|r| RefusalView { plugin_hash: r.plugin_hash, reason: r.reason, at_ms: r.at_ms });
+        destinations.push(DestinationView {
+            name: d.name.clone(),
+            state: d.state().to_owned(),
+            reason: status.quarantined,
+            backlog: backlog(&d.name),
+            plugin: Some(PluginView {
+                hash: status.plugin_hash,
+                contract: status.plugin_contract,
+                loaded_at_ms: status.plugin_loaded_ms,
+                refused,
+            }),
+            delivered: Some(d.delivered.get()),
+            delivered_by_plugin: status.delivered_by_plugin,
+            dead_lettered: Some(dead),
+            call_failures: Some(d.call_failures.get()),
+            last_success_ms: status.last_success_ms,
+            last_failure_ms: status.last_failure_ms,
+            last_failure: status.last_failure,
+        });
     }
     for name in state.registry.removed().await {
-        list.push(json!({
-            "name": name,
-            "state": "removed",
-            "reason": "removed from the config; its undelivered events are kept until purged (DELETE /admin/destinations/{name})",
-            "backlog": backlog(&name),
-        }));
+        destinations.push(DestinationView {
+            backlog: backlog(&name),
+            reason: Some(
+                "removed from the config; its undelivered events are kept until purged (DELETE /admin/destinations/{name})"
+                    .into(),
+            ),
+            state: "removed".into(),
+            name,
+            ..Default::default()
+        });
     }
-    json!({ "destinations": list })
+    DestinationList { destinations }
 }
 
 fn action_error(e: &ActionError) -> Reply {
@@ -171,38 +206,7 @@ fn action_error(e: &ActionError) -> Reply {
         ActionError::Configured(_) => StatusCode::CONFLICT,
         ActionError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    reply(status, json!({"error": e.to_string()}))
-}
-
-/// Appends up to `limit` dead letters to the log addressed to `name` only,
-/// then marks them replayed.
-async fn replay(state: &AdminState, dl: &DeadLetters, name: &str, limit: usize) -> Reply {
-    let pending = match dl.pending(limit).await {
-        Ok(p) => p,
-        Err(e) => return reply(StatusCode::INTERNAL_SERVER_ERROR, json!({"error": e.to_string()})),
-    };
-    let Some(last) = pending.last().map(|d| d.seq) else {
-        return reply(StatusCode::OK, json!({"replayed": 0, "remaining": 0}));
-    };
-    let target: Arc<str> = Arc::from(name);
-    let records = pending
-        .iter()
-        .map(|d| {
-            let mut e = d.event.clone();
-            e.only_for = Some(target.clone());
-            encode_envelope(&e)
-        })
-        .collect();
-    if let Err(e) = state.log.append(records).await {
-        return reply(StatusCode::SERVICE_UNAVAILABLE, json!({"error": e.to_string()}));
-    }
-    if let Err(e) = dl.mark_replayed(last + 1) {
-        // The events are in the log already; a later replay may repeat them
-        // (at-least-once), never lose them.
-        tracing::warn!(destination = name, error = %e, "cannot mark dead letters replayed");
-    }
-    tracing::info!(destination = name, replayed = pending.len(), "dead letters replayed");
-    reply(StatusCode::OK, json!({"replayed": pending.len(), "remaining": dl.count()}))
+    error(status, e.to_string())
 }
 
 fn authorized(req: &Request<hyper::body::Incoming>, token: Option<&str>) -> bool {
@@ -222,15 +226,22 @@ fn query_param<'a>(req: &'a Request<hyper::body::Incoming>, key: &str) -> Option
 }
 
 fn no_destination(name: &str) -> Reply {
-    reply(StatusCode::NOT_FOUND, json!({"error": format!("no destination named `{name}`")}))
+    error(StatusCode::NOT_FOUND, format!("no destination named `{name}`"))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn reply(status: StatusCode, body: serde_json::Value) -> Reply {
-    text(status, "application/json", body.to_string())
+fn reply(status: StatusCode, body: &impl Serialize) -> Reply {
+    match serde_json::to_string(body) {
+        Ok(json) => text(status, "application/json", json),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", format!("cannot encode the answer: {e}")),
+    }
+}
+
+fn error(status: StatusCode, error: String) -> Reply {
+    reply(status, &ErrorReply { error })
 }
 
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Reply {

@@ -9,8 +9,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::capabilities::http::Origin;
 use crate::redact::Redactor;
 use crate::spec::EventType;
+use crate::warehouse::WarehouseUrl;
 
 /// An error in a config file, naming the file and (where known) the line.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +69,9 @@ pub struct ServerConfig {
     pub watch: bool,
     /// How long file changes must settle before a reload, ms.
     pub watch_debounce_ms: u64,
+    /// Threads of the tracking and admin APIs, which no plugin code runs
+    /// on (see [`crate::executor`]); default: one per core.
+    pub api_threads: Option<usize>,
 }
 
 impl Default for ServerConfig {
@@ -83,6 +88,7 @@ impl Default for ServerConfig {
             log_segment_mb: 64,
             watch: true,
             watch_debounce_ms: 200,
+            api_threads: None,
         }
     }
 }
@@ -123,13 +129,13 @@ pub struct DestinationConfig {
     #[serde(default = "empty_table")]
     pub settings: toml::Table,
     /// Origins (`scheme://host[:port]`) the plugin may call.
-    #[serde(default)]
-    pub allow_http: Vec<String>,
+    #[serde(default, deserialize_with = "origins")]
+    pub allow_http: Vec<Origin>,
     /// The warehouse the plugin may load tables into: `postgres://…` or
     /// `sqlite:<dir>` (relative to the config file). None: the `warehouse`
     /// capability is not granted.
     #[serde(default)]
-    pub warehouse: Option<String>,
+    pub warehouse: Option<WarehouseUrl>,
     #[serde(default)]
     pub subscribe: Subscribe,
     #[serde(default)]
@@ -331,11 +337,8 @@ impl Config {
             if d.plugin.is_relative() {
                 d.plugin = base.join(&d.plugin);
             }
-            if let Some(dir) = d.warehouse.as_deref().and_then(|w| w.strip_prefix("sqlite:"))
-                && !dir.starts_with('/')
-                && !dir.is_empty()
-            {
-                d.warehouse = Some(format!("sqlite:{}", base.join(dir).display()));
+            if let Some(w) = &mut d.warehouse {
+                w.resolve_against(base);
             }
         }
         config.validate().map_err(|(needle, message)| {
@@ -373,16 +376,6 @@ impl Config {
             }
             if !names.insert(&d.name) {
                 return fail("two destinations have this name".into());
-            }
-            for origin in &d.allow_http {
-                if let Err(e) = crate::capabilities::http::Origin::parse(origin) {
-                    return fail(format!("allow_http entry `{origin}`: {e}"));
-                }
-            }
-            if let Some(w) = &d.warehouse
-                && let Err(e) = crate::warehouse::Warehouse::new(w)
-            {
-                return fail(format!("warehouse: {e}"));
             }
             if d.batch.max_events == 0 || d.batch.max_events > 10_000 {
                 return fail("batch.max_events must be between 1 and 10000".into());
@@ -478,6 +471,14 @@ fn find_key_line(text: &str, message: &str) -> Option<usize> {
                 || l.contains(&format!("{key}="))
         })
         .map(|i| i + 1)
+}
+
+/// `allow_http`: each entry parsed as an [`Origin`].
+fn origins<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Origin>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|o| Origin::parse(o).map_err(|e| serde::de::Error::custom(format!("allow_http entry `{o}`: {e}"))))
+        .collect()
 }
 
 #[cfg(test)]

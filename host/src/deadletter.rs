@@ -30,6 +30,13 @@ pub struct DeadLetter {
     pub kind: &'static str,
 }
 
+/// What a replay did: how many went back to the log, and how many wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replayed {
+    pub replayed: u64,
+    pub remaining: u64,
+}
+
 /// A destination's dead-letter store.
 pub struct DeadLetters {
     log: SegmentLog,
@@ -100,6 +107,37 @@ impl DeadLetters {
         std::fs::rename(&tmp, &self.replayed)?;
         self.log.release(seq);
         Ok(())
+    }
+
+    /// Appends up to `limit` dead letters to `log`, each addressed to
+    /// `destination` only, then marks them replayed. They are delivered
+    /// again with the log's at-least-once guarantee.
+    ///
+    /// # Errors
+    ///
+    /// When they cannot be read, or `log` refuses the append (nothing is
+    /// marked then). A failure to mark them afterwards is only logged: a
+    /// later replay may repeat them, never lose them.
+    pub async fn replay<L: EventLog>(&self, log: &L, destination: &str, limit: usize) -> Result<Replayed, LogError> {
+        let pending = self.pending(limit).await?;
+        let Some(last) = pending.last().map(|d| d.seq) else {
+            return Ok(Replayed { replayed: 0, remaining: 0 });
+        };
+        let target: std::sync::Arc<str> = std::sync::Arc::from(destination);
+        let records = pending
+            .iter()
+            .map(|d| {
+                let mut e = d.event.clone();
+                e.only_for = Some(target.clone());
+                encode_envelope(&e)
+            })
+            .collect();
+        log.append(records).await?;
+        if let Err(e) = self.mark_replayed(last + 1) {
+            tracing::warn!(destination, error = %e, "cannot mark dead letters replayed");
+        }
+        tracing::info!(destination, replayed = pending.len(), "dead letters replayed");
+        Ok(Replayed { replayed: pending.len() as u64, remaining: self.count() })
     }
 
     fn replayed_up_to(&self) -> Seq {

@@ -9,14 +9,16 @@
 //! triggers on file changes), and [`app`] wires it all together.
 
 pub mod admin;
+pub mod admin_api;
 pub mod app;
 pub mod capabilities;
-pub mod cli;
+pub mod client;
 pub mod config;
 pub mod cursor;
 pub mod deadletter;
 pub mod dedupe;
 pub mod delivery;
+pub mod executor;
 pub mod ingest;
 pub mod log;
 pub mod metrics;
@@ -28,6 +30,7 @@ pub mod runtime;
 pub mod spec;
 pub mod warehouse;
 pub mod watcher;
+pub mod world;
 
 /// Resolves once `flag` turns true (or its sender is gone).
 pub async fn stopped(mut flag: tokio::sync::watch::Receiver<bool>) {

@@ -2,10 +2,8 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use switchyard::capabilities::http::{HyperTransport, Transport};
 use switchyard::config::Config;
 
 #[derive(Parser)]
@@ -119,10 +117,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Validate { config: path } => {
             let config = Config::load(&path)?;
-            std::fs::create_dir_all(&config.server.data_dir)?;
-            let runtime = Arc::new(switchyard::app::runtime_for(&config)?);
-            let transport: Arc<dyn Transport> = Arc::new(HyperTransport::new());
-            switchyard::app::load_destinations(&runtime, &config, &transport, true).await?;
+            switchyard::registry::deploy::validate(&config).await?;
             println!(
                 "{}: ok ({} sources, {} destinations)",
                 path.display(),
@@ -133,22 +128,24 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Status { config } => {
             let config = Config::load(&config)?;
-            switchyard::cli::status(&config).await
+            switchyard::client::status(&config).await
         }
         Command::Replay { config, destination } => {
-            switchyard::cli::dead_letters(&Config::load(&config)?, &destination, true).await
+            switchyard::client::dead_letters(&Config::load(&config)?, &destination, true).await
         }
-        Command::Reload { config } => switchyard::cli::reload(&Config::load(&config)?).await,
+        Command::Reload { config } => switchyard::client::reload(&Config::load(&config)?).await,
         Command::Pause { config, destination } => {
-            switchyard::cli::set_paused(&Config::load(&config)?, &destination, true).await
+            switchyard::client::set_paused(&Config::load(&config)?, &destination, true).await
         }
         Command::Resume { config, destination } => {
-            switchyard::cli::set_paused(&Config::load(&config)?, &destination, false).await
+            switchyard::client::set_paused(&Config::load(&config)?, &destination, false).await
         }
-        Command::Purge { config, destination } => switchyard::cli::purge(&Config::load(&config)?, &destination).await,
+        Command::Purge { config, destination } => {
+            switchyard::client::purge(&Config::load(&config)?, &destination).await
+        }
         Command::DeadLetters { config, destination, replay } => {
             let config = Config::load(&config)?;
-            switchyard::cli::dead_letters(&config, &destination, replay).await
+            switchyard::client::dead_letters(&config, &destination, replay).await
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Quota accounting: the kinds of breach a destination's sandbox reports,
-//! and the token bucket behind its rate quotas.
+//! and the token bucket behind its rate quotas. A leaf: it takes plain
+//! numbers and knows nothing of config, capabilities or the runtime.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -28,8 +29,8 @@ pub enum QuotaKind {
     LogRate,
     /// `deliver` returned the wrong number of outcomes.
     OutcomeCount,
-    /// `deliver` returned more reason text than the contract allows
-    /// ([`crate::runtime::max_outcome_bytes`]).
+    /// `deliver` returned more reason text than the contract allows (1 KiB
+    /// per event on average, at least 64 KiB a call).
     OutcomeSize,
 }
 
@@ -76,45 +77,11 @@ impl std::fmt::Display for QuotaKind {
     }
 }
 
-/// A destination's rate quotas, shared by all its instances.
-#[derive(Debug)]
-pub struct Rates {
-    http: Option<Mutex<TokenBucket>>,
-    log_lines: Mutex<TokenBucket>,
-    log_bytes: Mutex<TokenBucket>,
-}
-
-impl Rates {
-    /// The rates of `quota`.
-    pub fn new(quota: &crate::config::QuotaConfig) -> Rates {
-        Rates {
-            http: quota.http_requests_per_second.map(|r| Mutex::new(TokenBucket::new(r, 1))),
-            log_lines: Mutex::new(TokenBucket::new(quota.log_lines_per_second, 1)),
-            log_bytes: Mutex::new(TokenBucket::new(quota.log_bytes_per_second, super::capabilities::log::MAX_LINE)),
-        }
-    }
-
-    /// No limits (benchmarks).
-    pub fn unlimited() -> Rates {
-        Rates {
-            http: None,
-            log_lines: Mutex::new(TokenBucket::new(u32::MAX, 1)),
-            log_bytes: Mutex::new(TokenBucket::new(u32::MAX, 1)),
-        }
-    }
-
-    /// Counts one HTTP request; false when it is over the quota.
-    pub fn http_request(&self) -> bool {
-        let Some(bucket) = &self.http else { return true };
-        bucket.lock().map(|mut b| b.try_take(1, Instant::now())).unwrap_or(false)
-    }
-
-    /// Counts one log line of `bytes`; false when it is over a quota.
-    pub fn log_line(&self, bytes: usize) -> bool {
-        let now = Instant::now();
-        let line = self.log_lines.lock().map(|mut b| b.try_take(1, now)).unwrap_or(false);
-        line && self.log_bytes.lock().map(|mut b| b.try_take(bytes, now)).unwrap_or(false)
-    }
+/// Locks `mutex`, recovering the value if a thread panicked while holding
+/// it: every value guarded here (token buckets, counters) stays valid after
+/// any partial update, and a quota must not turn into a false breach.
+pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A token bucket: holds up to one second's worth (at least `burst`) and
@@ -130,6 +97,8 @@ pub struct TokenBucket {
 }
 
 impl TokenBucket {
+    /// A full bucket refilling at `rate` tokens a second (at least 1),
+    /// holding one second's worth or `burst`, whichever is more.
     pub fn new(rate: u32, burst: usize) -> Self {
         let rate = f64::from(rate.max(1));
         let capacity = rate.max(burst as f64);

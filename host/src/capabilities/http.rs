@@ -5,7 +5,11 @@
 //! the destination's `allow_http`. The connection goes to that URL's host;
 //! a `Host` header from the plugin is dropped, so it cannot be used to reach
 //! another virtual host behind an allowed address. Every request has a
-//! timeout and every response a size cap.
+//! timeout and every response a size cap; requests past
+//! `http_requests_per_second` end the call.
+//!
+//! [`HttpCtx`] is a destination's grant, [`HttpView`] lends it to the
+//! contract's `Host` traits, and [`add_to_linker`] links them.
 
 use std::fmt;
 use std::future::Future;
@@ -21,9 +25,13 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use crate::quota::QuotaKind;
-use crate::runtime::HostState;
-use crate::runtime::bindings::http::{Error, Host, Method, Request, Response};
+use std::sync::Mutex;
+
+use wasmtime::component::{HasData, Linker};
+
+use super::{Breach, Caller};
+use crate::quota::{QuotaKind, TokenBucket};
+use crate::world::http::{Error, Host, Method, Request, Response};
 
 /// An origin a destination may call: scheme, lowercase host and port.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -171,18 +179,30 @@ fn describe_client_error(e: &hyper_util::client::legacy::Error) -> String {
     msg
 }
 
-/// A destination's HTTP capability: its policy and the shared transport.
-pub struct HttpCapability {
+/// A destination's HTTP grant: its policy, its transport and its request
+/// rate.
+pub struct HttpCtx {
     pub policy: HttpPolicy,
     transport: Arc<dyn Transport>,
+    /// `http_requests_per_second`; `None`: unlimited.
+    rate: Option<Mutex<TokenBucket>>,
 }
 
 /// Headers a plugin may not set: the host owns them.
 const HOST_OWNED: [&str; 6] = ["host", "content-length", "transfer-encoding", "connection", "upgrade", "te"];
 
-impl HttpCapability {
-    pub fn new(policy: HttpPolicy, transport: Arc<dyn Transport>) -> Self {
-        HttpCapability { policy, transport }
+impl HttpCtx {
+    /// A grant of `policy` over `transport`, at most `requests_per_second`
+    /// requests a second (shared by the destination's instances).
+    pub fn new(policy: HttpPolicy, transport: Arc<dyn Transport>, requests_per_second: Option<u32>) -> Self {
+        let rate = requests_per_second.map(|r| Mutex::new(TokenBucket::new(r, 1)));
+        HttpCtx { policy, transport, rate }
+    }
+
+    /// Counts one request; false when it is over the rate.
+    fn admit(&self) -> bool {
+        let Some(bucket) = &self.rate else { return true };
+        crate::quota::lock(bucket).try_take(1, tokio::time::Instant::now())
     }
 
     /// Checks `request` against the policy, sends it and reads the response.
@@ -239,35 +259,106 @@ impl HttpCapability {
     }
 }
 
-impl Host for HostState {
+/// What the `http` interface's functions see of a store: the grant, the
+/// caller and the breach slot.
+pub struct HttpCtxView<'a> {
+    pub ctx: &'a HttpCtx,
+    pub caller: &'a Caller,
+    pub breach: &'a mut Breach,
+}
+
+/// Implemented by a store's data to lend its [`HttpCtxView`].
+pub trait HttpView: Send {
+    fn http(&mut self) -> HttpCtxView<'_>;
+}
+
+struct HasHttp;
+
+impl HasData for HasHttp {
+    type Data<'a> = HttpCtxView<'a>;
+}
+
+/// Links the `http` interface of every contract version.
+///
+/// # Errors
+///
+/// When the linker already defines it.
+pub fn add_to_linker<T: HttpView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    crate::world::http::add_to_linker::<T, HasHttp>(linker, T::http)?;
+    crate::world::v0_1::switchyard::destination::http::add_to_linker::<T, HasHttp>(linker, T::http)
+}
+
+impl Host for HttpCtxView<'_> {
     /// Sends the plugin's request. Breaching a quota — an origin not in
     /// `allow_http`, the request rate, the timeout, the response size —
     /// ends the call (see [`QuotaKind`]); connection errors and HTTP
     /// statuses are the plugin's to handle.
     async fn send(&mut self, request: Request) -> wasmtime::Result<Result<Response, Error>> {
-        if !self.grants.rates.http_request() {
-            return Err(
-                self.breach(QuotaKind::HttpRate, "more HTTP requests per second than http_requests_per_second".into())
-            );
+        if !self.ctx.admit() {
+            return Err(self
+                .breach
+                .record(QuotaKind::HttpRate, "more HTTP requests per second than http_requests_per_second".into()));
         }
-        match self.grants.http.send(request).await {
+        match self.ctx.send(request).await {
             Err(Error::Denied(origin)) => {
-                tracing::warn!(destination = &*self.grants.name, %origin, "plugin tried to reach an origin not in allow_http");
-                Err(self.breach(QuotaKind::HttpOrigin, format!("request to {origin}, which is not in allow_http")))
+                tracing::warn!(destination = &*self.caller.name, %origin, "plugin tried to reach an origin not in allow_http");
+                Err(self
+                    .breach
+                    .record(QuotaKind::HttpOrigin, format!("request to {origin}, which is not in allow_http")))
             }
             Err(Error::Timeout) => {
-                let ms = self.grants.http.policy.timeout.as_millis();
+                let ms = self.ctx.policy.timeout.as_millis();
                 Err(self
-                    .breach(QuotaKind::HttpTimeout, format!("HTTP request took longer than http_timeout_ms ({ms} ms)")))
+                    .breach
+                    .record(QuotaKind::HttpTimeout, format!("HTTP request took longer than http_timeout_ms ({ms} ms)")))
             }
             Err(Error::ResponseTooLarge) => {
-                let max = self.grants.http.policy.max_response_bytes;
-                Err(self.breach(
+                let max = self.ctx.policy.max_response_bytes;
+                Err(self.breach.record(
                     QuotaKind::HttpResponseSize,
                     format!("HTTP response larger than http_max_response_bytes ({max} bytes)"),
                 ))
             }
             other => Ok(other),
+        }
+    }
+}
+
+/// Contract 0.1's `http`: the same functions, field by field.
+mod v0_1 {
+    use super::HttpCtxView;
+    use crate::world::http;
+    use crate::world::v0_1::switchyard::destination::http as old;
+
+    impl old::Host for HttpCtxView<'_> {
+        async fn send(&mut self, request: old::Request) -> wasmtime::Result<Result<old::Response, old::Error>> {
+            use old::Method as M;
+            let method = match request.method {
+                M::Get => http::Method::Get,
+                M::Head => http::Method::Head,
+                M::Post => http::Method::Post,
+                M::Put => http::Method::Put,
+                M::Patch => http::Method::Patch,
+                M::Delete => http::Method::Delete,
+            };
+            let request = http::Request {
+                method,
+                url: request.url,
+                headers: request.headers,
+                body: request.body,
+                timeout_ms: request.timeout_ms,
+            };
+            let result = http::Host::send(self, request).await?;
+            Ok(match result {
+                Ok(r) => Ok(old::Response { status: r.status, headers: r.headers, body: r.body }),
+                Err(e) => Err(match e {
+                    http::Error::Denied(o) => old::Error::Denied(o),
+                    http::Error::InvalidRequest(m) => old::Error::InvalidRequest(m),
+                    http::Error::Connection(m) => old::Error::Connection(m),
+                    http::Error::Timeout => old::Error::Timeout,
+                    http::Error::ResponseTooLarge => old::Error::ResponseTooLarge,
+                }),
+            })
         }
     }
 }
@@ -300,14 +391,15 @@ mod tests {
         }
     }
 
-    fn cap() -> HttpCapability {
-        HttpCapability::new(
+    fn cap() -> HttpCtx {
+        HttpCtx::new(
             HttpPolicy {
                 allow: vec![Origin::parse("http://127.0.0.1:9000").unwrap()],
                 timeout: Duration::from_secs(1),
                 max_response_bytes: 1024,
             },
             Arc::new(Echo),
+            None,
         )
     }
 

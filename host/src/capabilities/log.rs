@@ -3,23 +3,88 @@
 //! redacted and each line capped at [`MAX_LINE`] bytes. Lines past the
 //! destination's `log_lines_per_second` or `log_bytes_per_second` end the
 //! call (a quota breach).
+//!
+//! [`LogCtx`] is a destination's grant, [`LogView`] lends it to the
+//! contract's `Host` traits, and [`add_to_linker`] links them.
 
-use crate::quota::QuotaKind;
-use crate::runtime::HostState;
-use crate::runtime::bindings::log::{Host, Level};
+use std::sync::Mutex;
+
+use tokio::time::Instant;
+use wasmtime::component::{HasData, Linker};
+
+use super::{Breach, Caller};
+use crate::quota::{QuotaKind, TokenBucket, lock};
+use crate::world::log::{Host, Level};
 
 /// Longest line kept; the rest is cut.
 pub const MAX_LINE: usize = 2048;
 
-impl Host for HostState {
+/// A destination's log grant: its line and byte rates, shared by its
+/// instances.
+#[derive(Debug)]
+pub struct LogCtx {
+    lines: Mutex<TokenBucket>,
+    bytes: Mutex<TokenBucket>,
+}
+
+impl LogCtx {
+    /// At most `lines_per_second` lines and `bytes_per_second` bytes.
+    pub fn new(lines_per_second: u32, bytes_per_second: u32) -> LogCtx {
+        LogCtx {
+            lines: Mutex::new(TokenBucket::new(lines_per_second, 1)),
+            bytes: Mutex::new(TokenBucket::new(bytes_per_second, MAX_LINE)),
+        }
+    }
+
+    /// No limits (benchmarks).
+    pub fn unlimited() -> LogCtx {
+        LogCtx { lines: Mutex::new(TokenBucket::new(u32::MAX, 1)), bytes: Mutex::new(TokenBucket::new(u32::MAX, 1)) }
+    }
+
+    /// Counts one line of `bytes`; false when it is over a rate.
+    fn admit(&self, bytes: usize) -> bool {
+        let now = Instant::now();
+        lock(&self.lines).try_take(1, now) && lock(&self.bytes).try_take(bytes, now)
+    }
+}
+
+/// What the `log` interface's functions see of a store.
+pub struct LogCtxView<'a> {
+    pub ctx: &'a LogCtx,
+    pub caller: &'a Caller,
+    pub breach: &'a mut Breach,
+}
+
+/// Implemented by a store's data to lend its [`LogCtxView`].
+pub trait LogView: Send {
+    fn log(&mut self) -> LogCtxView<'_>;
+}
+
+struct HasLog;
+
+impl HasData for HasLog {
+    type Data<'a> = LogCtxView<'a>;
+}
+
+/// Links the `log` interface of every contract version.
+///
+/// # Errors
+///
+/// When the linker already defines it.
+pub fn add_to_linker<T: LogView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    crate::world::log::add_to_linker::<T, HasLog>(linker, T::log)?;
+    crate::world::v0_1::switchyard::destination::log::add_to_linker::<T, HasLog>(linker, T::log)
+}
+
+impl Host for LogCtxView<'_> {
     fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
-        if !self.grants.rates.log_line(message.len().min(MAX_LINE)) {
-            return Err(self.breach(
+        if !self.ctx.admit(message.len().min(MAX_LINE)) {
+            return Err(self.breach.record(
                 QuotaKind::LogRate,
                 "more log output than log_lines_per_second / log_bytes_per_second".into(),
             ));
         }
-        let mut message = self.grants.redactor.redact(&message);
+        let mut message = self.caller.redactor.redact(&message);
         if message.len() > MAX_LINE {
             let mut cut = MAX_LINE;
             while !message.is_char_boundary(cut) {
@@ -28,7 +93,7 @@ impl Host for HostState {
             message.truncate(cut);
             message.push('…');
         }
-        let destination = &*self.grants.name;
+        let destination = &*self.caller.name;
         match level {
             Level::Trace => tracing::trace!(target: "plugin", destination, "{message}"),
             Level::Debug => tracing::debug!(target: "plugin", destination, "{message}"),
@@ -37,5 +102,26 @@ impl Host for HostState {
             Level::Error => tracing::error!(target: "plugin", destination, "{message}"),
         }
         Ok(())
+    }
+}
+
+/// Contract 0.1's `log`: the same function.
+mod v0_1 {
+    use super::LogCtxView;
+    use crate::world::log;
+    use crate::world::v0_1::switchyard::destination::log as old;
+
+    impl old::Host for LogCtxView<'_> {
+        fn log(&mut self, level: old::Level, message: String) -> wasmtime::Result<()> {
+            use old::Level as L;
+            let level = match level {
+                L::Trace => log::Level::Trace,
+                L::Debug => log::Level::Debug,
+                L::Info => log::Level::Info,
+                L::Warn => log::Level::Warn,
+                L::Error => log::Level::Error,
+            };
+            log::Host::log(self, level, message)
+        }
     }
 }

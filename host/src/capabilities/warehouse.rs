@@ -7,22 +7,66 @@
 //! `unavailable` (retryable: the plugin asks for a retry and its events
 //! wait) or `invalid` (never loadable), with the destination's secrets —
 //! a password in the connection setting, say — redacted.
+//!
+//! [`WarehouseCtx`] is a destination's grant, [`WarehouseView`] lends it to
+//! the contract's `Host` trait, and [`add_to_linker`] links it. Contract
+//! 0.1 has no `warehouse` interface.
 
-use crate::runtime::HostState;
-use crate::runtime::bindings::warehouse::{ColumnType, Host, LoadError, LoadReport, TableRows, Value};
+use std::sync::Arc;
+
+use wasmtime::component::{HasData, Linker};
+
+use super::Caller;
+use crate::metrics::WarehouseStats;
 use crate::warehouse as wh;
+use crate::world::warehouse::{ColumnType, Host, LoadError, LoadReport, TableRows, Value};
 
-impl Host for HostState {
+/// A destination's warehouse grant: where it may load (`None`: not
+/// granted), and where its loads are counted (the destination's, across
+/// deploys).
+#[derive(Debug, Default)]
+pub struct WarehouseCtx {
+    pub warehouse: Option<Arc<wh::Warehouse>>,
+    pub stats: Arc<WarehouseStats>,
+}
+
+/// What the `warehouse` interface's functions see of a store.
+pub struct WarehouseCtxView<'a> {
+    pub ctx: &'a WarehouseCtx,
+    pub caller: &'a Caller,
+}
+
+/// Implemented by a store's data to lend its [`WarehouseCtxView`].
+pub trait WarehouseView: Send {
+    fn warehouse(&mut self) -> WarehouseCtxView<'_>;
+}
+
+struct HasWarehouse;
+
+impl HasData for HasWarehouse {
+    type Data<'a> = WarehouseCtxView<'a>;
+}
+
+/// Links the `warehouse` interface.
+///
+/// # Errors
+///
+/// When the linker already defines it.
+pub fn add_to_linker<T: WarehouseView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    crate::world::warehouse::add_to_linker::<T, HasWarehouse>(linker, T::warehouse)
+}
+
+impl Host for WarehouseCtxView<'_> {
     async fn load(
         &mut self,
         schema: String,
         tables: Vec<TableRows>,
     ) -> wasmtime::Result<Result<LoadReport, LoadError>> {
-        let Some(warehouse) = self.grants.warehouse.clone() else {
+        let Some(warehouse) = self.ctx.warehouse.clone() else {
             return Ok(Err(LoadError::NotGranted));
         };
         let plan = wh::LoadPlan { schema, tables: tables.into_iter().map(table).collect() };
-        let stats = &self.grants.warehouse_stats;
+        let stats = &self.ctx.stats;
         Ok(match warehouse.load(&plan).await {
             Ok(r) => {
                 stats.inserted.add(r.inserted);
@@ -32,8 +76,8 @@ impl Host for HostState {
             }
             Err(e) => {
                 stats.failures.inc();
-                let message = self.grants.redactor.redact(&e.to_string());
-                tracing::warn!(destination = &*self.grants.name, error = %message, retryable = e.is_retryable(), "warehouse load failed");
+                let message = self.caller.redactor.redact(&e.to_string());
+                tracing::warn!(destination = &*self.caller.name, error = %message, retryable = e.is_retryable(), "warehouse load failed");
                 if e.is_retryable() { Err(LoadError::Unavailable(message)) } else { Err(LoadError::Invalid(message)) }
             }
         })

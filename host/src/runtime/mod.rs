@@ -11,7 +11,6 @@
 //! most of what a simple mapping costs. Reuse also lets plugins keep state
 //! built in `init`.
 
-pub mod bindings;
 mod cache;
 mod compat;
 mod contract;
@@ -28,10 +27,13 @@ use wasmtime::{
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::capabilities::http::HttpCapability;
-use crate::quota::{QuotaKind, Rates};
-use crate::redact::Redactor;
+use crate::capabilities::http::{HttpCtx, HttpCtxView, HttpView};
+use crate::capabilities::log::{LogCtx, LogCtxView, LogView};
+use crate::capabilities::warehouse::{WarehouseCtx, WarehouseCtxView, WarehouseView};
+use crate::capabilities::{self, Breach, Caller};
+use crate::quota::QuotaKind;
 use crate::spec::{Envelope, EventType};
+use crate::world as bindings;
 
 pub use contract::CONTRACT;
 
@@ -126,18 +128,12 @@ impl Runtime {
         };
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
-        // Every supported contract version's interfaces, side by side: a
-        // plugin links against the version it was built for.
-        bindings::v0_2::Destination::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
-            &mut linker,
-            |s| s,
-        )
-        .map_err(anyhow::Error::from)?;
-        bindings::v0_1::Destination::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
-            &mut linker,
-            |s| s,
-        )
-        .map_err(anyhow::Error::from)?;
+        // Each capability links its interface of every contract version,
+        // side by side: a plugin links against the version it was built for.
+        capabilities::add_types_to_linker(&mut linker).map_err(anyhow::Error::from)?;
+        capabilities::http::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
+        capabilities::log::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
+        capabilities::warehouse::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
         std::fs::create_dir_all(&opts.cache_dir)?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
@@ -267,22 +263,19 @@ impl std::fmt::Debug for Plugin {
     }
 }
 
-/// What one destination's instances are allowed: its sandbox.
+/// What one destination's instances are allowed: its sandbox, one grant
+/// per capability plus the limits the runtime enforces itself.
 pub struct Grants {
-    pub name: Arc<str>,
-    pub http: HttpCapability,
+    /// The destination, and the secrets scrubbed from its log lines and
+    /// errors.
+    pub caller: Caller,
+    pub http: HttpCtx,
+    pub log: LogCtx,
+    pub warehouse: WarehouseCtx,
     pub memory_bytes: usize,
     /// CPU budget per call, in epoch ticks.
     pub cpu_ticks: u64,
     pub call_timeout: Duration,
-    /// The destination's secrets, scrubbed from its log lines and errors.
-    pub redactor: Redactor,
-    /// HTTP and log rate quotas.
-    pub rates: Rates,
-    /// The warehouse the destination may load into; `None`: not granted.
-    pub warehouse: Option<Arc<crate::warehouse::Warehouse>>,
-    /// Where its loads are counted (the destination's, across deploys).
-    pub warehouse_stats: Arc<crate::metrics::WarehouseStats>,
 }
 
 /// The data of one instance's store.
@@ -292,24 +285,32 @@ pub struct HostState {
     limits: StoreLimits,
     stderr: MemoryOutputPipe,
     ticks_left: u64,
-    pub(crate) grants: Arc<Grants>,
-    /// The quota the current call overstepped, set by a capability just
-    /// before it traps the guest.
-    pub(crate) breach: Option<(QuotaKind, String)>,
-}
-
-impl HostState {
-    /// Records a breach of `kind` and returns the trap that ends the call.
-    pub(crate) fn breach(&mut self, kind: QuotaKind, detail: String) -> wasmtime::Error {
-        let err = wasmtime::Error::msg(format!("quota breached ({kind}): {detail}"));
-        self.breach = Some((kind, detail));
-        err
-    }
+    grants: Arc<Grants>,
+    /// The quota the current call overstepped, if a capability reported one.
+    breach: Breach,
 }
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl HttpView for HostState {
+    fn http(&mut self) -> HttpCtxView<'_> {
+        HttpCtxView { ctx: &self.grants.http, caller: &self.grants.caller, breach: &mut self.breach }
+    }
+}
+
+impl LogView for HostState {
+    fn log(&mut self) -> LogCtxView<'_> {
+        LogCtxView { ctx: &self.grants.log, caller: &self.grants.caller, breach: &mut self.breach }
+    }
+}
+
+impl WarehouseView for HostState {
+    fn warehouse(&mut self) -> WarehouseCtxView<'_> {
+        WarehouseCtxView { ctx: &self.grants.warehouse, caller: &self.grants.caller }
     }
 }
 
@@ -338,7 +339,7 @@ impl Plugin {
             stderr,
             ticks_left: grants.cpu_ticks,
             grants,
-            breach: None,
+            breach: Breach::default(),
         };
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.limits);
@@ -406,7 +407,7 @@ impl Instance {
                     }
                     bindings::types::InitError::Other(m) => m,
                 };
-                Err(CallError::Init(self.store.data().grants.redactor.redact(&msg)))
+                Err(CallError::Init(self.store.data().grants.caller.redactor.redact(&msg)))
             }
         }
     }
@@ -445,7 +446,7 @@ impl Instance {
                 format!("returned {reason_bytes} bytes of outcome reasons for {} events (cap {cap})", batch.len());
             return Err(CallError::Quota(QuotaKind::OutcomeSize, detail));
         }
-        let redactor = &self.store.data().grants.redactor;
+        let redactor = &self.store.data().grants.caller.redactor;
         Ok(outcomes
             .into_iter()
             .map(|o| match o {
@@ -465,7 +466,7 @@ impl Instance {
     fn arm(&mut self) {
         let ticks = self.store.data().grants.cpu_ticks;
         self.store.data_mut().ticks_left = ticks;
-        self.store.data_mut().breach = None;
+        self.store.data_mut().breach.take();
         self.store.set_epoch_deadline(1);
     }
 }
@@ -538,7 +539,7 @@ fn call_timeout(timeout: Duration) -> CallError {
 /// panic).
 fn classify_trap(err: &wasmtime::Error, store: &mut Store<HostState>) -> CallError {
     if let Some((kind, detail)) = store.data_mut().breach.take() {
-        return CallError::Quota(kind, store.data().grants.redactor.redact(&detail));
+        return CallError::Quota(kind, store.data().grants.caller.redactor.redact(&detail));
     }
     if let Some(wasmtime::Trap::Interrupt) = err.downcast_ref::<wasmtime::Trap>() {
         return CallError::Quota(QuotaKind::Cpu, "CPU time limit exceeded (cpu_ms_per_call)".into());
@@ -559,5 +560,5 @@ fn classify_trap(err: &wasmtime::Error, store: &mut Store<HostState>) -> CallErr
         msg.push_str(": ");
         msg.push_str(&tail);
     }
-    CallError::Trap(store.data().grants.redactor.redact(&msg))
+    CallError::Trap(store.data().grants.caller.redactor.redact(&msg))
 }

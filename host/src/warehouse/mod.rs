@@ -236,6 +236,58 @@ impl WarehouseError {
     }
 }
 
+/// A warehouse connection setting, parsed: which backend, and where.
+/// Its `Debug` form never shows a password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WarehouseUrl {
+    /// `postgres://…` or `postgresql://…`: a libpq URL, no TLS.
+    Postgres(Box<tokio_postgres::Config>),
+    /// `sqlite:<dir>` (also `sqlite://<dir>`): the embedded backend, one
+    /// database file per schema in `<dir>`.
+    Sqlite(std::path::PathBuf),
+}
+
+impl WarehouseUrl {
+    /// Parses a connection setting. A PostgreSQL connect timeout of 10 s
+    /// applies unless the URL sets one.
+    ///
+    /// # Errors
+    ///
+    /// [`WarehouseError::Config`] for a setting of another scheme or one
+    /// that does not parse (the message never repeats the setting, which may
+    /// hold a password).
+    pub fn parse(url: &str) -> Result<WarehouseUrl, WarehouseError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(WarehouseUrl::Postgres(Box::new(postgres::parse_config(url)?)))
+        } else if let Some(rest) = url.strip_prefix("sqlite:") {
+            let dir = rest.strip_prefix("//").unwrap_or(rest);
+            if dir.is_empty() {
+                return Err(WarehouseError::Config("`sqlite:` needs a directory, as in `sqlite:/var/lib/wh`".into()));
+            }
+            Ok(WarehouseUrl::Sqlite(dir.into()))
+        } else {
+            Err(WarehouseError::Config("expected `postgres://…` or `sqlite:<dir>`".into()))
+        }
+    }
+
+    /// Resolves a relative SQLite directory against `base` (the config
+    /// file's folder).
+    pub fn resolve_against(&mut self, base: &std::path::Path) {
+        if let WarehouseUrl::Sqlite(dir) = self
+            && dir.is_relative()
+        {
+            *dir = base.join(&*dir);
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for WarehouseUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        WarehouseUrl::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 /// A warehouse to load into.
 #[derive(Debug)]
 pub enum Warehouse {
@@ -256,16 +308,16 @@ impl Warehouse {
     /// that does not parse (the message never repeats the setting, which may
     /// hold a password).
     pub fn new(url: &str) -> Result<Warehouse, WarehouseError> {
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(Warehouse::Postgres(PostgresWarehouse::new(url)?))
-        } else if let Some(rest) = url.strip_prefix("sqlite:") {
-            let dir = rest.strip_prefix("//").unwrap_or(rest);
-            if dir.is_empty() {
-                return Err(WarehouseError::Config("`sqlite:` needs a directory, as in `sqlite:/var/lib/wh`".into()));
+        Ok(Warehouse::open(&WarehouseUrl::parse(url)?))
+    }
+
+    /// The warehouse of a parsed setting, without connecting yet.
+    pub fn open(url: &WarehouseUrl) -> Warehouse {
+        match url {
+            WarehouseUrl::Postgres(config) => {
+                Warehouse::Postgres(PostgresWarehouse::with_config(config.as_ref().clone()))
             }
-            Ok(Warehouse::Sqlite(SqliteWarehouse::new(dir)))
-        } else {
-            Err(WarehouseError::Config("expected `postgres://…` or `sqlite:<dir>`".into()))
+            WarehouseUrl::Sqlite(dir) => Warehouse::Sqlite(SqliteWarehouse::new(dir.clone())),
         }
     }
 

@@ -59,6 +59,20 @@ impl std::fmt::Debug for PostgresWarehouse {
     }
 }
 
+/// Parses a libpq-style `url`, with a connect timeout of 10 s unless the
+/// URL sets one.
+///
+/// # Errors
+///
+/// [`WarehouseError::Config`] when `url` does not parse.
+pub(super) fn parse_config(url: &str) -> Result<Config, WarehouseError> {
+    let mut config = Config::from_str(url).map_err(|e| WarehouseError::Config(chain(&e)))?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    Ok(config)
+}
+
 impl PostgresWarehouse {
     /// A warehouse for the libpq-style `url` (`postgres://user@host/db`),
     /// without connecting yet. A connect timeout of 10 s applies unless
@@ -68,11 +82,12 @@ impl PostgresWarehouse {
     ///
     /// [`WarehouseError::Config`] when `url` does not parse.
     pub fn new(url: &str) -> Result<PostgresWarehouse, WarehouseError> {
-        let mut config = Config::from_str(url).map_err(|e| WarehouseError::Config(chain(&e)))?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(CONNECT_TIMEOUT);
-        }
-        Ok(PostgresWarehouse { config: Box::new(config), conn: Mutex::new(None) })
+        Ok(PostgresWarehouse::with_config(parse_config(url)?))
+    }
+
+    /// A warehouse for a parsed `config`, without connecting yet.
+    pub fn with_config(config: Config) -> PostgresWarehouse {
+        PostgresWarehouse { config: Box::new(config), conn: Mutex::new(None) }
     }
 
     /// Connects now if not connected.

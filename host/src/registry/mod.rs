@@ -25,20 +25,23 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
+pub mod deploy;
+
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 
-use crate::app::{grants_for, settings_json};
 use crate::capabilities::http::Transport;
 use crate::config::{Config, DestinationConfig};
 use crate::cursor::Cursors;
 use crate::deadletter::DeadLetters;
 use crate::delivery::{Deploy, WorkerSpec, run_worker};
+use crate::executor::Executor;
 use crate::ingest::{Source, Sources};
 use crate::log::{EventLog, SegmentLog};
 use crate::metrics::{DestinationStats, Metrics, Refusal, SourceStats};
 use crate::router::Subscription;
-use crate::runtime::{CallError, Plugin, Runtime};
+use crate::runtime::{Plugin, Runtime};
+use deploy::{TransportFactory, grants_for, settings_json};
 
 /// Why a reload was refused. Nothing changed.
 #[derive(Debug, thiserror::Error)]
@@ -73,15 +76,22 @@ pub enum ActionError {
     Io(#[from] std::io::Error),
 }
 
+/// What every destination shares: the engine, the log and its cursors,
+/// the telemetry, and where each destination's HTTP client comes from.
+pub struct Shared {
+    pub runtime: Arc<Runtime>,
+    pub transports: TransportFactory,
+    pub log: Arc<SegmentLog>,
+    pub cursors: Cursors,
+    pub metrics: Arc<Metrics>,
+    /// The sources the tracking API accepts, published by the registry.
+    pub sources: Sources,
+}
+
 /// The running destinations and sources.
 pub struct Registry {
     config_path: PathBuf,
-    runtime: Arc<Runtime>,
-    transport: Arc<dyn Transport>,
-    log: Arc<SegmentLog>,
-    cursors: Cursors,
-    metrics: Arc<Metrics>,
-    sources: Sources,
+    shared: Shared,
     data_dir: PathBuf,
     state: Mutex<State>,
 }
@@ -96,11 +106,15 @@ struct State {
 /// One destination's worker and the handles to steer it.
 struct Running {
     config: DestinationConfig,
+    /// Its HTTP client, whose connections live on its executor.
+    transport: Arc<dyn Transport>,
     plugin_hash: String,
     generation: u64,
     deploy: watch::Sender<Arc<Deploy>>,
     paused: watch::Sender<bool>,
     stop: watch::Sender<bool>,
+    /// The worker, on the destination's own executor; resolves when it has
+    /// stopped and its executor is shut down.
     task: JoinHandle<()>,
     stats: Arc<DestinationStats>,
     dead_letters: Arc<DeadLetters>,
@@ -113,44 +127,48 @@ struct Checked {
 }
 
 impl Registry {
-    /// Starts a worker for every destination of `config` (whose plugins
-    /// `loaded` holds, in order) and publishes its sources.
+    /// Loads every destination of `config`, starts its worker, and
+    /// publishes the sources.
+    ///
+    /// A plugin whose `init` refuses its settings fails the start, naming
+    /// it. One that traps (or breaches a quota) in that check starts anyway:
+    /// its calls fail and quarantine it, while the other destinations
+    /// deliver and its events wait in the log.
     ///
     /// # Errors
     ///
-    /// When a destination's dead-letter store cannot be opened.
-    #[allow(clippy::too_many_arguments)]
-    pub fn start(
-        config_path: PathBuf,
-        config: Config,
-        loaded: Vec<Plugin>,
-        runtime: Arc<Runtime>,
-        transport: Arc<dyn Transport>,
-        log: Arc<SegmentLog>,
-        cursors: Cursors,
-        metrics: Arc<Metrics>,
-        sources: Sources,
-    ) -> anyhow::Result<Arc<Registry>> {
-        let data_dir = config.server.data_dir.clone();
+    /// When a plugin cannot be loaded or refuses its settings, or a
+    /// destination's dead-letter store or executor cannot be opened.
+    pub async fn start(config: Config, shared: Shared) -> anyhow::Result<Arc<Registry>> {
         let registry = Registry {
-            config_path,
-            runtime,
-            transport,
-            log,
-            cursors,
-            metrics,
-            sources,
-            data_dir,
+            config_path: config.path.clone(),
+            data_dir: config.server.data_dir.clone(),
+            shared,
             state: Mutex::new(State { config: config.clone(), running: BTreeMap::new(), stopping: Vec::new() }),
         };
         let mut running = BTreeMap::new();
-        for (d, plugin) in config.destinations.iter().zip(loaded) {
-            let checked = Checked { plugin, config: d.clone() };
+        for d in &config.destinations {
+            let loaded = deploy::load(&registry.shared.runtime, &config, d, (registry.shared.transports)())
+                .await
+                .map_err(|e| anyhow::anyhow!("destination `{}`: {e}", d.name))?;
+            match loaded.check {
+                Ok(()) => {
+                    let hash = &loaded.plugin.hash[..12.min(loaded.plugin.hash.len())];
+                    tracing::info!(destination = %d.name, plugin = %d.plugin.display(), hash, "destination ready");
+                }
+                Err(e) if e.is_refusal() => anyhow::bail!("destination `{}`: {e}", d.name),
+                Err(e) => tracing::error!(
+                    destination = %d.name,
+                    error = %e,
+                    "plugin failed its start-up check; its calls will fail and quarantine it while the others deliver"
+                ),
+            }
+            let checked = Checked { plugin: loaded.plugin, config: d.clone() };
             running.insert(d.name.clone(), registry.spawn(&config, checked)?);
         }
         registry.publish_sources(&config, &[]);
         registry.publish_destinations(&running);
-        registry.state.try_lock().map_err(|_| anyhow::anyhow!("registry busy at start"))?.running = running;
+        registry.state.lock().await.running = running;
         Ok(Arc::new(registry))
     }
 
@@ -179,7 +197,7 @@ impl Registry {
         match &result {
             Ok(report) if report.is_empty() => tracing::debug!("reload: nothing changed"),
             Ok(report) => {
-                self.metrics.reloads_applied.inc();
+                self.shared.metrics.reloads_applied.inc();
                 tracing::info!(
                     added = ?report.added,
                     removed = ?report.removed,
@@ -189,7 +207,7 @@ impl Registry {
                 );
             }
             Err(e) => {
-                self.metrics.reloads_refused.inc();
+                self.shared.metrics.reloads_refused.inc();
                 tracing::error!(error = %e, "reload refused; the running config and plugins stay");
             }
         }
@@ -239,7 +257,7 @@ impl Registry {
         let gone: Vec<String> = state.running.keys().filter(|n| !keep.contains(&n.as_str())).cloned().collect();
         for name in gone {
             if let Some(r) = state.running.remove(&name) {
-                let backlog = self.cursors.position(&name).map(|at| self.log.end().saturating_sub(at));
+                let backlog = self.shared.cursors.position(&name).map(|at| self.shared.log.end().saturating_sub(at));
                 tracing::info!(
                     destination = %name,
                     undelivered = ?backlog,
@@ -254,7 +272,7 @@ impl Registry {
             let name = c.config.name.clone();
             if let Some(r) = state.running.get_mut(&name) {
                 r.generation += 1;
-                let deploy = self.deploy(&config, &c, r.generation, &r.stats);
+                let deploy = Registry::deploy(&config, &c, r.generation, &r.stats, &r.transport);
                 set_plugin_status(&r.stats, &c.plugin);
                 r.stats.update_status(|s| s.refused = None);
                 r.plugin_hash = c.plugin.hash.clone();
@@ -274,7 +292,7 @@ impl Registry {
         }
         report.sources_changed = config.sources != state.config.sources;
         if report.sources_changed {
-            self.publish_sources(&config, &self.metrics.sources());
+            self.publish_sources(&config, &self.shared.metrics.sources());
         }
         self.publish_destinations(&state.running);
         state.config = config;
@@ -283,28 +301,22 @@ impl Registry {
 
     /// Loads `d`'s plugin and checks that `init` accepts its settings.
     async fn check(&self, config: &Config, d: &DestinationConfig) -> Result<Plugin, String> {
-        let rt = self.runtime.clone();
-        let path = d.plugin.clone();
-        let plugin = tokio::task::spawn_blocking(move || rt.load(&path))
-            .await
-            .map_err(|e| format!("loading panicked: {e}"))?
-            .map_err(|e| e.to_string())?;
-        let grants = grants_for(d, &config.redactor, self.transport.clone(), Arc::default());
-        let result: Result<(), CallError> = async {
-            let mut instance = plugin.instantiate(grants).await?;
-            instance.init(&settings_json(d)).await
-        }
-        .await;
-        result.map_err(|e| format!("{}: {e}", d.plugin.display()))?;
-        Ok(plugin)
+        let transport = (self.shared.transports)();
+        deploy::check(&self.shared.runtime, config, d, transport).await.map_err(|e| e.to_string())
     }
 
-    fn deploy(&self, config: &Config, c: &Checked, generation: u64, stats: &DestinationStats) -> Deploy {
+    fn deploy(
+        config: &Config,
+        c: &Checked,
+        generation: u64,
+        stats: &DestinationStats,
+        transport: &Arc<dyn Transport>,
+    ) -> Deploy {
         let d = &c.config;
         Deploy {
             generation,
             plugin: c.plugin.clone(),
-            grants: grants_for(d, &config.redactor, self.transport.clone(), stats.warehouse.clone()),
+            grants: grants_for(d, &config.redactor, transport.clone(), stats.warehouse.clone()),
             settings_json: settings_json(d),
             subscription: Subscription { name: d.name.clone(), types: d.subscribe.types.clone() },
             batch: d.batch.clone(),
@@ -315,7 +327,8 @@ impl Registry {
         }
     }
 
-    /// Starts `c`'s worker with fresh counters; a destination that ran
+    /// Starts `c`'s worker, on an executor of its own (see
+    /// [`crate::executor`]), with fresh counters; a destination that ran
     /// before under the same name resumes from its saved cursor.
     fn spawn(&self, config: &Config, c: Checked) -> anyhow::Result<Running> {
         let name = c.config.name.clone();
@@ -323,9 +336,12 @@ impl Registry {
             DeadLetters::open(&self.data_dir.join("dead-letters").join(&name))
                 .map_err(|e| anyhow::anyhow!("destination `{name}`: opening dead letters: {e}"))?,
         );
+        let executor = Executor::for_destination(&name, c.config.quota.max_concurrent_calls)
+            .map_err(|e| anyhow::anyhow!("destination `{name}`: starting its threads: {e}"))?;
+        let transport = (self.shared.transports)();
         let stats = Arc::new(DestinationStats::new(&name));
         set_plugin_status(&stats, &c.plugin);
-        let (deploy_tx, deploy_rx) = watch::channel(Arc::new(self.deploy(config, &c, 1, &stats)));
+        let (deploy_tx, deploy_rx) = watch::channel(Arc::new(Registry::deploy(config, &c, 1, &stats, &transport)));
         let (paused_tx, paused_rx) = watch::channel(false);
         let (stop_tx, stop_rx) = watch::channel(false);
         let spec = WorkerSpec {
@@ -333,14 +349,20 @@ impl Registry {
             deploy: deploy_rx,
             paused: paused_rx,
             stats: stats.clone(),
-            log: self.log.clone(),
-            cursors: self.cursors.clone(),
+            log: self.shared.log.clone(),
+            cursors: self.shared.cursors.clone(),
             dead_letters: dead_letters.clone(),
         };
-        let task = tokio::spawn(run_worker(spec, stop_rx));
+        let worker = executor.spawn(run_worker(spec, stop_rx));
+        // The executor lives as long as its worker.
+        let task = tokio::spawn(async move {
+            let _ = worker.await;
+            drop(executor);
+        });
         Ok(Running {
             plugin_hash: c.plugin.hash.clone(),
             config: c.config,
+            transport,
             generation: 1,
             deploy: deploy_tx,
             paused: paused_tx,
@@ -365,14 +387,14 @@ impl Registry {
             stats.push(st.clone());
             by_key.insert(s.write_key.clone(), Source { name: Arc::from(s.name.as_str()), stats: st });
         }
-        self.sources.store(Arc::new(by_key));
-        if let Ok(mut s) = self.metrics.sources.write() {
+        self.shared.sources.store(Arc::new(by_key));
+        if let Ok(mut s) = self.shared.metrics.sources.write() {
             *s = stats;
         }
     }
 
     fn publish_destinations(&self, running: &BTreeMap<String, Running>) {
-        if let Ok(mut d) = self.metrics.destinations.write() {
+        if let Ok(mut d) = self.shared.metrics.destinations.write() {
             *d = running.values().map(|r| r.stats.clone()).collect();
         }
     }
@@ -398,7 +420,7 @@ impl Registry {
     /// Destinations removed from the config whose events are still kept.
     pub async fn removed(&self) -> Vec<String> {
         let state = self.state.lock().await;
-        self.cursors.names().into_iter().filter(|n| !state.running.contains_key(n)).collect()
+        self.shared.cursors.names().into_iter().filter(|n| !state.running.contains_key(n)).collect()
     }
 
     /// Forgets a removed destination: its cursor (so the log may delete the
@@ -413,15 +435,15 @@ impl Registry {
         if state.running.contains_key(name) {
             return Err(ActionError::Configured(name.to_owned()));
         }
-        let Some(at) = self.cursors.position(name) else { return Err(ActionError::NotFound(name.to_owned())) };
-        let dropped = self.log.end().saturating_sub(at);
-        let min = self.cursors.remove(name)?;
+        let Some(at) = self.shared.cursors.position(name) else { return Err(ActionError::NotFound(name.to_owned())) };
+        let dropped = self.shared.log.end().saturating_sub(at);
+        let min = self.shared.cursors.remove(name)?;
         let dl = self.data_dir.join("dead-letters").join(name);
         if dl.exists() {
             std::fs::remove_dir_all(&dl)?;
         }
         if let Some(min) = min {
-            self.log.release(min);
+            self.shared.log.release(min);
         }
         tracing::warn!(destination = name, dropped, "destination purged; its undelivered events are dropped");
         Ok(dropped)

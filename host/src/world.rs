@@ -1,9 +1,12 @@
-//! Host bindings of every contract version this host runs.
+//! The contract's generated bindings, of every version this host runs:
+//! the one module both the runtime (exports: `init`, `deliver`) and the
+//! capabilities (imports: `http`, `log`, `warehouse`) depend on, so neither
+//! depends on the other. It depends on nothing of the host.
 //!
-//! The newest version (`v0_2`) is the one the runtime and the capabilities
-//! speak; its modules are re-exported here. Plugins built against an older
-//! version link against that version's interfaces, which
-//! [`compat`](super::compat) adapts onto the newest: the published WIT
+//! The newest version (`v0_2`) is the one the host speaks; its interfaces
+//! are re-exported here. A plugin built against an older version links
+//! against that version's interfaces, which each capability adapts onto
+//! the newest (and the runtime adapts the exports): the published WIT
 //! folders stay frozen and old plugins keep running.
 
 /// `switchyard:destination@0.2.0`: adds `event.source` and the `warehouse`

@@ -36,9 +36,20 @@
 //! in the worker, so a swap loses nothing, and duplicates only what a
 //! plugin had sent before its call was cut short. A paused worker starts
 //! no new calls; its events wait in the log.
+//!
+//! # Parts
+//!
+//! The worker's loop ties together parts that each hold one concern and
+//! are unit-tested on their own under paused time: [`retry`] (backoff,
+//! requested delays, the horizon), [`quarantine`] (the circuit breaker and
+//! its probes), [`pacing`] (`events_per_second`) and [`progress`] (the
+//! position to save when calls finish out of order).
 
-use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap};
+pub mod pacing;
+pub mod progress;
+pub mod quarantine;
+pub mod retry;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,10 +62,13 @@ use crate::cursor::Cursors;
 use crate::deadletter::DeadLetters;
 use crate::log::{EventLog, LogReader, Seq, decode_envelope};
 use crate::metrics::DestinationStats;
-use crate::quota::TokenBucket;
 use crate::router::Subscription;
 use crate::runtime::{CallError, Grants, Instance, Outcome, Plugin};
 use crate::spec::Envelope;
+use pacing::Pacer;
+use progress::Progress;
+use quarantine::Breaker;
+use retry::{Next, Pending, RetryQueue, next_attempt};
 
 /// What a destination runs: one plugin version with its settings and
 /// sandbox, and the delivery policy. Replaced whole on a reload.
@@ -88,35 +102,6 @@ pub struct WorkerSpec<L: EventLog> {
     pub dead_letters: Arc<DeadLetters>,
 }
 
-/// An event in flight or waiting for another attempt.
-#[derive(Debug)]
-struct Pending {
-    seq: Seq,
-    event: Arc<Envelope>,
-    attempts: u32,
-    first_failure: Option<Instant>,
-}
-
-/// Retries ordered by due time, then log order.
-struct Due(Instant, Pending);
-
-impl PartialEq for Due {
-    fn eq(&self, o: &Self) -> bool {
-        (self.0, self.1.seq) == (o.0, o.1.seq)
-    }
-}
-impl Eq for Due {}
-impl PartialOrd for Due {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Due {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (self.0, self.1.seq).cmp(&(o.0, o.1.seq))
-    }
-}
-
 struct Worker<L: EventLog> {
     name: Arc<str>,
     deploy: Arc<Deploy>,
@@ -128,29 +113,16 @@ struct Worker<L: EventLog> {
     /// Instances of the current deploy not in a call, ready for the next
     /// batch.
     idle: Vec<Instance>,
-    retries: BinaryHeap<Reverse<Due>>,
-    /// Sequence numbers read but not final.
-    unfinished: BTreeSet<Seq>,
+    retries: RetryQueue,
+    progress: Progress,
     window: usize,
-    saved: Seq,
     /// The batch being gathered, kept here so that gathering can be
     /// interrupted (by a finished call) without dropping events.
     forming: Vec<Pending>,
     /// When `forming` must go, `linger_ms` after its first event.
     deadline: Option<Instant>,
-    pace: Option<TokenBucket>,
-    /// No new batch before this instant (`events_per_second`).
-    paced_until: Option<Instant>,
-    /// Calls failed in a row.
-    failures: u32,
-    quarantine: Option<Quarantine>,
-}
-
-/// A quarantined destination: the next probe and the wait before it.
-#[derive(Debug, Clone, Copy)]
-struct Quarantine {
-    probe_at: Instant,
-    wait: Duration,
+    pacer: Pacer,
+    breaker: Breaker,
 }
 
 /// A finished plugin call: the instance (unless it trapped) and the deploy
@@ -184,7 +156,7 @@ pub async fn run_worker<L: EventLog>(spec: WorkerSpec<L>, shutdown: watch::Recei
     let mut w = Worker {
         name: name.clone(),
         window: window_for(&deploy),
-        pace: pace_for(&deploy),
+        pacer: pacer_for(&deploy),
         deploy,
         stats,
         log,
@@ -192,14 +164,11 @@ pub async fn run_worker<L: EventLog>(spec: WorkerSpec<L>, shutdown: watch::Recei
         dead_letters,
         reader,
         idle: Vec::new(),
-        retries: BinaryHeap::new(),
-        unfinished: BTreeSet::new(),
-        saved: start,
+        retries: RetryQueue::default(),
+        progress: Progress::new(start),
         forming: Vec::new(),
         deadline: None,
-        paced_until: None,
-        failures: 0,
-        quarantine: None,
+        breaker: Breaker::default(),
     };
     tracing::info!(
         destination = &*name,
@@ -214,12 +183,9 @@ pub async fn run_worker<L: EventLog>(spec: WorkerSpec<L>, shutdown: watch::Recei
         // A new batch may go unless a pause, pacing or a quarantine holds it
         // back; a quarantined destination gets one probe call at a time.
         let now = Instant::now();
-        let held = [w.paced_until, w.quarantine.map(|q| q.probe_at)].into_iter().flatten().filter(|at| *at > now).max();
-        let limit = match (*pauses.borrow(), w.quarantine.is_some()) {
-            (true, _) => 0,
-            (false, true) => 1,
-            (false, false) => w.deploy.max_concurrent_calls.max(1),
-        };
+        let probe_at = w.breaker.quarantine().map(|q| q.probe_at).filter(|at| *at > now);
+        let held = w.pacer.held_until(now).into_iter().chain(probe_at).max();
+        let limit = w.breaker.call_limit(*pauses.borrow(), w.deploy.max_concurrent_calls);
         tokio::select! {
             biased;
             () = &mut stop => break,
@@ -238,7 +204,7 @@ pub async fn run_worker<L: EventLog>(spec: WorkerSpec<L>, shutdown: watch::Recei
             },
             () = tokio::time::sleep_until(held.unwrap_or(now)), if held.is_some() && limit > 0 => {}
             batch = w.gather(), if calls.len() < limit && held.is_none() => {
-                w.pace(batch.len());
+                w.pacer.charge(batch.len(), Instant::now());
                 w.launch(&mut calls, batch);
             }
         }
@@ -267,8 +233,8 @@ fn window_for(deploy: &Deploy) -> usize {
     (deploy.batch.max_events * 20).max(10_000)
 }
 
-fn pace_for(deploy: &Deploy) -> Option<TokenBucket> {
-    deploy.events_per_second.map(|rate| TokenBucket::new(rate, deploy.batch.max_events))
+fn pacer_for(deploy: &Deploy) -> Pacer {
+    Pacer::new(deploy.events_per_second, deploy.batch.max_events)
 }
 
 impl<L: EventLog> Worker<L> {
@@ -284,10 +250,8 @@ impl<L: EventLog> Worker<L> {
         );
         self.idle.clear();
         self.window = window_for(&next);
-        self.pace = pace_for(&next);
-        self.paced_until = None;
-        self.failures = 0;
-        self.quarantine = None;
+        self.pacer = pacer_for(&next);
+        self.breaker.reset();
         self.stats.update_status(|s| s.quarantined = None);
         self.deploy = next;
     }
@@ -303,13 +267,13 @@ impl<L: EventLog> Worker<L> {
         let linger = Duration::from_millis(self.deploy.batch.linger_ms);
         loop {
             let now = Instant::now();
-            while self.forming.len() < max && self.retries.peek().is_some_and(|Reverse(Due(at, _))| *at <= now) {
-                if let Some(Reverse(Due(_, p))) = self.retries.pop() {
-                    self.forming.push(p);
-                }
+            while self.forming.len() < max
+                && let Some(p) = self.retries.pop_due(now)
+            {
+                self.forming.push(p);
             }
-            if self.forming.len() < max && self.unfinished.len() < self.window {
-                let room = (max - self.forming.len()).min(self.window - self.unfinished.len());
+            if self.forming.len() < max && self.progress.in_flight() < self.window {
+                let room = (max - self.forming.len()).min(self.window - self.progress.in_flight());
                 match self.reader.try_batch(room).await {
                     Ok(records) => {
                         for (seq, payload) in records {
@@ -330,12 +294,12 @@ impl<L: EventLog> Worker<L> {
                 }
             }
             // Wait for new records, the next retry, or the linger deadline.
-            let next_retry = self.retries.peek().map(|Reverse(Due(at, _))| *at);
+            let next_retry = self.retries.next_due();
             let wake = match (self.deadline, next_retry) {
                 (Some(d), Some(r)) => Some(d.min(r)),
                 (d, r) => d.or(r),
             };
-            let can_read = self.unfinished.len() < self.window;
+            let can_read = self.progress.in_flight() < self.window;
             match (wake, can_read) {
                 (Some(at), true) => {
                     tokio::select! {
@@ -369,18 +333,8 @@ impl<L: EventLog> Worker<L> {
             return;
         }
         self.stats.received.inc();
-        self.unfinished.insert(seq);
-        self.forming.push(Pending { seq, event: Arc::new(event), attempts: 0, first_failure: None });
-    }
-
-    /// Charges `events` to `events_per_second`; when that overdraws the
-    /// bucket, the next batch waits until it is paid back.
-    fn pace(&mut self, events: usize) {
-        if let Some(bucket) = self.pace.as_mut() {
-            let now = Instant::now();
-            let wait = bucket.take(events, now);
-            self.paced_until = (!wait.is_zero()).then(|| now + wait);
-        }
+        self.progress.started(seq);
+        self.forming.push(Pending::new(seq, Arc::new(event)));
     }
 
     /// Starts a plugin call for `batch` on an idle instance, or a new one.
@@ -431,7 +385,7 @@ impl<L: EventLog> Worker<L> {
                     match outcome {
                         Outcome::Delivered => {
                             self.stats.delivered.inc();
-                            self.unfinished.remove(&pending.seq);
+                            self.progress.finished(pending.seq);
                         }
                         Outcome::Rejected(reason) => {
                             self.stats.failed.inc();
@@ -461,13 +415,13 @@ impl<L: EventLog> Worker<L> {
 
     /// A call succeeded: the failure streak ends, and a quarantine with it.
     fn call_succeeded(&mut self) {
-        self.failures = 0;
+        let ended_quarantine = self.breaker.succeeded();
         let now = chrono::Utc::now().timestamp_millis();
         self.stats.update_status(|s| {
             s.last_success_ms = Some(now);
             s.quarantined = None;
         });
-        if self.quarantine.take().is_some() {
+        if ended_quarantine {
             tracing::info!(destination = &*self.name, "probe call succeeded; destination active again");
         }
     }
@@ -485,22 +439,15 @@ impl<L: EventLog> Worker<L> {
         tracing::error!(destination = name, error = %err, events, "plugin call failed; batch will be retried");
         let reason = err.to_string();
         let now = chrono::Utc::now().timestamp_millis();
-        self.failures += 1;
-        let cfg = &self.deploy.quarantine;
-        if self.failures < cfg.after_failures {
+        let Some(q) = self.breaker.failed(&self.deploy.quarantine, Instant::now()) else {
             stats.update_status(|s| {
                 s.last_failure_ms = Some(now);
                 s.last_failure = Some(reason);
             });
             return;
-        }
-        let wait = match self.quarantine {
-            Some(q) => (q.wait * 2).min(Duration::from_millis(cfg.max_ms)),
-            None => Duration::from_millis(cfg.initial_ms),
         };
-        self.quarantine = Some(Quarantine { probe_at: Instant::now() + wait, wait });
-        let summary = format!("{} failed calls in a row; last: {reason}", self.failures);
-        tracing::warn!(destination = name, reason = %summary, probe_in = ?wait, "destination quarantined");
+        let summary = format!("{} failed calls in a row; last: {reason}", self.breaker.failures());
+        tracing::warn!(destination = name, reason = %summary, probe_in = ?q.wait, "destination quarantined");
         stats.update_status(|s| {
             s.last_failure_ms = Some(now);
             s.last_failure = Some(reason);
@@ -511,20 +458,14 @@ impl<L: EventLog> Worker<L> {
     /// Puts `pending` back for another attempt, or dead-letters it when the
     /// retry horizon has passed.
     async fn schedule(&mut self, mut pending: Pending, after: Option<Duration>, jitter: f64, reason: &str) {
-        let first = *pending.first_failure.get_or_insert_with(Instant::now);
-        pending.attempts += 1;
-        // A plugin's requested delay is honoured up to `max_retry_after_ms`:
-        // a garbage `after` cannot park an event until its horizon.
-        let longest = Duration::from_millis(self.deploy.retry.max_retry_after_ms);
-        let delay = after.map_or_else(|| self.deploy.retry.backoff(pending.attempts, jitter), |a| a.min(longest));
-        if first.elapsed() + delay > self.deploy.retry.horizon() {
-            let reason = format!("retry horizon passed after {} attempts: {reason}", pending.attempts);
-            self.dead_letter(pending, &reason).await;
-            return;
+        match next_attempt(&self.deploy.retry, &mut pending, after, jitter, Instant::now(), reason) {
+            Next::DeadLetter(reason) => self.dead_letter(pending, &reason).await,
+            Next::RetryAt(at) => {
+                self.stats.retried.inc();
+                tracing::debug!(destination = &*self.name, message_id = %pending.event.message_id, attempts = pending.attempts, delay = ?at.saturating_duration_since(Instant::now()), %reason, "retrying event");
+                self.retries.push(at, pending);
+            }
         }
-        self.stats.retried.inc();
-        tracing::debug!(destination = &*self.name, message_id = %pending.event.message_id, attempts = pending.attempts, ?delay, %reason, "retrying event");
-        self.retries.push(Reverse(Due(Instant::now() + delay, pending)));
     }
 
     /// Moves `pending` to the dead letters. If even that fails, the event
@@ -534,14 +475,14 @@ impl<L: EventLog> Worker<L> {
         match self.dead_letters.add(&pending.event, reason, pending.attempts.max(1)).await {
             Ok(()) => {
                 self.stats.dead_lettered.inc();
-                self.unfinished.remove(&pending.seq);
+                self.progress.finished(pending.seq);
                 tracing::warn!(destination = &*name, message_id = %pending.event.message_id, %reason, "event dead-lettered");
             }
             Err(e) => {
                 tracing::error!(destination = &*name, error = %e, "cannot store dead letter; will retry the event");
                 pending.attempts += 1;
                 let at = Instant::now() + self.deploy.retry.backoff(pending.attempts, 0.5);
-                self.retries.push(Reverse(Due(at, pending)));
+                self.retries.push(at, pending);
             }
         }
     }
@@ -549,13 +490,10 @@ impl<L: EventLog> Worker<L> {
     /// Saves the cursor (the first unfinished event, or the read position)
     /// and lets the log delete what every destination has passed.
     fn save_cursor(&mut self) {
-        let at = self.unfinished.first().copied().unwrap_or_else(|| self.reader.position());
-        if at == self.saved {
-            return;
-        }
+        let Some(at) = self.progress.to_save(self.reader.position()) else { return };
         match self.cursors.save(&self.name, at) {
             Ok(min) => {
-                self.saved = at;
+                self.progress.saved(at);
                 self.log.release(min);
             }
             Err(e) => tracing::warn!(destination = &*self.name, error = %e, "cannot save cursor"),
@@ -568,4 +506,27 @@ async fn new_instance(plugin: &Plugin, grants: Arc<Grants>, settings: &str) -> R
     let mut instance = plugin.instantiate(grants).await?;
     instance.init(settings).await?;
     Ok(instance)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::sync::Arc;
+
+    use crate::spec::{Envelope, EventType};
+
+    /// A track event whose messageId names `seq`.
+    pub(crate) fn event(seq: u64) -> Arc<Envelope> {
+        Arc::new(Envelope {
+            kind: EventType::Track,
+            message_id: format!("m{seq}"),
+            name: Some("Tested".into()),
+            user_id: Some("u1".into()),
+            anonymous_id: None,
+            timestamp_ms: 0,
+            source: Arc::from("test"),
+            integrations: None,
+            json: "{}".into(),
+            only_for: None,
+        })
+    }
 }

@@ -1,0 +1,167 @@
+//! Turning a destination's config into something that runs: its sandbox
+//! grants, and the one loader that compiles its plugin and checks that
+//! `init` accepts its settings — used at start, by `switchyard validate`
+//! and by every reload.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::capabilities::Caller;
+use crate::capabilities::http::{HttpCtx, HttpPolicy, HyperTransport, Transport};
+use crate::capabilities::log::LogCtx;
+use crate::capabilities::warehouse::WarehouseCtx;
+use crate::config::{Config, DestinationConfig};
+use crate::metrics::WarehouseStats;
+use crate::redact::Redactor;
+use crate::runtime::{CallError, EPOCH_TICK, Grants, Plugin, Runtime, RuntimeOptions};
+
+/// Makes each destination's HTTP transport. A destination gets its own, so
+/// its connections live on its own runtime (see [`crate::executor`]).
+pub type TransportFactory = Arc<dyn Fn() -> Arc<dyn Transport> + Send + Sync>;
+
+/// hyper's pooled client over TLS, one per destination.
+pub fn hyper_transports() -> TransportFactory {
+    Arc::new(|| Arc::new(HyperTransport::new()) as Arc<dyn Transport>)
+}
+
+/// The Wasm runtime for `config`.
+///
+/// # Errors
+///
+/// When the engine cannot be built.
+pub fn runtime_for(config: &Config) -> anyhow::Result<Runtime> {
+    Runtime::new(&RuntimeOptions {
+        cache_dir: config.server.data_dir.join("plugin-cache"),
+        max_instances: config.runtime.max_instances,
+        max_memory_bytes: config.runtime.max_memory_mb as usize * 1024 * 1024,
+        pooling: true,
+        epoch_interruption: true,
+    })
+}
+
+/// A destination's sandbox grants from its config; its warehouse loads are
+/// counted in `warehouse_stats`.
+pub fn grants_for(
+    d: &DestinationConfig,
+    redactor: &Redactor,
+    transport: Arc<dyn Transport>,
+    warehouse_stats: Arc<WarehouseStats>,
+) -> Arc<Grants> {
+    let policy = HttpPolicy {
+        allow: d.allow_http.clone(),
+        timeout: Duration::from_millis(d.quota.http_timeout_ms),
+        max_response_bytes: d.quota.http_max_response_bytes,
+    };
+    let tick = EPOCH_TICK.as_millis() as u64;
+    let q = &d.quota;
+    Arc::new(Grants {
+        caller: Caller { name: Arc::from(d.name.as_str()), redactor: redactor.clone() },
+        http: HttpCtx::new(policy, transport, q.http_requests_per_second),
+        log: LogCtx::new(q.log_lines_per_second, q.log_bytes_per_second),
+        warehouse: WarehouseCtx {
+            warehouse: d.warehouse.as_ref().map(|url| Arc::new(crate::warehouse::Warehouse::open(url))),
+            stats: warehouse_stats,
+        },
+        memory_bytes: q.memory_mb as usize * 1024 * 1024,
+        cpu_ticks: q.cpu_ms_per_call.div_ceil(tick).max(1),
+        call_timeout: Duration::from_millis(q.call_timeout_ms),
+    })
+}
+
+/// The settings table as the JSON object `init` receives.
+pub fn settings_json(d: &DestinationConfig) -> String {
+    // A TOML table always serializes to a JSON object.
+    serde_json::to_string(&d.settings).unwrap_or_else(|_| "{}".into())
+}
+
+/// Why a destination's plugin cannot be deployed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// The file is missing, is not a component, or not of a contract this
+    /// host runs.
+    #[error(transparent)]
+    Load(#[from] crate::runtime::LoadError),
+    /// Instantiating it or calling `init` failed (`init` refused the
+    /// settings, trapped, or breached a quota).
+    #[error("{path}: {error}")]
+    Init { path: String, error: CallError },
+    /// Loading panicked.
+    #[error("loading panicked: {0}")]
+    Panicked(String),
+}
+
+impl DeployError {
+    /// Whether the plugin refused its settings (as opposed to trapping or
+    /// breaching a quota in `init`).
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, DeployError::Init { error: CallError::Init(_), .. } | DeployError::Load(_))
+    }
+}
+
+/// A plugin loaded for a destination, with what its start-up check said.
+pub struct Loaded {
+    pub plugin: Plugin,
+    /// `Err` when instantiating it or `init` failed.
+    pub check: Result<(), DeployError>,
+}
+
+/// Loads `d`'s plugin (compiling off the async threads, or from the
+/// compiled cache), instantiates it with `d`'s grants and calls `init` with
+/// its settings.
+///
+/// # Errors
+///
+/// [`DeployError::Load`] when the plugin cannot be loaded; a failed `init`
+/// is reported in [`Loaded::check`], since a running server still starts
+/// such a destination (its calls fail and quarantine it).
+pub async fn load(
+    runtime: &Arc<Runtime>,
+    config: &Config,
+    d: &DestinationConfig,
+    transport: Arc<dyn Transport>,
+) -> Result<Loaded, DeployError> {
+    let rt = runtime.clone();
+    let path = d.plugin.clone();
+    let plugin = tokio::task::spawn_blocking(move || rt.load(&path))
+        .await
+        .map_err(|e| DeployError::Panicked(e.to_string()))??;
+    let grants = grants_for(d, &config.redactor, transport, Arc::default());
+    let check = async {
+        let mut instance = plugin.instantiate(grants).await?;
+        instance.init(&settings_json(d)).await
+    }
+    .await
+    .map_err(|error| DeployError::Init { path: d.plugin.display().to_string(), error });
+    Ok(Loaded { plugin, check })
+}
+
+/// Loads and checks `d`'s plugin; any failure is an error.
+///
+/// # Errors
+///
+/// A [`DeployError`] saying what failed.
+pub async fn check(
+    runtime: &Arc<Runtime>,
+    config: &Config,
+    d: &DestinationConfig,
+    transport: Arc<dyn Transport>,
+) -> Result<Plugin, DeployError> {
+    let loaded = load(runtime, config, d, transport).await?;
+    loaded.check.map(|()| loaded.plugin)
+}
+
+/// Checks every destination of `config` the way `switchyard validate`
+/// does: each plugin loads and its `init` accepts its settings.
+///
+/// # Errors
+///
+/// The first destination that fails, named.
+pub async fn validate(config: &Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.server.data_dir)?;
+    let runtime = Arc::new(runtime_for(config)?);
+    let transports = hyper_transports();
+    for d in &config.destinations {
+        check(&runtime, config, d, transports()).await.map_err(|e| anyhow::anyhow!("destination `{}`: {e}", d.name))?;
+    }
+    Ok(())
+}
