@@ -1,10 +1,21 @@
-//! Isolation benchmark: does a hostile neighbour slow a healthy destination?
+//! Isolation benchmark: does a hostile neighbour slow a healthy destination,
+//! or the tracking API?
 //!
-//! In one run: switchyard (in this process) ingests batches of 100 ~500-byte
-//! events as fast as the load generator can send them, and `good` (the
-//! webhook plugin) delivers them to a loopback receiver: alone, and
-//! beside `bad`, the hostile example plugin in each of its modes, with a run
-//! alone before each neighbour. Each neighbour runs twice:
+//! **Throughput** (`BENCH_PART=throughput`): switchyard (in this process)
+//! ingests batches of 100 ~500-byte events as fast as the load generator
+//! can send them, and `good` (the webhook plugin) delivers them to a
+//! loopback receiver: alone, and beside `bad`, the hostile example plugin in
+//! each of its modes, with a run alone before each neighbour.
+//!
+//! **Ingest latency** (`BENCH_PART=latency`): the peak ingest rate is
+//! measured alone, then `/v1/batch` (100 events) is sent at half of it and
+//! `/v1/track` at 50 requests/s, paced, and each request's latency taken
+//! from when it was due (a late send counts). Alone, and beside `bad` in
+//! the modes that burn CPU, memory or wall time (`BENCH_LATENCY_MODES`,
+//! default `spin,allocate,slow-response`). Target: p99 beside any neighbour
+//! ≤ 2× alone, and `good` delivering ≥ 0.9 of its rate alone.
+//!
+//! Each neighbour runs twice:
 //!
 //! - **never quarantined** (`after_failures` huge): it misbehaves for the
 //!   whole phase, retried every ≤ 500 ms, two calls at a time. The worst
@@ -17,28 +28,23 @@
 //! calls failed in a phase, to show the neighbour really was busy.
 //!
 //! Run: `./x plugins && cargo bench -p switchyard --bench isolation`.
+//! `BENCH_PART` picks `throughput`, `latency` or `all` (default),
 //! `BENCH_SECS` sets each phase's length (default 5), `BENCH_REPEAT` the
 //! rounds (default 1; medians are reported), `BENCH_CONNECTIONS` the load
 //! generator's connections (default 16), `BENCH_MODES` a comma-separated
-//! subset of modes. No tracing subscriber is installed, so
-//! a log-flooding neighbour costs only its rate checks here.
+//! subset of modes for the throughput part. No tracing subscriber is
+//! installed, so a log-flooding neighbour costs only its rate checks here.
 
-use std::convert::Infallible;
+mod common;
+
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::body::{Body, Frame};
-use hyper::service::service_fn;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use common::{Drip, Paced, Server, env_or, median, percentile, plugin};
+use http_body_util::Full;
 
 const BATCH: usize = 100;
 
@@ -59,157 +65,8 @@ const MODES: [&str; 13] = [
     "init-panic",
 ];
 
-static NEXT_SEED: AtomicU64 = AtomicU64::new(0);
-
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("parent").to_owned()
-}
-
-/// A plugin built by `./x plugins` (under `CARGO_TARGET_DIR` when set).
-fn plugin(name: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace().join("target"), PathBuf::from);
-    let path = target.join(format!("wasm32-wasip2/plugin/{name}.wasm"));
-    assert!(path.exists(), "{} is missing: build the plugins first (./x plugins)", path.display());
-    path
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
-/// A batch body with unique messageIds.
-fn body(seed: u64) -> Bytes {
-    use std::fmt::Write as _;
-    let mut out = String::with_capacity(BATCH * 520 + 64);
-    out.push_str("{\"batch\":[");
-    for i in 0..BATCH {
-        if i > 0 {
-            out.push(',');
-        }
-        let _ = write!(
-            out,
-            r#"{{"type":"track","event":"Product Added","userId":"user-{user}","messageId":"iso-{seed}-{i}","timestamp":"2024-05-01T12:00:00.000Z","properties":{{"product_id":"507f1f77bcf86cd799439011","sku":"G-32","category":"Games","name":"Monopoly: 3rd Edition","price":18.99,"quantity":1}},"context":{{"ip":"203.0.113.7","library":{{"name":"analytics.js","version":"2.11.1"}},"userAgent":"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7)"}}}}"#,
-            user = (seed + i as u64) % 10_000,
-        );
-    }
-    out.push_str("]}");
-    Bytes::from(out)
-}
-
-/// Serves every request on `listener` with `respond`, after reading the
-/// request body; `events` counts the `messageId`s in the bodies received.
-async fn serve<B, F>(listener: tokio::net::TcpListener, events: Arc<AtomicU64>, respond: F)
-where
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    F: Fn() -> hyper::Response<B> + Send + Sync + 'static,
-{
-    let respond = Arc::new(respond);
-    loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
-        let (events, respond) = (events.clone(), respond.clone());
-        tokio::spawn(async move {
-            let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let (events, respond) = (events.clone(), respond.clone());
-                async move {
-                    let b = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                    events.fetch_add(b.windows(11).filter(|w| w == b"\"messageId\"").count() as u64, Ordering::Relaxed);
-                    Ok::<_, Infallible>(respond())
-                }
-            });
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
-        });
-    }
-}
-
-/// A response body that drips one byte per second.
-struct Drip(tokio::sync::mpsc::Receiver<Bytes>);
-
-impl Drip {
-    fn start() -> Drip {
-        let (tx, rx) = tokio::sync::mpsc::channel(1);
-        tokio::spawn(async move {
-            for _ in 0..3600 {
-                if tx.send(Bytes::from_static(b".")).await.is_err() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        });
-        Drip(rx)
-    }
-}
-
-impl Body for Drip {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.get_mut().0.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
-    }
-}
-
-async fn listen() -> (tokio::net::TcpListener, SocketAddr) {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let a = l.local_addr().expect("addr");
-    (l, a)
-}
-
-/// Sends batches for `secs` over `conns` connections; returns the events
-/// accepted.
-async fn load(addr: SocketAddr, secs: f64, conns: usize) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs_f64(secs);
-    let tasks: Vec<_> = (0..conns)
-        .map(|_| {
-            tokio::spawn(async move {
-                let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-                stream.set_nodelay(true).ok();
-                let (mut send, conn) =
-                    hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
-                tokio::spawn(conn);
-                let mut accepted = 0u64;
-                while Instant::now() < deadline {
-                    let seed = NEXT_SEED.fetch_add(BATCH as u64, Ordering::Relaxed);
-                    let req = hyper::Request::post("/v1/batch")
-                        .header("host", "bench")
-                        .header("authorization", "Basic YmVuY2hfa2V5Og==") // bench_key:
-                        .header("content-type", "application/json")
-                        .body(Full::new(body(seed)))
-                        .expect("request");
-                    if let Ok(resp) = send.send_request(req).await {
-                        let ok = resp.status() == 200;
-                        let _ = resp.into_body().collect().await;
-                        if ok {
-                            accepted += BATCH as u64;
-                        }
-                    }
-                }
-                accepted
-            })
-        })
-        .collect();
-    let mut accepted = 0;
-    for t in tasks {
-        accepted += t.await.unwrap_or(0);
-    }
-    accepted
-}
-
-/// A counter's value from `/metrics` (0 when absent).
-async fn metric(admin: SocketAddr, name_and_labels: &str) -> u64 {
-    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
-    let Ok(uri) = format!("http://{admin}/metrics").parse::<hyper::Uri>() else { return 0 };
-    let Ok(resp) = client.get(uri).await else { return 0 };
-    let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    String::from_utf8_lossy(&body)
-        .lines()
-        .find_map(|l| l.strip_prefix(name_and_labels).and_then(|rest| rest.trim().parse().ok()))
-        .unwrap_or(0)
-}
+/// `/v1/track` requests per second during the latency phases.
+const TRACK_PER_SEC: f64 = 50.0;
 
 /// Where the hostile neighbour's requests go.
 struct Targets {
@@ -244,25 +101,10 @@ retry = {{ initial_backoff_ms = 50, max_backoff_ms = 500 }}
     )
 }
 
-/// One phase's result.
-enum Phase {
-    Ran { good_per_sec: f64, bad_failures: u64 },
-    DidNotStart(String),
-}
-
-/// Runs switchyard with `good` (and `bad`, if given) under load for `secs`.
-async fn phase(recv: SocketAddr, delivered: &AtomicU64, bad: Option<String>, secs: f64, conns: usize) -> Phase {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (port, admin_port) = (free_port(), free_port());
-    let config = format!(
+/// The destinations of a phase: `good`, and `bad` if given.
+fn destinations(recv: SocketAddr, bad: Option<String>) -> String {
+    format!(
         r#"
-[server]
-listen = "127.0.0.1:{port}"
-admin_listen = "127.0.0.1:{admin_port}"
-data_dir = "{data}"
-[[sources]]
-name = "bench"
-write_key = "bench_key"
 [[destinations]]
 name = "good"
 plugin = "{webhook}"
@@ -271,50 +113,65 @@ allow_http = ["http://{recv}"]
 batch = {{ max_events = 1000, linger_ms = 50 }}
 {bad}
 "#,
-        data = dir.path().join("data").display(),
         webhook = plugin("webhook_destination").display(),
         bad = bad.unwrap_or_default(),
-    );
-    let path = dir.path().join("switchyard.toml");
-    std::fs::write(&path, config).expect("config");
-    let config = switchyard::config::Config::load(&path).expect("config");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(switchyard::app::run(config, async {
-        let _ = stop_rx.await;
-    }));
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        if server.is_finished() {
-            let why = match server.await {
-                Ok(Err(e)) => format!("{e:#}"),
-                Ok(Ok(())) => "exited".into(),
-                Err(e) => e.to_string(),
-            };
-            return Phase::DidNotStart(why);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
+    )
+}
+
+/// One throughput phase's result.
+enum Phase {
+    Ran { good_per_sec: f64, bad_failures: u64 },
+    DidNotStart(String),
+}
+
+/// Runs switchyard with `good` (and `bad`, if given) under full load for
+/// `secs`.
+async fn phase(recv: SocketAddr, delivered: &AtomicU64, bad: Option<String>, secs: f64, conns: usize) -> Phase {
+    let server = match Server::start(&destinations(recv, bad)).await {
+        Ok(s) => s,
+        Err(why) => return Phase::DidNotStart(why),
+    };
     // A short warm-up, so the phase measures the steady state.
-    load(addr, 1.0, conns).await;
+    common::flood(server.addr, 1.0, conns, BATCH).await;
     let d0 = delivered.load(Ordering::Relaxed);
     let t0 = Instant::now();
-    load(addr, secs, conns).await;
+    common::flood(server.addr, secs, conns, BATCH).await;
     let good_per_sec = (delivered.load(Ordering::Relaxed) - d0) as f64 / t0.elapsed().as_secs_f64();
-    let bad_failures = metric(admin, "switchyard_destination_call_failures_total{destination=\"bad\"}").await;
-    let _ = stop_tx.send(());
-    let _ = server.await;
+    let bad_failures = server.metric("switchyard_destination_call_failures_total{destination=\"bad\"}").await;
+    server.stop().await;
     Phase::Ran { good_per_sec, bad_failures }
 }
 
-/// The median (NaN when empty).
-fn median(v: &mut [f64]) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let mid = v.len() / 2;
-    if v.len().is_multiple_of(2) { (v[mid - 1] + v[mid]) / 2.0 } else { v[mid] }
+/// One latency phase's result.
+struct Latency {
+    batch: Paced,
+    track: Paced,
+    good_per_sec: f64,
+    bad_failures: u64,
+}
+
+/// Runs switchyard with `good` (and `bad`, if given) under paced load:
+/// `batch_per_sec` batches of [`BATCH`] and [`TRACK_PER_SEC`] tracks.
+async fn latency_phase(
+    recv: SocketAddr,
+    delivered: &AtomicU64,
+    bad: Option<String>,
+    secs: f64,
+    batch_per_sec: f64,
+) -> Result<Latency, String> {
+    let server = Server::start(&destinations(recv, bad)).await?;
+    let batch = || common::batch_body(BATCH);
+    common::paced(server.addr, "/v1/batch", batch_per_sec, 1.0, 8, batch).await;
+    let d0 = delivered.load(Ordering::Relaxed);
+    let t0 = Instant::now();
+    let (batch, track) = tokio::join!(
+        common::paced(server.addr, "/v1/batch", batch_per_sec, secs, 8, batch),
+        common::paced(server.addr, "/v1/track", TRACK_PER_SEC, secs, 2, common::track_body),
+    );
+    let good_per_sec = (delivered.load(Ordering::Relaxed) - d0) as f64 / t0.elapsed().as_secs_f64();
+    let bad_failures = server.metric("switchyard_destination_call_failures_total{destination=\"bad\"}").await;
+    server.stop().await;
+    Ok(Latency { batch, track, good_per_sec, bad_failures })
 }
 
 fn main() {
@@ -322,24 +179,40 @@ fn main() {
     rt.block_on(bench());
 }
 
+/// The comma-separated list in `var`, or `default`.
+fn list(var: &str, default: &[&str]) -> Vec<String> {
+    std::env::var(var).map_or_else(
+        |_| default.iter().map(|m| (*m).to_owned()).collect(),
+        |v| v.split(',').map(|m| m.trim().to_owned()).filter(|m| !m.is_empty()).collect(),
+    )
+}
+
 async fn bench() {
+    let part: String = env_or("BENCH_PART", "all".to_owned());
+    let (recv, recv_addr) = common::listen().await;
+    let delivered = Arc::new(AtomicU64::new(0));
+    let ok = || hyper::Response::new(Full::new(Bytes::from_static(b"ok")));
+    tokio::spawn(common::serve(recv, delivered.clone(), ok));
+    let (drip, drip_addr) = common::listen().await;
+    tokio::spawn(common::serve(drip, Arc::default(), || hyper::Response::new(Drip::start())));
+    let (giant, giant_addr) = common::listen().await;
+    let giant_body = Bytes::from(vec![b'G'; 8 << 20]);
+    tokio::spawn(common::serve(giant, Arc::default(), move || hyper::Response::new(Full::new(giant_body.clone()))));
+    let targets = Targets { drip: drip_addr, giant: giant_addr };
+    if part == "all" || part == "throughput" {
+        throughput(recv_addr, &delivered, &targets).await;
+    }
+    if part == "all" || part == "latency" {
+        latency(recv_addr, &delivered, &targets).await;
+    }
+}
+
+/// The throughput part: `good`'s delivered events/s under full load.
+async fn throughput(recv_addr: SocketAddr, delivered: &AtomicU64, targets: &Targets) {
     let secs: f64 = env_or("BENCH_SECS", 5.0);
     let conns: usize = env_or("BENCH_CONNECTIONS", 16);
     let repeat: usize = env_or("BENCH_REPEAT", 1usize).max(1);
-    let modes: Vec<String> = std::env::var("BENCH_MODES").map_or_else(
-        |_| MODES.iter().map(|m| (*m).to_owned()).collect(),
-        |v| v.split(',').map(|m| m.trim().to_owned()).filter(|m| !m.is_empty()).collect(),
-    );
-
-    let (recv, recv_addr) = listen().await;
-    let delivered = Arc::new(AtomicU64::new(0));
-    tokio::spawn(serve(recv, delivered.clone(), || hyper::Response::new(Full::new(Bytes::from_static(b"ok")))));
-    let (drip, drip_addr) = listen().await;
-    tokio::spawn(serve(drip, Arc::default(), || hyper::Response::new(Drip::start())));
-    let (giant, giant_addr) = listen().await;
-    let giant_body = Bytes::from(vec![b'G'; 8 << 20]);
-    tokio::spawn(serve(giant, Arc::default(), move || hyper::Response::new(Full::new(giant_body.clone()))));
-    let targets = Targets { drip: drip_addr, giant: giant_addr };
+    let modes = list("BENCH_MODES", &MODES);
 
     // Each neighbour is compared with a run alone just before it, and the
     // rounds interleave: on a shared machine the baseline drifts more than
@@ -347,14 +220,13 @@ async fn bench() {
     let mut runs: Vec<(Vec<f64>, Vec<Phase>, Vec<Phase>)> = modes.iter().map(|_| Default::default()).collect();
     for _ in 0..repeat {
         for (mode, (alone, worst, default)) in modes.iter().zip(&mut runs) {
-            if let Phase::Ran { good_per_sec, .. } = phase(recv_addr, &delivered, None, secs, conns).await {
+            if let Phase::Ran { good_per_sec, .. } = phase(recv_addr, delivered, None, secs, conns).await {
                 alone.push(good_per_sec);
             }
-            worst.push(phase(recv_addr, &delivered, Some(neighbour(mode, false, &targets)), secs, conns).await);
-            default.push(phase(recv_addr, &delivered, Some(neighbour(mode, true, &targets)), secs, conns).await);
+            worst.push(phase(recv_addr, delivered, Some(neighbour(mode, false, targets)), secs, conns).await);
+            default.push(phase(recv_addr, delivered, Some(neighbour(mode, true, targets)), secs, conns).await);
         }
     }
-
     println!(
         "# isolation: `good` (webhook) delivered events/s beside a hostile `bad`; {conns} connections, \
          batches of {BATCH}, {secs} s per phase, median of {repeat} round(s), {} cores\n",
@@ -392,5 +264,104 @@ async fn bench() {
     }
     for r in refused {
         println!("\nhost did not start with neighbour {r}");
+    }
+}
+
+/// The latency part: ingest latency at half the peak rate, and `good`'s
+/// delivered events/s, alone and beside each neighbour.
+async fn latency(recv_addr: SocketAddr, delivered: &AtomicU64, targets: &Targets) {
+    let secs: f64 = env_or("BENCH_SECS", 5.0);
+    let conns: usize = env_or("BENCH_CONNECTIONS", 16);
+    let repeat: usize = env_or("BENCH_REPEAT", 1usize).max(1);
+    let modes = list("BENCH_LATENCY_MODES", &["spin", "allocate", "slow-response"]);
+
+    let peak = match Server::start(&destinations(recv_addr, None)).await {
+        Ok(server) => {
+            common::flood(server.addr, 1.0, conns, BATCH).await;
+            let t0 = Instant::now();
+            let accepted = common::flood(server.addr, secs, conns, BATCH).await;
+            server.stop().await;
+            accepted as f64 / t0.elapsed().as_secs_f64()
+        }
+        Err(why) => {
+            println!("host did not start: {why}");
+            return;
+        }
+    };
+    let batch_per_sec = peak / 2.0 / BATCH as f64;
+
+    struct Row {
+        label: String,
+        runs: Vec<Latency>,
+    }
+    let mut rows: Vec<Row> = Vec::new();
+    let mut alone = Row { label: "alone".into(), runs: Vec::new() };
+    for _ in 0..repeat {
+        for (m, mode) in modes.iter().enumerate() {
+            let phases = [(format!("{mode}, never quarantined"), false), (format!("{mode}, default quarantine"), true)];
+            if let Ok(l) = latency_phase(recv_addr, delivered, None, secs, batch_per_sec).await {
+                alone.runs.push(l);
+            }
+            for (p, (label, quarantine)) in phases.into_iter().enumerate() {
+                let bad = Some(neighbour(mode, quarantine, targets));
+                match latency_phase(recv_addr, delivered, bad, secs, batch_per_sec).await {
+                    Ok(l) => match rows.get_mut(m * 2 + p) {
+                        Some(row) => row.runs.push(l),
+                        None => rows.push(Row { label, runs: vec![l] }),
+                    },
+                    Err(why) => println!("host did not start beside {label}: {why}"),
+                }
+            }
+        }
+    }
+
+    /// Medians over the runs of a row: batch p50, p99, track p50, p99,
+    /// good's events/s, bad's failed calls, failed requests.
+    fn stats(runs: &[Latency]) -> [f64; 7] {
+        let mut cols: [Vec<f64>; 7] = Default::default();
+        for l in runs {
+            let (mut b, mut t) = (l.batch.latencies_ms.clone(), l.track.latencies_ms.clone());
+            cols[0].push(percentile(&mut b, 50.0));
+            cols[1].push(percentile(&mut b, 99.0));
+            cols[2].push(percentile(&mut t, 50.0));
+            cols[3].push(percentile(&mut t, 99.0));
+            cols[4].push(l.good_per_sec);
+            cols[5].push(l.bad_failures as f64);
+            cols[6].push((l.batch.failed + l.track.failed) as f64);
+        }
+        cols.map(|mut c| median(&mut c))
+    }
+    println!(
+        "\n# ingest latency: /v1/batch ({BATCH} events) at half the peak ({:.0} events/s of {peak:.0}) \
+         and /v1/track at {TRACK_PER_SEC:.0}/s, latency from when each request was due; \
+         {secs} s per phase, median of {repeat} round(s), {} cores; RSS at the end {:.0} MB\n",
+        peak / 2.0,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        common::rss_mb(),
+    );
+    println!(
+        "| phase | batch p50 ms | batch p99 ms | p99 / alone | track p50 ms | track p99 ms | p99 / alone \
+         | good events/s | / alone | bad's failed calls | failed requests |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let base = stats(&alone.runs);
+    let flag = |ratio: f64, bad: bool| if bad { format!("{ratio:.2} ⚠") } else { format!("{ratio:.2}") };
+    for row in std::iter::once(&alone).chain(&rows) {
+        let s = stats(&row.runs);
+        let (rb, rt, rg) = (s[1] / base[1], s[3] / base[3], s[4] / base[4]);
+        println!(
+            "| {} | {:.1} | {:.1} | {} | {:.1} | {:.1} | {} | {:.0} | {} | {:.0} | {:.0} |",
+            row.label,
+            s[0],
+            s[1],
+            flag(rb, rb > 2.0),
+            s[2],
+            s[3],
+            flag(rt, rt > 2.0),
+            s[4],
+            flag(rg, rg < 0.9),
+            s[5],
+            s[6],
+        );
     }
 }

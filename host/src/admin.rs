@@ -27,18 +27,16 @@ use crate::admin_api::{
     DeadLetterPage, DeadLetterView, DestinationList, DestinationView, ErrorReply, HealthReply, PauseReply, PluginView,
     PurgeReply, RefusalView, ReloadChanges, ReloadReply, ReplayReply,
 };
-use crate::cursor::Cursors;
-use crate::log::{EventLog, SegmentLog};
+use crate::log::{EventLog, LocalLog};
 use crate::metrics::Metrics;
 use crate::registry::{ActionError, Registry};
 
 /// What the admin listener serves.
-pub struct AdminState {
+pub struct AdminState<L: EventLog = LocalLog> {
     pub metrics: Arc<Metrics>,
     pub token: Option<String>,
-    pub log: Arc<SegmentLog>,
-    pub cursors: Cursors,
-    pub registry: Arc<Registry>,
+    pub log: Arc<L>,
+    pub registry: Arc<Registry<L>>,
 }
 
 type Reply = Response<Full<Bytes>>;
@@ -48,9 +46,9 @@ type Reply = Response<Full<Bytes>>;
 /// # Errors
 ///
 /// Never in practice; accept errors are retried.
-pub async fn serve(
+pub async fn serve<L: EventLog>(
     listener: TcpListener,
-    state: Arc<AdminState>,
+    state: Arc<AdminState<L>>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let stop = crate::stopped(shutdown);
@@ -74,12 +72,11 @@ pub async fn serve(
     }
 }
 
-async fn route(req: &Request<hyper::body::Incoming>, state: &AdminState) -> Reply {
+async fn route<L: EventLog>(req: &Request<hyper::body::Incoming>, state: &AdminState<L>) -> Reply {
     let path = req.uri().path();
     match path {
         "/metrics" => {
-            let end = state.log.end();
-            let backlog = |name: &str| state.cursors.position(name).map(|at| end.saturating_sub(at));
+            let backlog = |name: &str| state.log.backlog(name);
             return text(StatusCode::OK, "text/plain; version=0.0.4", state.metrics.render(&backlog));
         }
         "/health" | "/ready" => return reply(StatusCode::OK, &HealthReply { status: "ok".into() }),
@@ -153,9 +150,8 @@ async fn route(req: &Request<hyper::body::Incoming>, state: &AdminState) -> Repl
 }
 
 /// Every destination's status, and the removed ones whose events are kept.
-async fn destinations(state: &AdminState) -> DestinationList {
-    let end = state.log.end();
-    let backlog = |name: &str| state.cursors.position(name).map(|at| end.saturating_sub(at));
+async fn destinations<L: EventLog>(state: &AdminState<L>) -> DestinationList {
+    let backlog = |name: &str| state.log.backlog(name);
     let mut destinations = Vec::new();
     for d in state.metrics.destinations() {
         let status = d.status();
@@ -204,7 +200,7 @@ fn action_error(e: &ActionError) -> Reply {
     let status = match e {
         ActionError::NotFound(_) => StatusCode::NOT_FOUND,
         ActionError::Configured(_) => StatusCode::CONFLICT,
-        ActionError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        ActionError::Io(_) | ActionError::Log(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
     error(status, e.to_string())
 }

@@ -10,11 +10,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::cursor::Cursors;
 use crate::dedupe::Dedupe;
 use crate::executor::{Executor, cores};
 use crate::ingest::{Ingest, Sources};
-use crate::log::{LogOptions, SegmentLog};
+use crate::log::{LocalLog, LogOptions};
 use crate::metrics::Metrics;
 use crate::registry::deploy::{hyper_transports, runtime_for};
 use crate::registry::{Registry, Shared};
@@ -36,8 +35,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let runtime = Arc::new(runtime_for(&config)?);
 
     let log_opts = LogOptions { segment_bytes: config.server.log_segment_mb.max(1) * 1024 * 1024, fsync: true };
-    let log = Arc::new(SegmentLog::open(&data.join("log"), log_opts).context("opening the durable log")?);
-    let cursors = Cursors::open(&data.join("cursors")).context("opening cursors")?;
+    let log = Arc::new(LocalLog::open(data, log_opts).context("opening the durable log")?);
     let dedupe = Dedupe::open(
         &data.join("dedupe.journal"),
         Duration::from_secs(config.server.dedupe_window_secs),
@@ -51,7 +49,6 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         runtime,
         transports: hyper_transports(),
         log: log.clone(),
-        cursors: cursors.clone(),
         metrics: metrics.clone(),
         sources: sources.clone(),
     };
@@ -81,7 +78,6 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
             metrics: metrics.clone(),
             token: config.server.admin_token.clone(),
             log: log.clone(),
-            cursors: cursors.clone(),
             registry: registry.clone(),
         });
         let stop = http_stop_rx.clone();

@@ -14,7 +14,6 @@ pub mod app;
 pub mod capabilities;
 pub mod client;
 pub mod config;
-pub mod cursor;
 pub mod deadletter;
 pub mod dedupe;
 pub mod delivery;

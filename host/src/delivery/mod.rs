@@ -42,11 +42,11 @@
 //! The worker's loop ties together parts that each hold one concern and
 //! are unit-tested on their own under paused time: [`retry`] (backoff,
 //! requested delays, the horizon), [`quarantine`] (the circuit breaker and
-//! its probes), [`pacing`] (`events_per_second`) and [`progress`] (the
-//! position to save when calls finish out of order).
+//! its probes) and [`pacing`] (`events_per_second`). Where the destination
+//! stands in the log — acks in any order, the committed position — is its
+//! [`Consumer`] of the log.
 
 pub mod pacing;
-pub mod progress;
 pub mod quarantine;
 pub mod retry;
 
@@ -58,15 +58,13 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::config::{BatchConfig, QuarantineConfig, RetryConfig};
-use crate::cursor::Cursors;
 use crate::deadletter::DeadLetters;
-use crate::log::{EventLog, LogReader, Seq, decode_envelope};
+use crate::log::{Consumer, EventLog, Seq, decode_envelope};
 use crate::metrics::DestinationStats;
 use crate::router::Subscription;
 use crate::runtime::{CallError, Grants, Instance, Outcome, Plugin};
 use crate::spec::Envelope;
 use pacing::Pacer;
-use progress::Progress;
 use quarantine::Breaker;
 use retry::{Next, Pending, RetryQueue, next_attempt};
 
@@ -98,23 +96,20 @@ pub struct WorkerSpec<L: EventLog> {
     pub paused: watch::Receiver<bool>,
     pub stats: Arc<DestinationStats>,
     pub log: Arc<L>,
-    pub cursors: Cursors,
     pub dead_letters: Arc<DeadLetters>,
 }
 
-struct Worker<L: EventLog> {
+struct Worker<C: Consumer> {
     name: Arc<str>,
     deploy: Arc<Deploy>,
     stats: Arc<DestinationStats>,
-    log: Arc<L>,
-    cursors: Cursors,
     dead_letters: Arc<DeadLetters>,
-    reader: L::Reader,
+    /// Its consumer of the log: what it has read, acked and committed.
+    consumer: C,
     /// Instances of the current deploy not in a call, ready for the next
     /// batch.
     idle: Vec<Instance>,
     retries: RetryQueue,
-    progress: Progress,
     window: usize,
     /// The batch being gathered, kept here so that gathering can be
     /// interrupted (by a finished call) without dropping events.
@@ -137,35 +132,26 @@ struct CallDone {
 /// Runs a destination until `shutdown` turns true; the batches in flight
 /// finish and the cursor is saved.
 pub async fn run_worker<L: EventLog>(spec: WorkerSpec<L>, shutdown: watch::Receiver<bool>) {
-    let WorkerSpec { name, deploy: mut deploys, paused: mut pauses, stats, log, cursors, dead_letters } = spec;
-    let start = match cursors.load(&name, log.end()) {
-        Ok(at) => at,
+    let WorkerSpec { name, deploy: mut deploys, paused: mut pauses, stats, log, dead_letters } = spec;
+    let consumer = match log.consumer(&name) {
+        Ok(c) => c,
         Err(e) => {
-            tracing::error!(destination = &*name, error = %e, "cannot persist the cursor; destination stopped");
+            tracing::error!(destination = &*name, error = %e, "cannot open its consumer of the log; destination stopped");
             return;
         }
     };
-    let reader = match log.reader(start) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(destination = &*name, error = %e, "cannot read the log; destination stopped");
-            return;
-        }
-    };
+    let start = consumer.position();
     let deploy = deploys.borrow_and_update().clone();
-    let mut w = Worker {
+    let mut w: Worker<L::Consumer> = Worker {
         name: name.clone(),
         window: window_for(&deploy),
         pacer: pacer_for(&deploy),
         deploy,
         stats,
-        log,
-        cursors,
         dead_letters,
-        reader,
+        consumer,
         idle: Vec::new(),
         retries: RetryQueue::default(),
-        progress: Progress::new(start),
         forming: Vec::new(),
         deadline: None,
         breaker: Breaker::default(),
@@ -237,7 +223,7 @@ fn pacer_for(deploy: &Deploy) -> Pacer {
     Pacer::new(deploy.events_per_second, deploy.batch.max_events)
 }
 
-impl<L: EventLog> Worker<L> {
+impl<C: Consumer> Worker<C> {
     /// Switches to a new deploy: idle instances of the old one are dropped
     /// (calls in flight finish on theirs), and a quarantine ends, since the
     /// new version or settings deserve their own chance.
@@ -272,9 +258,9 @@ impl<L: EventLog> Worker<L> {
             {
                 self.forming.push(p);
             }
-            if self.forming.len() < max && self.progress.in_flight() < self.window {
-                let room = (max - self.forming.len()).min(self.window - self.progress.in_flight());
-                match self.reader.try_batch(room).await {
+            if self.forming.len() < max && self.consumer.in_flight() < self.window {
+                let room = (max - self.forming.len()).min(self.window - self.consumer.in_flight());
+                match self.consumer.try_batch(room).await {
                     Ok(records) => {
                         for (seq, payload) in records {
                             self.admit(seq, &payload);
@@ -299,17 +285,17 @@ impl<L: EventLog> Worker<L> {
                 (Some(d), Some(r)) => Some(d.min(r)),
                 (d, r) => d.or(r),
             };
-            let can_read = self.progress.in_flight() < self.window;
+            let can_read = self.consumer.in_flight() < self.window;
             match (wake, can_read) {
                 (Some(at), true) => {
                     tokio::select! {
-                        _ = self.reader.wait() => {}
+                        _ = self.consumer.wait() => {}
                         () = tokio::time::sleep_until(at) => {}
                     }
                 }
                 (Some(at), false) => tokio::time::sleep_until(at).await,
                 (None, true) => {
-                    if self.reader.wait().await.is_err() {
+                    if self.consumer.wait().await.is_err() {
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 }
@@ -325,15 +311,16 @@ impl<L: EventLog> Worker<L> {
             Ok(e) => e,
             Err(e) => {
                 tracing::error!(destination = &*self.name, seq, error = %e, "skipping undecodable log record");
+                self.consumer.ack(seq);
                 return;
             }
         };
         if !self.deploy.subscription.wants(&event) {
             self.stats.filtered.inc();
+            self.consumer.ack(seq);
             return;
         }
         self.stats.received.inc();
-        self.progress.started(seq);
         self.forming.push(Pending::new(seq, Arc::new(event)));
     }
 
@@ -385,7 +372,7 @@ impl<L: EventLog> Worker<L> {
                     match outcome {
                         Outcome::Delivered => {
                             self.stats.delivered.inc();
-                            self.progress.finished(pending.seq);
+                            self.consumer.ack(pending.seq);
                         }
                         Outcome::Rejected(reason) => {
                             self.stats.failed.inc();
@@ -475,7 +462,7 @@ impl<L: EventLog> Worker<L> {
         match self.dead_letters.add(&pending.event, reason, pending.attempts.max(1)).await {
             Ok(()) => {
                 self.stats.dead_lettered.inc();
-                self.progress.finished(pending.seq);
+                self.consumer.ack(pending.seq);
                 tracing::warn!(destination = &*name, message_id = %pending.event.message_id, %reason, "event dead-lettered");
             }
             Err(e) => {
@@ -487,16 +474,12 @@ impl<L: EventLog> Worker<L> {
         }
     }
 
-    /// Saves the cursor (the first unfinished event, or the read position)
-    /// and lets the log delete what every destination has passed.
+    /// Commits the consumer's position (the first unfinished event, or the
+    /// read position), which lets the log delete what every destination
+    /// has passed.
     fn save_cursor(&mut self) {
-        let Some(at) = self.progress.to_save(self.reader.position()) else { return };
-        match self.cursors.save(&self.name, at) {
-            Ok(min) => {
-                self.progress.saved(at);
-                self.log.release(min);
-            }
-            Err(e) => tracing::warn!(destination = &*self.name, error = %e, "cannot save cursor"),
+        if let Err(e) = self.consumer.commit() {
+            tracing::warn!(destination = &*self.name, error = %e, "cannot save cursor");
         }
     }
 }

@@ -1,12 +1,32 @@
 //! The durable log: every accepted event is appended here, and made durable
-//! with a group-commit fsync, before the client gets its 200.
+//! before the client gets its 200; each destination reads it through a
+//! consumer of its own.
 //!
-//! [`EventLog`] is the seam a NATS JetStream backend will implement; the
-//! embedded default is [`SegmentLog`], a purpose-built segmented log under
-//! `data_dir/log`: records with a CRC each, segments rolled at a size, a torn
-//! tail cut on open, whole segments deleted once every destination's cursor
-//! has passed them.
+//! [`EventLog`] is the seam between delivery and where the events live. A
+//! backend appends records and keeps one durable [`Consumer`] per
+//! destination: its position survives restarts, it hands out records in
+//! order, takes an ack for each record whose outcome is final (in any
+//! order), and commits the position — the first record not acked — so that
+//! what every consumer has passed can be deleted. Backends:
+//!
+//! - [`LocalLog`], the embedded default: a [`SegmentLog`] under
+//!   `data_dir/log` (records with a CRC each, segments rolled at a size, a
+//!   torn tail cut on open, group-commit fsync) and one cursor file per
+//!   consumer under `data_dir/cursors`;
+//! - [`MemoryLog`], in memory, for tests;
+//! - NATS JetStream (a stream, a durable pull consumer per destination)
+//!   implements the same trait when Switchyard runs as several nodes.
+//!
+//! Retries stay with the delivery worker for now: a record handed out and
+//! not acked is simply unfinished, and is handed out again after a restart.
+//! Asking the backend to redeliver a record after a delay (JetStream's
+//! nak-with-delay) lands with the JetStream backend, whose redelivery
+//! semantics decide its shape.
 
+mod cursor;
+mod local;
+mod memory;
+mod progress;
 mod record;
 mod segment;
 
@@ -14,6 +34,10 @@ use std::future::Future;
 
 use bytes::Bytes;
 
+pub use cursor::Cursors;
+pub use local::{LocalConsumer, LocalLog};
+pub use memory::{MemoryConsumer, MemoryLog};
+pub use progress::Progress;
 pub use record::{decode_envelope, encode_envelope};
 pub use segment::{LogOptions, SegmentLog, SegmentReader};
 
@@ -37,10 +61,11 @@ impl From<std::io::Error> for LogError {
     }
 }
 
-/// An append-only, durable, ordered log of records.
+/// An append-only, durable, ordered log of records, read by one durable
+/// consumer per destination.
 pub trait EventLog: Send + Sync + 'static {
-    /// The reader type.
-    type Reader: LogReader;
+    /// A destination's consumer.
+    type Consumer: Consumer;
 
     /// Appends `records` and resolves once they are durable. Returns the
     /// sequence number of the first one; the rest follow in order.
@@ -51,22 +76,77 @@ pub trait EventLog: Send + Sync + 'static {
     /// acknowledged to a client then.
     fn append(&self, records: Vec<Bytes>) -> impl Future<Output = Result<Seq, LogError>> + Send;
 
-    /// A reader starting at `from` (clamped to what the log still holds).
-    ///
-    /// # Errors
-    ///
-    /// I/O errors opening the segments.
-    fn reader(&self, from: Seq) -> Result<Self::Reader, LogError>;
-
     /// The sequence number the next append will get.
     fn end(&self) -> Seq;
 
-    /// Tells the log that no reader needs records before `seq` any more; it
-    /// may delete them.
-    fn release(&self, seq: Seq);
+    /// The durable consumer `name`: it resumes where it was committed, or,
+    /// new, starts at the end (a new destination gets events from now on)
+    /// and is persisted at once, so a crash before its first commit cannot
+    /// skip what arrived meanwhile.
+    ///
+    /// # Errors
+    ///
+    /// When the consumer cannot be persisted or the log read.
+    fn consumer(&self, name: &str) -> Result<Self::Consumer, LogError>;
+
+    /// Every consumer the log keeps, also of destinations removed from the
+    /// config, which hold their undelivered records until removed.
+    fn consumers(&self) -> Vec<String>;
+
+    /// Records consumer `name` has not finished (from its committed
+    /// position to the end); `None` for no such consumer.
+    fn backlog(&self, name: &str) -> Option<u64>;
+
+    /// Forgets consumer `name`, so the log may delete what it never
+    /// finished; returns how many records that was, `None` when there was
+    /// no such consumer.
+    ///
+    /// # Errors
+    ///
+    /// When its persisted state cannot be deleted.
+    fn remove_consumer(&self, name: &str) -> Result<Option<u64>, LogError>;
 }
 
-/// Reads a log in order.
+/// One destination's view of the log: records in order from its position,
+/// acked one by one in any order, and a committed position.
+pub trait Consumer: Send + 'static {
+    /// Up to `max` records already durable, without waiting. Each is
+    /// unfinished until [`Consumer::ack`]ed.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors and corruption.
+    fn try_batch(&mut self, max: usize) -> impl Future<Output = Result<Vec<(Seq, Bytes)>, LogError>> + Send;
+
+    /// Resolves once a record not yet handed out is durable.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Closed`] when the log is gone.
+    fn wait(&mut self) -> impl Future<Output = Result<(), LogError>> + Send;
+
+    /// Record `seq`'s outcome is final: delivered, dead-lettered, or not
+    /// for this destination.
+    fn ack(&mut self, seq: Seq);
+
+    /// Records handed out and not acked.
+    fn in_flight(&self) -> usize;
+
+    /// The position a commit saves: the first record not acked, or the next
+    /// one to hand out when every record is.
+    fn position(&self) -> Seq;
+
+    /// Persists [`Consumer::position`] if it moved, and lets the log delete
+    /// what every consumer has passed.
+    ///
+    /// # Errors
+    ///
+    /// When the position cannot be persisted; the last persisted one
+    /// stands, and nothing is deleted past it.
+    fn commit(&mut self) -> Result<(), LogError>;
+}
+
+/// Reads a [`SegmentLog`] in order.
 pub trait LogReader: Send + 'static {
     /// Up to `max` records from the current position, waiting until at least
     /// one is durable.

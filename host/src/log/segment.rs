@@ -24,7 +24,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::{oneshot, watch};
 
 use super::record::{self, HEADER, Parsed};
-use super::{EventLog, LogError, LogReader, Seq};
+use super::{LogError, LogReader, Seq};
 
 /// How the log behaves.
 #[derive(Debug, Clone)]
@@ -367,10 +367,15 @@ struct Committed {
     error: Option<LogError>,
 }
 
-impl EventLog for SegmentLog {
-    type Reader = SegmentReader;
-
-    async fn append(&self, records: Vec<Bytes>) -> Result<Seq, LogError> {
+impl SegmentLog {
+    /// Appends `records` and resolves once they are durable (one group
+    /// commit with whatever else is queued). Returns the sequence number of
+    /// the first one; the rest follow in order.
+    ///
+    /// # Errors
+    ///
+    /// When the records could not be made durable.
+    pub async fn append(&self, records: Vec<Bytes>) -> Result<Seq, LogError> {
         if records.is_empty() {
             return Ok(self.end());
         }
@@ -382,7 +387,12 @@ impl EventLog for SegmentLog {
         rx.await.map_err(|_| LogError::Closed)?
     }
 
-    fn reader(&self, from: Seq) -> Result<SegmentReader, LogError> {
+    /// A reader starting at `from` (clamped to what the log still holds).
+    ///
+    /// # Errors
+    ///
+    /// None today; kept for backends that open files here.
+    pub fn reader(&self, from: Seq) -> Result<SegmentReader, LogError> {
         let first = self.shared.bases().first().copied().unwrap_or(0);
         Ok(SegmentReader {
             shared: self.shared.clone(),
@@ -392,11 +402,14 @@ impl EventLog for SegmentLog {
         })
     }
 
-    fn end(&self) -> Seq {
+    /// The sequence number the next append will get.
+    pub fn end(&self) -> Seq {
         self.shared.durable.borrow().seq
     }
 
-    fn release(&self, seq: Seq) {
+    /// Tells the log that no reader needs records before `seq` any more;
+    /// whole segments before it are deleted (or kept as spares).
+    pub fn release(&self, seq: Seq) {
         let prev = self.shared.released.fetch_max(seq, Ordering::Relaxed);
         if seq <= prev {
             return;

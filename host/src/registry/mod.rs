@@ -32,12 +32,11 @@ use tokio::task::JoinHandle;
 
 use crate::capabilities::http::Transport;
 use crate::config::{Config, DestinationConfig};
-use crate::cursor::Cursors;
 use crate::deadletter::DeadLetters;
 use crate::delivery::{Deploy, WorkerSpec, run_worker};
 use crate::executor::Executor;
 use crate::ingest::{Source, Sources};
-use crate::log::{EventLog, SegmentLog};
+use crate::log::{EventLog, LocalLog};
 use crate::metrics::{DestinationStats, Metrics, Refusal, SourceStats};
 use crate::router::Subscription;
 use crate::runtime::{Plugin, Runtime};
@@ -74,24 +73,26 @@ pub enum ActionError {
     Configured(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Log(#[from] crate::log::LogError),
 }
 
-/// What every destination shares: the engine, the log and its cursors,
-/// the telemetry, and where each destination's HTTP client comes from.
-pub struct Shared {
+/// What every destination shares: the engine, the log (each destination
+/// reads it through a consumer of its own), the telemetry, and where each
+/// destination's HTTP client comes from.
+pub struct Shared<L: EventLog = LocalLog> {
     pub runtime: Arc<Runtime>,
     pub transports: TransportFactory,
-    pub log: Arc<SegmentLog>,
-    pub cursors: Cursors,
+    pub log: Arc<L>,
     pub metrics: Arc<Metrics>,
     /// The sources the tracking API accepts, published by the registry.
     pub sources: Sources,
 }
 
 /// The running destinations and sources.
-pub struct Registry {
+pub struct Registry<L: EventLog = LocalLog> {
     config_path: PathBuf,
-    shared: Shared,
+    shared: Shared<L>,
     data_dir: PathBuf,
     state: Mutex<State>,
 }
@@ -126,7 +127,7 @@ struct Checked {
     config: DestinationConfig,
 }
 
-impl Registry {
+impl<L: EventLog> Registry<L> {
     /// Loads every destination of `config`, starts its worker, and
     /// publishes the sources.
     ///
@@ -139,7 +140,7 @@ impl Registry {
     ///
     /// When a plugin cannot be loaded or refuses its settings, or a
     /// destination's dead-letter store or executor cannot be opened.
-    pub async fn start(config: Config, shared: Shared) -> anyhow::Result<Arc<Registry>> {
+    pub async fn start(config: Config, shared: Shared<L>) -> anyhow::Result<Arc<Registry<L>>> {
         let registry = Registry {
             config_path: config.path.clone(),
             data_dir: config.server.data_dir.clone(),
@@ -257,7 +258,7 @@ impl Registry {
         let gone: Vec<String> = state.running.keys().filter(|n| !keep.contains(&n.as_str())).cloned().collect();
         for name in gone {
             if let Some(r) = state.running.remove(&name) {
-                let backlog = self.shared.cursors.position(&name).map(|at| self.shared.log.end().saturating_sub(at));
+                let backlog = self.shared.log.backlog(&name);
                 tracing::info!(
                     destination = %name,
                     undelivered = ?backlog,
@@ -272,7 +273,7 @@ impl Registry {
             let name = c.config.name.clone();
             if let Some(r) = state.running.get_mut(&name) {
                 r.generation += 1;
-                let deploy = Registry::deploy(&config, &c, r.generation, &r.stats, &r.transport);
+                let deploy = Self::deploy(&config, &c, r.generation, &r.stats, &r.transport);
                 set_plugin_status(&r.stats, &c.plugin);
                 r.stats.update_status(|s| s.refused = None);
                 r.plugin_hash = c.plugin.hash.clone();
@@ -341,7 +342,7 @@ impl Registry {
         let transport = (self.shared.transports)();
         let stats = Arc::new(DestinationStats::new(&name));
         set_plugin_status(&stats, &c.plugin);
-        let (deploy_tx, deploy_rx) = watch::channel(Arc::new(Registry::deploy(config, &c, 1, &stats, &transport)));
+        let (deploy_tx, deploy_rx) = watch::channel(Arc::new(Self::deploy(config, &c, 1, &stats, &transport)));
         let (paused_tx, paused_rx) = watch::channel(false);
         let (stop_tx, stop_rx) = watch::channel(false);
         let spec = WorkerSpec {
@@ -350,7 +351,6 @@ impl Registry {
             paused: paused_rx,
             stats: stats.clone(),
             log: self.shared.log.clone(),
-            cursors: self.shared.cursors.clone(),
             dead_letters: dead_letters.clone(),
         };
         let worker = executor.spawn(run_worker(spec, stop_rx));
@@ -420,7 +420,7 @@ impl Registry {
     /// Destinations removed from the config whose events are still kept.
     pub async fn removed(&self) -> Vec<String> {
         let state = self.state.lock().await;
-        self.shared.cursors.names().into_iter().filter(|n| !state.running.contains_key(n)).collect()
+        self.shared.log.consumers().into_iter().filter(|n| !state.running.contains_key(n)).collect()
     }
 
     /// Forgets a removed destination: its cursor (so the log may delete the
@@ -435,15 +435,12 @@ impl Registry {
         if state.running.contains_key(name) {
             return Err(ActionError::Configured(name.to_owned()));
         }
-        let Some(at) = self.shared.cursors.position(name) else { return Err(ActionError::NotFound(name.to_owned())) };
-        let dropped = self.shared.log.end().saturating_sub(at);
-        let min = self.shared.cursors.remove(name)?;
+        let Some(dropped) = self.shared.log.remove_consumer(name)? else {
+            return Err(ActionError::NotFound(name.to_owned()));
+        };
         let dl = self.data_dir.join("dead-letters").join(name);
         if dl.exists() {
             std::fs::remove_dir_all(&dl)?;
-        }
-        if let Some(min) = min {
-            self.shared.log.release(min);
         }
         tracing::warn!(destination = name, dropped, "destination purged; its undelivered events are dropped");
         Ok(dropped)

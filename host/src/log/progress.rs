@@ -1,4 +1,4 @@
-//! Where a destination stands in the log: the events it has read but not
+//! Where a consumer stands in the log: the events it has read but not
 //! finished, and so the position it may save — the first unfinished event,
 //! or the read position when none is.
 //!
@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::log::Seq;
+use super::Seq;
 
 /// The unfinished events of one destination and its last saved position.
 #[derive(Debug)]

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::log::Seq;
+use super::Seq;
 
 /// The cursors of every destination, shared by their workers.
 #[derive(Clone)]

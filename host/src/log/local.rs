@@ -1,0 +1,162 @@
+//! [`LocalLog`], the embedded backend: a [`SegmentLog`] for the records
+//! and a [`Cursors`] file per consumer for the positions, all under
+//! `data_dir`. Nothing to run beside the binary.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::{Consumer, Cursors, EventLog, LogError, LogOptions, LogReader, Progress, SegmentLog, SegmentReader, Seq};
+
+/// The embedded log: segments under `<dir>/log`, cursors under
+/// `<dir>/cursors`.
+pub struct LocalLog {
+    log: Arc<SegmentLog>,
+    cursors: Cursors,
+}
+
+impl LocalLog {
+    /// Opens (or creates) the log and its cursors under `data_dir`.
+    ///
+    /// # Errors
+    ///
+    /// When either cannot be opened: I/O errors, or corruption before the
+    /// last segment's tail.
+    pub fn open(data_dir: &Path, opts: LogOptions) -> Result<LocalLog, LogError> {
+        let log = Arc::new(SegmentLog::open(&data_dir.join("log"), opts)?);
+        let cursors = Cursors::open(&data_dir.join("cursors"))?;
+        Ok(LocalLog { log, cursors })
+    }
+
+    /// Stops the writer after the appends already queued.
+    pub fn close(&self) {
+        self.log.close();
+    }
+
+    /// The segments, for size and count.
+    pub fn segments(&self) -> &SegmentLog {
+        &self.log
+    }
+}
+
+impl EventLog for LocalLog {
+    type Consumer = LocalConsumer;
+
+    async fn append(&self, records: Vec<Bytes>) -> Result<Seq, LogError> {
+        self.log.append(records).await
+    }
+
+    fn end(&self) -> Seq {
+        self.log.end()
+    }
+
+    fn consumer(&self, name: &str) -> Result<LocalConsumer, LogError> {
+        let start = self.cursors.load(name, self.log.end())?;
+        Ok(LocalConsumer {
+            name: name.to_owned(),
+            reader: self.log.reader(start)?,
+            progress: Progress::new(start),
+            log: self.log.clone(),
+            cursors: self.cursors.clone(),
+        })
+    }
+
+    fn consumers(&self) -> Vec<String> {
+        self.cursors.names()
+    }
+
+    fn backlog(&self, name: &str) -> Option<u64> {
+        self.cursors.position(name).map(|at| self.log.end().saturating_sub(at))
+    }
+
+    fn remove_consumer(&self, name: &str) -> Result<Option<u64>, LogError> {
+        let Some(at) = self.cursors.position(name) else { return Ok(None) };
+        let dropped = self.log.end().saturating_sub(at);
+        if let Some(min) = self.cursors.remove(name)? {
+            self.log.release(min);
+        }
+        Ok(Some(dropped))
+    }
+}
+
+/// A destination's consumer of a [`LocalLog`]: a reader, the records it
+/// handed out and not finished, and its cursor file.
+pub struct LocalConsumer {
+    name: String,
+    reader: SegmentReader,
+    progress: Progress,
+    log: Arc<SegmentLog>,
+    cursors: Cursors,
+}
+
+impl Consumer for LocalConsumer {
+    async fn try_batch(&mut self, max: usize) -> Result<Vec<(Seq, Bytes)>, LogError> {
+        let records = self.reader.try_batch(max).await?;
+        for (seq, _) in &records {
+            self.progress.started(*seq);
+        }
+        Ok(records)
+    }
+
+    async fn wait(&mut self) -> Result<(), LogError> {
+        self.reader.wait().await
+    }
+
+    fn ack(&mut self, seq: Seq) {
+        self.progress.finished(seq);
+    }
+
+    fn in_flight(&self) -> usize {
+        self.progress.in_flight()
+    }
+
+    fn position(&self) -> Seq {
+        self.progress.position(self.reader.position())
+    }
+
+    fn commit(&mut self) -> Result<(), LogError> {
+        let Some(at) = self.progress.to_save(self.reader.position()) else { return Ok(()) };
+        let min = self.cursors.save(&self.name, at)?;
+        self.progress.saved(at);
+        self.log.release(min);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records(n: usize) -> Vec<Bytes> {
+        (0..n).map(|i| Bytes::from(format!("r{i}"))).collect()
+    }
+
+    #[tokio::test]
+    async fn a_consumer_resumes_at_its_first_unacked_record_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = LogOptions { segment_bytes: 1 << 20, fsync: false };
+        let log = LocalLog::open(dir.path(), opts.clone()).unwrap();
+        let mut c = log.consumer("hook").unwrap();
+        log.append(records(10)).await.unwrap();
+        let got = c.try_batch(100).await.unwrap();
+        assert_eq!(got.len(), 10);
+        // Acked out of order, all but record 4.
+        for seq in (0..10).rev().filter(|s| *s != 4) {
+            c.ack(seq);
+        }
+        c.commit().unwrap();
+        assert_eq!(log.backlog("hook"), Some(6));
+        log.close();
+        drop((c, log));
+
+        let log = LocalLog::open(dir.path(), opts).unwrap();
+        assert_eq!(log.consumers(), vec!["hook".to_owned()]);
+        let mut c = log.consumer("hook").unwrap();
+        let again: Vec<Seq> = c.try_batch(100).await.unwrap().into_iter().map(|(s, _)| s).collect();
+        assert_eq!(again, (4..10).collect::<Vec<_>>(), "record 4 and what followed it come again");
+        assert_eq!(log.remove_consumer("hook").unwrap(), Some(6));
+        assert_eq!(log.remove_consumer("hook").unwrap(), None);
+        log.close();
+    }
+}
