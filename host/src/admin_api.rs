@@ -1,5 +1,5 @@
 //! The admin API's wire types: what each endpoint answers, shared by the
-//! server ([`crate::admin`]), its client ([`crate::client`], behind the
+//! server (`admin`), its client (`client`, behind the
 //! `switchyard status|reload|…` commands) and the web console. Plain data,
 //! depending on nothing else in the host, so it can move into a crate of
 //! its own.
