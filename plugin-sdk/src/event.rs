@@ -3,44 +3,7 @@
 use serde::de::DeserializeOwned;
 
 use crate::spec;
-
-/// The six Segment event types.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum EventType {
-    Identify,
-    Track,
-    Page,
-    Screen,
-    Group,
-    Alias,
-}
-
-impl EventType {
-    /// The Segment `type` string: `"track"`, `"identify"`, ...
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventType::Identify => "identify",
-            EventType::Track => "track",
-            EventType::Page => "page",
-            EventType::Screen => "screen",
-            EventType::Group => "group",
-            EventType::Alias => "alias",
-        }
-    }
-
-    /// Parses a Segment `type` string.
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "identify" => EventType::Identify,
-            "track" => EventType::Track,
-            "page" => EventType::Page,
-            "screen" => EventType::Screen,
-            "group" => EventType::Group,
-            "alias" => EventType::Alias,
-            _ => return None,
-        })
-    }
-}
+pub use switchyard_types::EventType;
 
 /// One event, accepted and normalized by the host.
 ///

@@ -56,6 +56,9 @@ pub mod warehouse;
 pub use event::{Event, EventType};
 pub use outcome::{InitError, Outcome, RetryClass};
 pub use settings::parse_settings;
+/// The Segment timestamp grammar the host parses with: see
+/// [`time::Timestamp::parse`].
+pub use switchyard_types::time;
 
 /// The version of the WIT contract this SDK builds plugins against.
 pub const CONTRACT_VERSION: &str = "0.2.0";

@@ -9,6 +9,8 @@
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
+use crate::time::Timestamp;
+
 /// A JSON object of free-form properties or traits.
 pub type Properties = Map<String, Value>;
 
@@ -249,88 +251,14 @@ fn lenient_f64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error>
     })
 }
 
-/// Parses an ISO 8601 / RFC 3339 timestamp (`2024-05-01T12:00:00.123Z`,
+/// Parses a Segment timestamp (`2024-05-01T12:00:00.123Z`,
 /// `2024-05-01T14:00:00+02:00`, or a date alone) into milliseconds since the
-/// Unix epoch.
+/// Unix epoch, rounded down: [`Timestamp::parse`] then
+/// [`Timestamp::unix_millis`]. The grammar is in [`crate::time`].
+///
+/// [`None`] when `s` is not a timestamp; [`Timestamp::parse`] says why.
 pub fn parse_timestamp_ms(s: &str) -> Option<i64> {
-    let b = s.trim().as_bytes();
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let part = b.get(r)?;
-        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        std::str::from_utf8(part).ok()?.parse().ok()
-    };
-    if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
-        return None;
-    }
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
-        return None;
-    }
-    let days = days_from_civil(year, month, day);
-    if b.len() == 10 {
-        return Some(days * 86_400_000);
-    }
-    if !matches!(b[10], b'T' | b't' | b' ') || b.len() < 19 || b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let (hour, min, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if hour > 23 || min > 59 || sec > 60 {
-        return None;
-    }
-    let mut i = 19;
-    let mut millis = 0;
-    if b.get(i) == Some(&b'.') {
-        let start = i + 1;
-        i = start;
-        while b.get(i).is_some_and(u8::is_ascii_digit) {
-            i += 1;
-        }
-        if i == start {
-            return None;
-        }
-        let digits = &s.trim()[start..i.min(start + 3)];
-        millis = digits.parse::<i64>().ok()? * 10_i64.pow(3 - digits.len() as u32);
-    }
-    let offset_min = match b.get(i) {
-        None => 0,
-        Some(b'Z' | b'z') if i + 1 == b.len() => 0,
-        Some(sign @ (b'+' | b'-')) => {
-            let (oh, om) = if b.get(i + 3) == Some(&b':') {
-                (num(i + 1..i + 3)?, num(i + 4..i + 6)?)
-            } else {
-                (num(i + 1..i + 3)?, num(i + 3..i + 5).unwrap_or(0))
-            };
-            let rest = if b.get(i + 3) == Some(&b':') {
-                i + 6
-            } else if b.len() >= i + 5 {
-                i + 5
-            } else {
-                i + 3
-            };
-            if rest != b.len() {
-                return None;
-            }
-            let m = oh * 60 + om;
-            if *sign == b'+' { m } else { -m }
-        }
-        _ => return None,
-    };
-    let secs = days * 86_400 + hour * 3600 + min * 60 + sec - offset_min * 60;
-    Some(secs * 1000 + millis)
-}
-
-/// Days since 1970-01-01 for a proleptic Gregorian date (Howard Hinnant's
-/// algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    Timestamp::parse(s).ok().map(Timestamp::unix_millis)
 }
 
 #[cfg(test)]

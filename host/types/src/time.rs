@@ -80,6 +80,13 @@ impl Timestamp {
         Timestamp { secs: ms.div_euclid(1000), nanos }
     }
 
+    /// The instant `us` microseconds after the epoch (before it, if
+    /// negative).
+    pub fn from_unix_micros(us: i64) -> Timestamp {
+        let nanos = us.rem_euclid(1_000_000) as u32 * 1000;
+        Timestamp { secs: us.div_euclid(1_000_000), nanos }
+    }
+
     /// Whole seconds since the epoch, rounded down.
     pub fn unix_seconds(self) -> i64 {
         self.secs
@@ -423,6 +430,7 @@ mod tests {
         assert_eq!(t.map(Timestamp::to_rfc3339_millis).as_deref(), Some("2024-05-01T12:00:05.123Z"));
         assert_eq!(t.map(Timestamp::to_rfc3339_micros).as_deref(), Some("2024-05-01T12:00:05.123456Z"));
         assert_eq!(Timestamp::from_unix_millis(-1).to_rfc3339_millis(), "1969-12-31T23:59:59.999Z");
+        assert_eq!(Timestamp::from_unix_micros(-1).to_rfc3339_micros(), "1969-12-31T23:59:59.999999Z");
         assert_eq!(Timestamp::EPOCH.to_string(), "1970-01-01T00:00:00.000Z");
         assert_eq!(Timestamp::from_unix(59, 1_500_000_000).map(Timestamp::unix_millis), Some(60_500));
     }
