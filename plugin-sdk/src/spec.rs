@@ -251,6 +251,57 @@ fn lenient_f64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error>
     })
 }
 
+/// Drops or mends the members of a Segment event object that the typed
+/// messages of this module cannot read, so one odd field does not cost the
+/// whole event; [`Event::message_lenient`](crate::Event::message_lenient)
+/// runs it before reading the message.
+///
+/// Real SDKs and hand-written clients send `properties: null`,
+/// `traits: [..]`, `context: "x"`. This:
+///
+/// - removes `properties`, `traits`, `context` and `integrations` when they
+///   are not objects, and so too `context.app`, `campaign`, `device`,
+///   `library`, `location`, `network`, `os`, `page`, `referrer`, `screen`
+///   and `traits`;
+/// - removes `timestamp`, `originalTimestamp`, `sentAt`, `receivedAt` and
+///   `messageId` when they are not strings;
+/// - turns a number or boolean `event` name into its text, and removes any
+///   other non-string one.
+///
+/// What the typed messages already read leniently (ids and context
+/// strings given as numbers, say) is left alone.
+pub fn sanitize(obj: &mut Map<String, Value>) {
+    for key in ["properties", "traits", "context", "integrations"] {
+        if obj.get(key).is_some_and(|v| !v.is_object()) {
+            obj.remove(key);
+        }
+    }
+    for key in ["timestamp", "originalTimestamp", "sentAt", "receivedAt", "messageId"] {
+        if obj.get(key).is_some_and(|v| !v.is_string()) {
+            obj.remove(key);
+        }
+    }
+    match obj.get("event") {
+        Some(Value::String(_)) | None => {}
+        Some(v @ (Value::Number(_) | Value::Bool(_))) => {
+            let text = v.to_string();
+            obj.insert("event".into(), Value::String(text));
+        }
+        Some(_) => {
+            obj.remove("event");
+        }
+    }
+    if let Some(Value::Object(ctx)) = obj.get_mut("context") {
+        for key in [
+            "app", "campaign", "device", "library", "location", "network", "os", "page", "referrer", "screen", "traits",
+        ] {
+            if ctx.get(key).is_some_and(|v| !v.is_object()) {
+                ctx.remove(key);
+            }
+        }
+    }
+}
+
 /// Parses a Segment timestamp (`2024-05-01T12:00:00.123Z`,
 /// `2024-05-01T14:00:00+02:00`, or a date alone) into milliseconds since the
 /// Unix epoch, rounded down: [`Timestamp::parse`] then
@@ -284,6 +335,34 @@ mod tests {
         ] {
             assert_eq!(parse_timestamp_ms(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn sanitize_drops_what_cannot_be_read() {
+        let mut obj = serde_json::json!({
+            "type": "track", "event": 42, "messageId": 7, "timestamp": 1_714_564_800,
+            "properties": null, "traits": [1], "integrations": "all",
+            "context": {"app": "x", "page": {"url": "u"}, "traits": 3, "ip": "1.2.3.4"}
+        });
+        let Some(map) = obj.as_object_mut() else { panic!("an object") };
+        sanitize(map);
+        assert_eq!(
+            obj,
+            serde_json::json!({"type": "track", "event": "42", "context": {"page": {"url": "u"}, "ip": "1.2.3.4"}})
+        );
+        let track: Track = serde_json::from_value(obj).unwrap();
+        assert_eq!(track.event, "42");
+        assert_eq!(track.context.page.url.as_deref(), Some("u"));
+    }
+
+    #[test]
+    fn sanitize_mends_boolean_names_and_drops_other_ones() {
+        let mut obj = serde_json::json!({"event": true});
+        sanitize(obj.as_object_mut().unwrap());
+        assert_eq!(obj, serde_json::json!({"event": "true"}));
+        let mut obj = serde_json::json!({"event": {"name": "E"}});
+        sanitize(obj.as_object_mut().unwrap());
+        assert_eq!(obj, serde_json::json!({}));
     }
 
     #[test]
