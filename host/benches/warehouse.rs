@@ -15,14 +15,14 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use switchyard::warehouse::{ColumnType, LoadPlan, TableRows, Value, Warehouse};
+use switchyard::warehouse::{LoadPlan, Warehouse};
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 /// A plan for `n` events starting at id `first`, through the plugin's
-/// mapping, in the host's types.
+/// mapping (the host loads the same types).
 fn plan(first: usize, n: usize) -> LoadPlan {
     let events: Vec<_> = (first..first + n)
         .map(|i| {
@@ -41,33 +41,7 @@ fn plan(first: usize, n: usize) -> LoadPlan {
         .collect();
     let (p, unmapped) = warehouse_destination::plan_at("bench", &events, "2026-11-29T10:00:02Z");
     assert!(unmapped.is_empty());
-    LoadPlan { schema: p.schema, tables: p.tables.into_iter().map(table).collect() }
-}
-
-fn table(t: warehouse_destination::TableRows) -> TableRows {
-    use warehouse_destination::{ColumnType as C, Value as V};
-    let kind = |c: C| match c {
-        C::Text => ColumnType::Text,
-        C::BigInt => ColumnType::BigInt,
-        C::Double => ColumnType::Double,
-        C::Boolean => ColumnType::Boolean,
-        C::Timestamp => ColumnType::Timestamp,
-    };
-    let value = |v: V| match v {
-        V::Null => Value::Null,
-        V::Text(s) => Value::Text(s),
-        V::BigInt(n) => Value::BigInt(n),
-        V::Double(f) => Value::Double(f),
-        V::Boolean(b) => Value::Boolean(b),
-        V::Timestamp(s) => Value::Timestamp(s),
-    };
-    TableRows {
-        table: t.table,
-        columns: t.columns.into_iter().map(|(n, c)| (n, kind(c))).collect(),
-        rows: t.rows.into_iter().map(|r| r.into_iter().map(value).collect()).collect(),
-        key: t.key,
-        upsert: t.upsert,
-    }
+    LoadPlan { schema: p.schema, tables: p.tables.into_iter().map(|t| t.load).collect() }
 }
 
 struct Result {

@@ -7,43 +7,12 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use switchyard_types::time::Timestamp;
 
-/// The six Segment event types.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EventType {
-    Identify,
-    Track,
-    Page,
-    Screen,
-    Group,
-    Alias,
-}
-
-impl EventType {
-    pub const ALL: [EventType; 6] =
-        [EventType::Identify, EventType::Track, EventType::Page, EventType::Screen, EventType::Group, EventType::Alias];
-
-    /// The Segment `type` string.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventType::Identify => "identify",
-            EventType::Track => "track",
-            EventType::Page => "page",
-            EventType::Screen => "screen",
-            EventType::Group => "group",
-            EventType::Alias => "alias",
-        }
-    }
-
-    /// Parses a Segment `type` string.
-    pub fn parse(s: &str) -> Option<EventType> {
-        EventType::ALL.into_iter().find(|t| t.as_str() == s)
-    }
-}
+pub use switchyard_types::EventType;
 
 /// One accepted, normalized event, shared by every destination it goes to.
 #[derive(Debug, Clone, PartialEq)]
@@ -372,16 +341,17 @@ fn merge_under(own: &mut Map<String, Value>, batch: &Map<String, Value>) {
     }
 }
 
+/// Parses a Segment timestamp (the grammar is in [`switchyard_types::time`]:
+/// the SDK and the warehouse read timestamps the same way).
 fn parse_time(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s.trim())
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
-        .or_else(|| chrono::NaiveDateTime::parse_from_str(s.trim(), "%Y-%m-%dT%H:%M:%S%.f").ok().map(|n| n.and_utc()))
+    let t = Timestamp::parse(s).ok()?;
+    DateTime::from_timestamp(t.unix_seconds(), t.subsec_nanos())
 }
 
-/// ISO 8601 with milliseconds and `Z`, as Segment writes timestamps.
+/// ISO 8601 with milliseconds and `Z`, as Segment writes timestamps
+/// ([`Timestamp::to_rfc3339_millis`]).
 pub fn fmt_time(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+    Timestamp::from_unix_millis(t.timestamp_millis()).to_rfc3339_millis()
 }
 
 #[cfg(test)]

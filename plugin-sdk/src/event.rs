@@ -3,44 +3,7 @@
 use serde::de::DeserializeOwned;
 
 use crate::spec;
-
-/// The six Segment event types.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum EventType {
-    Identify,
-    Track,
-    Page,
-    Screen,
-    Group,
-    Alias,
-}
-
-impl EventType {
-    /// The Segment `type` string: `"track"`, `"identify"`, ...
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventType::Identify => "identify",
-            EventType::Track => "track",
-            EventType::Page => "page",
-            EventType::Screen => "screen",
-            EventType::Group => "group",
-            EventType::Alias => "alias",
-        }
-    }
-
-    /// Parses a Segment `type` string.
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "identify" => EventType::Identify,
-            "track" => EventType::Track,
-            "page" => EventType::Page,
-            "screen" => EventType::Screen,
-            "group" => EventType::Group,
-            "alias" => EventType::Alias,
-            _ => return None,
-        })
-    }
-}
+pub use switchyard_types::EventType;
 
 /// One event, accepted and normalized by the host.
 ///
@@ -101,6 +64,52 @@ impl Event {
         })
     }
 
+    /// The event JSON as an object, with what the typed messages cannot
+    /// read dropped or mended by [`spec::sanitize`]: the event as
+    /// [`Event::message_lenient`] reads it, for fields the typed messages
+    /// leave out.
+    ///
+    /// # Errors
+    ///
+    /// When the JSON does not parse or is not an object (the host never
+    /// hands on such an event).
+    pub fn lenient_json(&self) -> Result<serde_json::Value, String> {
+        let mut raw: serde_json::Value =
+            serde_json::from_str(&self.json).map_err(|e| format!("the event is not valid JSON: {e}"))?;
+        let obj = raw.as_object_mut().ok_or("the event is not a JSON object")?;
+        spec::sanitize(obj);
+        Ok(raw)
+    }
+
+    /// Reads the event as the typed Segment message of its `kind`
+    /// leniently: a `properties`, `traits` or `context` (or a part of it)
+    /// that is not an object, and the like, is dropped rather than failing
+    /// the event (see [`spec::sanitize`]). Returns the message and the
+    /// sanitized JSON it was read from ([`Event::lenient_json`]).
+    ///
+    /// Prefer it to [`Event::message`] in a destination: an odd field a
+    /// client sent should cost that field, not the event.
+    ///
+    /// # Errors
+    ///
+    /// As [`Event::lenient_json`], or when the event still does not fit the
+    /// message (which sanitizing makes next to impossible).
+    pub fn message_lenient(&self) -> Result<(spec::Message, serde_json::Value), String> {
+        fn read<T: DeserializeOwned>(raw: &serde_json::Value) -> Result<T, String> {
+            T::deserialize(raw).map_err(|e| format!("the event does not fit the Segment spec: {e}"))
+        }
+        let raw = self.lenient_json()?;
+        let message = match self.kind {
+            EventType::Identify => spec::Message::Identify(read(&raw)?),
+            EventType::Track => spec::Message::Track(read(&raw)?),
+            EventType::Page => spec::Message::Page(read(&raw)?),
+            EventType::Screen => spec::Message::Screen(read(&raw)?),
+            EventType::Group => spec::Message::Group(read(&raw)?),
+            EventType::Alias => spec::Message::Alias(read(&raw)?),
+        };
+        Ok((message, raw))
+    }
+
     /// Builds an event from Segment JSON the way the host does, for tests and
     /// fixtures: reads `type`, `messageId`, the ids, the name and `timestamp`.
     /// The source is [`Event::TEST_SOURCE`]; set [`Event::source`] for
@@ -136,4 +145,49 @@ impl Event {
 
     /// The source of events built by [`Event::from_segment_json`].
     pub const TEST_SOURCE: &str = "test";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_lenient_survives_odd_containers() {
+        let event = Event::from_segment_json(
+            r#"{"type":"track","messageId":"m","event":"E","userId":"u","properties":[1],"context":"x"}"#,
+        )
+        .unwrap();
+        assert!(event.message().is_err(), "the strict read fails on `properties: [1]`");
+        let (message, raw) = event.message_lenient().unwrap();
+        let spec::Message::Track(track) = message else { panic!("a track: {message:?}") };
+        assert_eq!((track.event.as_str(), track.user_id.as_deref()), ("E", Some("u")));
+        assert!(track.properties.is_empty());
+        assert_eq!(raw, serde_json::json!({"type": "track", "messageId": "m", "event": "E", "userId": "u"}));
+    }
+
+    #[test]
+    fn message_lenient_reads_each_kind() {
+        for (json, kind) in [
+            (r#"{"type":"identify","messageId":"m","traits":null}"#, EventType::Identify),
+            (r#"{"type":"page","messageId":"m","name":3}"#, EventType::Page),
+            (r#"{"type":"screen","messageId":"m"}"#, EventType::Screen),
+            (r#"{"type":"group","messageId":"m","groupId":9}"#, EventType::Group),
+            (r#"{"type":"alias","messageId":"m","previousId":"p"}"#, EventType::Alias),
+        ] {
+            let event = Event::from_segment_json(json).unwrap();
+            let (message, _) = event.message_lenient().unwrap();
+            let read = match message {
+                spec::Message::Identify(_) => EventType::Identify,
+                spec::Message::Track(_) => EventType::Track,
+                spec::Message::Page(_) => EventType::Page,
+                spec::Message::Screen(_) => EventType::Screen,
+                spec::Message::Group(_) => EventType::Group,
+                spec::Message::Alias(_) => EventType::Alias,
+            };
+            assert_eq!(read, kind, "{json}");
+        }
+        let mut not_json = Event::from_segment_json(r#"{"type":"track","messageId":"m"}"#).unwrap();
+        not_json.json = "[1]".into();
+        assert_eq!(not_json.message_lenient().unwrap_err(), "the event is not a JSON object");
+    }
 }

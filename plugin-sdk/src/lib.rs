@@ -44,10 +44,12 @@
 extern crate self as switchyard_plugin_sdk;
 
 mod event;
+pub mod form;
 pub mod http;
 pub mod log;
 mod outcome;
-mod settings;
+mod redact;
+pub mod settings;
 pub mod spec;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
@@ -55,7 +57,11 @@ pub mod warehouse;
 
 pub use event::{Event, EventType};
 pub use outcome::{InitError, Outcome, RetryClass};
+pub use redact::{LEAK_WINDOW, redact};
 pub use settings::parse_settings;
+/// The Segment timestamp grammar the host parses with: see
+/// [`time::Timestamp::parse`].
+pub use switchyard_types::time;
 
 /// The version of the WIT contract this SDK builds plugins against.
 pub const CONTRACT_VERSION: &str = "0.2.0";

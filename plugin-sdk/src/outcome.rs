@@ -33,6 +33,22 @@ impl Outcome {
     pub fn is_final(&self) -> bool {
         !matches!(self, Outcome::Retry { .. })
     }
+
+    /// The worse of two outcomes, for an event sent in several parts:
+    /// Rejected > Retry > Delivered. Of two rejections the first reason
+    /// stays; of two retries the first reason and the longer delay (a
+    /// delay beats none).
+    pub fn worst(&self, other: &Outcome) -> Outcome {
+        match (self, other) {
+            (Outcome::Rejected(_), _) => self.clone(),
+            (_, Outcome::Rejected(_)) => other.clone(),
+            (Outcome::Retry { after_ms: x, reason }, Outcome::Retry { after_ms: y, .. }) => {
+                Outcome::Retry { after_ms: (*x).max(*y), reason: reason.clone() }
+            }
+            (Outcome::Retry { .. }, Outcome::Delivered) => self.clone(),
+            (Outcome::Delivered, _) => other.clone(),
+        }
+    }
 }
 
 /// How a destination's HTTP status should be treated, following Segment's
@@ -81,6 +97,29 @@ impl InitError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn worst_outcome_ordering() {
+        let worst = Outcome::worst;
+        let d = Outcome::Delivered;
+        let r = Outcome::retry_after(10, "a");
+        let r2 = Outcome::retry_after(30, "b");
+        let x = Outcome::rejected("x");
+        assert_eq!(worst(&d, &r), r);
+        assert_eq!(worst(&r, &d), r);
+        assert_eq!(worst(&r, &x), x);
+        assert_eq!(worst(&x, &r), x);
+        assert_eq!(worst(&r, &r2), Outcome::retry_after(30, "a"));
+        assert_eq!(worst(&d, &d), d);
+    }
+
+    #[test]
+    fn worst_keeps_the_first_rejection_and_any_delay() {
+        let (x, y) = (Outcome::rejected("x"), Outcome::rejected("y"));
+        assert_eq!(x.worst(&y), x);
+        assert_eq!(Outcome::retry("a").worst(&Outcome::retry_after(5, "b")), Outcome::retry_after(5, "a"));
+        assert_eq!(Outcome::retry_after(5, "a").worst(&Outcome::retry("b")), Outcome::retry_after(5, "a"));
+    }
 
     #[test]
     fn retry_classes_follow_segment() {

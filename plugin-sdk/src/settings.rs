@@ -1,4 +1,6 @@
-//! Settings deserialization with errors that name the setting.
+//! Reading a destination's settings: deserialization with errors that name
+//! the setting ([`parse_settings`]), and checks settings commonly need
+//! ([`base_url`]).
 
 use serde::de::DeserializeOwned;
 
@@ -25,6 +27,36 @@ pub fn parse_settings<T: DeserializeOwned>(json: &str) -> Result<T, InitError> {
             InitError::InvalidSettings(format!("`{path}`: {what}"))
         }
     })
+}
+
+/// Checks the setting named `setting` holds an absolute `http://` or
+/// `https://` base URL with a host and no query or fragment, and returns it
+/// trimmed, without trailing `/`, ready for `format!("{base}/path")`.
+///
+/// User info (`user@host`) is refused too: credentials belong in headers,
+/// and a URL carrying them would end up in logs. A path prefix
+/// (`https://proxy.example/amplitude`) is kept.
+///
+/// # Errors
+///
+/// [`InitError::InvalidSettings`] naming `setting` (never repeating the
+/// value) when `value` is not such a URL.
+pub fn base_url(setting: &str, value: &str) -> Result<String, InitError> {
+    let bad = || {
+        InitError::invalid_settings(format!(
+            "`{setting}` must be an absolute http:// or https:// base URL with a host and no query or fragment"
+        ))
+    };
+    let trimmed = value.trim();
+    let rest = trimmed.strip_prefix("https://").or_else(|| trimmed.strip_prefix("http://")).ok_or_else(bad)?;
+    let host = rest.split('/').next().unwrap_or_default();
+    if host.is_empty() || host.starts_with(':') || host.contains('@') {
+        return Err(bad());
+    }
+    if rest.contains(['?', '#']) || rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad());
+    }
+    Ok(trimmed.trim_end_matches('/').to_owned())
 }
 
 /// serde_json's message without the echo of the offending value, which could
@@ -75,5 +107,37 @@ mod tests {
     #[test]
     fn not_an_object() {
         assert!(parse_settings::<S>("[1]").is_err());
+    }
+
+    #[test]
+    fn base_urls_are_absolute_http_without_query() {
+        assert_eq!(base_url("endpoint", " https://api.example.com/ "), Ok("https://api.example.com".to_owned()));
+        assert_eq!(base_url("endpoint", "http://127.0.0.1:9/a/b//"), Ok("http://127.0.0.1:9/a/b".to_owned()));
+        for bad in [
+            "",
+            "api.example.com",
+            "ftp://api.example.com",
+            "https://",
+            "https:///path",
+            "https://:443",
+            "https://user:pw@api.example.com",
+            "https://api.example.com/?x=1",
+            "https://api.example.com/#top",
+            "https://api.example.com/a b",
+        ] {
+            let err = base_url("endpoint", bad).unwrap_err();
+            assert_eq!(
+                err,
+                InitError::InvalidSettings(
+                    "`endpoint` must be an absolute http:// or https:// base URL with a host and no query or fragment"
+                        .into()
+                ),
+                "{bad}"
+            );
+        }
+        let InitError::InvalidSettings(msg) = base_url("proxy", "https://secret@x").unwrap_err() else {
+            panic!("wrong kind")
+        };
+        assert!(msg.starts_with("`proxy` must") && !msg.contains("secret"), "{msg}");
     }
 }

@@ -9,6 +9,8 @@
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
+use crate::time::Timestamp;
+
 /// A JSON object of free-form properties or traits.
 pub type Properties = Map<String, Value>;
 
@@ -249,88 +251,65 @@ fn lenient_f64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error>
     })
 }
 
-/// Parses an ISO 8601 / RFC 3339 timestamp (`2024-05-01T12:00:00.123Z`,
-/// `2024-05-01T14:00:00+02:00`, or a date alone) into milliseconds since the
-/// Unix epoch.
-pub fn parse_timestamp_ms(s: &str) -> Option<i64> {
-    let b = s.trim().as_bytes();
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let part = b.get(r)?;
-        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
-            return None;
+/// Drops or mends the members of a Segment event object that the typed
+/// messages of this module cannot read, so one odd field does not cost the
+/// whole event; [`Event::message_lenient`](crate::Event::message_lenient)
+/// runs it before reading the message.
+///
+/// Real SDKs and hand-written clients send `properties: null`,
+/// `traits: [..]`, `context: "x"`. This:
+///
+/// - removes `properties`, `traits`, `context` and `integrations` when they
+///   are not objects, and so too `context.app`, `campaign`, `device`,
+///   `library`, `location`, `network`, `os`, `page`, `referrer`, `screen`
+///   and `traits`;
+/// - removes `timestamp`, `originalTimestamp`, `sentAt`, `receivedAt` and
+///   `messageId` when they are not strings;
+/// - turns a number or boolean `event` name into its text, and removes any
+///   other non-string one.
+///
+/// What the typed messages already read leniently (ids and context
+/// strings given as numbers, say) is left alone.
+pub fn sanitize(obj: &mut Map<String, Value>) {
+    for key in ["properties", "traits", "context", "integrations"] {
+        if obj.get(key).is_some_and(|v| !v.is_object()) {
+            obj.remove(key);
         }
-        std::str::from_utf8(part).ok()?.parse().ok()
-    };
-    if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
-        return None;
     }
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
-        return None;
-    }
-    let days = days_from_civil(year, month, day);
-    if b.len() == 10 {
-        return Some(days * 86_400_000);
-    }
-    if !matches!(b[10], b'T' | b't' | b' ') || b.len() < 19 || b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let (hour, min, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if hour > 23 || min > 59 || sec > 60 {
-        return None;
-    }
-    let mut i = 19;
-    let mut millis = 0;
-    if b.get(i) == Some(&b'.') {
-        let start = i + 1;
-        i = start;
-        while b.get(i).is_some_and(u8::is_ascii_digit) {
-            i += 1;
+    for key in ["timestamp", "originalTimestamp", "sentAt", "receivedAt", "messageId"] {
+        if obj.get(key).is_some_and(|v| !v.is_string()) {
+            obj.remove(key);
         }
-        if i == start {
-            return None;
-        }
-        let digits = &s.trim()[start..i.min(start + 3)];
-        millis = digits.parse::<i64>().ok()? * 10_i64.pow(3 - digits.len() as u32);
     }
-    let offset_min = match b.get(i) {
-        None => 0,
-        Some(b'Z' | b'z') if i + 1 == b.len() => 0,
-        Some(sign @ (b'+' | b'-')) => {
-            let (oh, om) = if b.get(i + 3) == Some(&b':') {
-                (num(i + 1..i + 3)?, num(i + 4..i + 6)?)
-            } else {
-                (num(i + 1..i + 3)?, num(i + 3..i + 5).unwrap_or(0))
-            };
-            let rest = if b.get(i + 3) == Some(&b':') {
-                i + 6
-            } else if b.len() >= i + 5 {
-                i + 5
-            } else {
-                i + 3
-            };
-            if rest != b.len() {
-                return None;
+    match obj.get("event") {
+        Some(Value::String(_)) | None => {}
+        Some(v @ (Value::Number(_) | Value::Bool(_))) => {
+            let text = v.to_string();
+            obj.insert("event".into(), Value::String(text));
+        }
+        Some(_) => {
+            obj.remove("event");
+        }
+    }
+    if let Some(Value::Object(ctx)) = obj.get_mut("context") {
+        for key in [
+            "app", "campaign", "device", "library", "location", "network", "os", "page", "referrer", "screen", "traits",
+        ] {
+            if ctx.get(key).is_some_and(|v| !v.is_object()) {
+                ctx.remove(key);
             }
-            let m = oh * 60 + om;
-            if *sign == b'+' { m } else { -m }
         }
-        _ => return None,
-    };
-    let secs = days * 86_400 + hour * 3600 + min * 60 + sec - offset_min * 60;
-    Some(secs * 1000 + millis)
+    }
 }
 
-/// Days since 1970-01-01 for a proleptic Gregorian date (Howard Hinnant's
-/// algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+/// Parses a Segment timestamp (`2024-05-01T12:00:00.123Z`,
+/// `2024-05-01T14:00:00+02:00`, or a date alone) into milliseconds since the
+/// Unix epoch, rounded down: [`Timestamp::parse`] then
+/// [`Timestamp::unix_millis`]. The grammar is in [`crate::time`].
+///
+/// [`None`] when `s` is not a timestamp; [`Timestamp::parse`] says why.
+pub fn parse_timestamp_ms(s: &str) -> Option<i64> {
+    Timestamp::parse(s).ok().map(Timestamp::unix_millis)
 }
 
 #[cfg(test)]
@@ -356,6 +335,34 @@ mod tests {
         ] {
             assert_eq!(parse_timestamp_ms(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn sanitize_drops_what_cannot_be_read() {
+        let mut obj = serde_json::json!({
+            "type": "track", "event": 42, "messageId": 7, "timestamp": 1_714_564_800,
+            "properties": null, "traits": [1], "integrations": "all",
+            "context": {"app": "x", "page": {"url": "u"}, "traits": 3, "ip": "1.2.3.4"}
+        });
+        let Some(map) = obj.as_object_mut() else { panic!("an object") };
+        sanitize(map);
+        assert_eq!(
+            obj,
+            serde_json::json!({"type": "track", "event": "42", "context": {"page": {"url": "u"}, "ip": "1.2.3.4"}})
+        );
+        let track: Track = serde_json::from_value(obj).unwrap();
+        assert_eq!(track.event, "42");
+        assert_eq!(track.context.page.url.as_deref(), Some("u"));
+    }
+
+    #[test]
+    fn sanitize_mends_boolean_names_and_drops_other_ones() {
+        let mut obj = serde_json::json!({"event": true});
+        sanitize(obj.as_object_mut().unwrap());
+        assert_eq!(obj, serde_json::json!({"event": "true"}));
+        let mut obj = serde_json::json!({"event": {"name": "E"}});
+        sanitize(obj.as_object_mut().unwrap());
+        assert_eq!(obj, serde_json::json!({}));
     }
 
     #[test]

@@ -91,85 +91,7 @@ pub const DISCARDS_TABLE: &str = "discards";
 /// (longer names would be truncated silently by the server).
 pub const MAX_IDENTIFIER_LEN: usize = 63;
 
-/// A column's SQL type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ColumnType {
-    Text,
-    BigInt,
-    Double,
-    Boolean,
-    Timestamp,
-}
-
-impl ColumnType {
-    /// The type's name in the [`DISCARDS_TABLE`]'s `column_type`, the same
-    /// for every backend: `text`, `bigint`, `double`, `boolean`,
-    /// `timestamp`.
-    pub fn name(self) -> &'static str {
-        match self {
-            ColumnType::Text => "text",
-            ColumnType::BigInt => "bigint",
-            ColumnType::Double => "double",
-            ColumnType::Boolean => "boolean",
-            ColumnType::Timestamp => "timestamp",
-        }
-    }
-}
-
-/// One cell.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Value {
-    Null,
-    Text(String),
-    BigInt(i64),
-    Double(f64),
-    Boolean(bool),
-    /// RFC 3339 text, as sent
-    Timestamp(String),
-}
-
-impl Value {
-    /// The type of a column holding this value; [`None`] for [`Value::Null`].
-    pub fn column_type(&self) -> Option<ColumnType> {
-        Some(match self {
-            Value::Null => return None,
-            Value::Text(_) => ColumnType::Text,
-            Value::BigInt(_) => ColumnType::BigInt,
-            Value::Double(_) => ColumnType::Double,
-            Value::Boolean(_) => ColumnType::Boolean,
-            Value::Timestamp(_) => ColumnType::Timestamp,
-        })
-    }
-
-    /// The value's text form, as stored in a [`ColumnType::Text`] column and
-    /// in the [`DISCARDS_TABLE`]: strings and timestamps as they are,
-    /// numbers and booleans as JSON text. [`None`] for [`Value::Null`].
-    pub fn to_text(&self) -> Option<String> {
-        Some(match self {
-            Value::Null => return None,
-            Value::Text(s) | Value::Timestamp(s) => s.clone(),
-            Value::BigInt(n) => n.to_string(),
-            Value::Double(f) => serde_json::Number::from_f64(*f).map_or_else(|| f.to_string(), |n| n.to_string()),
-            Value::Boolean(b) => b.to_string(),
-        })
-    }
-}
-
-/// Rows for one table. Every row has one value per column of `columns`,
-/// in that order (a column absent from an event is [`Value::Null`]).
-#[derive(Debug, Clone, PartialEq)]
-pub struct TableRows {
-    pub table: String,
-    /// (name, type); the type is the one a new column is created with.
-    pub columns: Vec<(String, ColumnType)>,
-    pub rows: Vec<Vec<Value>>,
-    /// The column rows are keyed on (`id`); it must be one of `columns` and
-    /// never null.
-    pub key: String,
-    /// Whether a row whose key is already there updates it (`users`)
-    /// rather than being ignored.
-    pub upsert: bool,
-}
+pub use switchyard_types::warehouse::{ColumnType, TableRows, Value};
 
 /// What one load writes: every table touched, into one schema.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -179,7 +101,10 @@ pub struct LoadPlan {
     pub tables: Vec<TableRows>,
 }
 
-/// What a load did.
+/// What a load did, in the backend's detail. The `warehouse` capability
+/// reports less to the plugin
+/// ([`switchyard_types::warehouse::LoadReport`]: `existing` is
+/// `duplicates + upserted`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LoadReport {
     /// Rows added.

@@ -4,7 +4,8 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, NaiveDate, NaiveTime, TimeDelta, TimeZone, Utc};
+use chrono::{DateTime, Utc};
+use switchyard_types::time::Timestamp;
 
 use super::{ColumnType, DISCARDS_TABLE, LoadPlan, MAX_IDENTIFIER_LEN, TableRows, Value, WarehouseError};
 
@@ -585,77 +586,19 @@ pub(crate) fn shape(
 
 // ---------------------------------------------------------------- time
 
-/// Parses a timestamp as the plan writes them: `YYYY-MM-DD`, `T` (or `t`
-/// or a space), `hh:mm:ss`, an optional fraction (kept to the
-/// microsecond), an optional offset (`Z`, `+hh:mm`, `+hhmm`, `+hh`; none
-/// means UTC). [`None`] when it is not one, or not a real date.
+/// Parses a timestamp cell: a date and time in the Segment grammar
+/// ([`switchyard_types::time`]: `YYYY-MM-DD`, `T` or `t` or a space,
+/// `hh:mm:ss`, an optional fraction, an optional offset; none means UTC),
+/// kept to the microsecond as both backends store it. [`None`] when it is
+/// not one (a date alone is not), or not a real date.
 pub(crate) fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
-    let b = s.as_bytes();
-    if b.len() < 19
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || !matches!(b[10], b'T' | b't' | b' ')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return None;
-    }
-    let num = |from: usize, to: usize| -> Option<u32> {
-        let part = s.get(from..to)?;
-        if part.is_empty() || !part.bytes().all(|c| c.is_ascii_digit()) {
-            return None;
-        }
-        part.parse().ok()
-    };
-    let date = NaiveDate::from_ymd_opt(i32::try_from(num(0, 4)?).ok()?, num(5, 7)?, num(8, 10)?)?;
-    let (hour, minute, second) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
-    if second > 60 {
-        return None;
-    }
-    let mut i = 19;
-    let mut micros = 0;
-    if b.get(i) == Some(&b'.') {
-        let start = i + 1;
-        i = start;
-        while b.get(i).is_some_and(u8::is_ascii_digit) {
-            i += 1;
-        }
-        if i == start {
-            return None;
-        }
-        let digits = &s[start..i.min(start + 6)];
-        micros = digits.parse::<u32>().ok()? * 10u32.pow(6 - digits.len() as u32);
-    }
-    let offset_seconds: i64 = match &s[i..] {
-        "" | "Z" | "z" => 0,
-        rest => {
-            let sign = match rest.as_bytes()[0] {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return None,
-            };
-            let (h, m) = match rest.len() {
-                3 => (num(i + 1, i + 3)?, 0),
-                5 => (num(i + 1, i + 3)?, num(i + 3, i + 5)?),
-                6 if rest.as_bytes()[3] == b':' => (num(i + 1, i + 3)?, num(i + 4, i + 6)?),
-                _ => return None,
-            };
-            if h > 23 || m > 59 {
-                return None;
-            }
-            sign * i64::from(h * 3600 + m * 60)
-        }
-    };
-    // A leap second (`:60`) is the next second's start, as in PostgreSQL.
-    let time = NaiveTime::from_hms_micro_opt(hour, minute, second.min(59), micros)?;
-    let shift = TimeDelta::try_seconds(i64::from(second == 60) - offset_seconds)?;
-    let naive = date.and_time(time).checked_add_signed(shift)?;
-    Some(Utc.from_utc_datetime(&naive))
+    let t = Timestamp::parse_date_time(s).ok()?.truncated_to_micros();
+    DateTime::from_timestamp(t.unix_seconds(), t.subsec_nanos())
 }
 
 /// `t` as the SQLite backend stores it: `2024-05-01T12:00:00.000000Z`.
 pub(crate) fn format_timestamp(t: &DateTime<Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    Timestamp::from_unix_micros(t.timestamp_micros()).to_rfc3339_micros()
 }
 
 /// The current time, to the microsecond (what both backends keep).

@@ -12,9 +12,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde_json::Value;
 use switchyard_plugin_sdk::http::{self, HttpError, Request, Response};
-use switchyard_plugin_sdk::{Outcome, RetryClass, log};
+use switchyard_plugin_sdk::{Outcome, RetryClass, form, log, redact};
 
-use crate::form;
 use crate::settings::Config;
 
 /// How many times one call resends the rest of a request after a partial
@@ -367,44 +366,6 @@ impl<'a> Sender<'a> {
     }
 }
 
-/// The shortest piece of a secret that counts as a leak: a truncated echo
-/// ("Invalid API key: 0123abcd…") must not get through either.
-const LEAK_WINDOW: usize = 8;
-
-/// `text` with every run that contains a piece of `secret` (or of its form
-/// encoding) at least [`LEAK_WINDOW`] characters long (the whole secret when
-/// shorter) replaced by `[redacted]`.
-pub fn redact(text: &str, secret: &str) -> String {
-    let secret_chars: Vec<char> = secret.chars().collect();
-    if secret_chars.is_empty() {
-        return text.to_owned();
-    }
-    let encoded: Vec<char> = form::encode(secret).chars().collect();
-    let w = LEAK_WINDOW.min(secret_chars.len());
-    let mut pieces = std::collections::HashSet::new();
-    for source in [&secret_chars, &encoded] {
-        for piece in source.windows(w.min(source.len())) {
-            pieces.insert(piece.to_vec());
-        }
-    }
-    let chars: Vec<char> = text.chars().collect();
-    let mut hidden = vec![false; chars.len()];
-    for (i, window) in chars.windows(w).enumerate() {
-        if pieces.contains(window) {
-            hidden[i..i + w].iter_mut().for_each(|h| *h = true);
-        }
-    }
-    let mut out = String::with_capacity(text.len());
-    for (i, &c) in chars.iter().enumerate() {
-        if !hidden[i] {
-            out.push(c);
-        } else if i == 0 || !hidden[i - 1] {
-            out.push_str("[redacted]");
-        }
-    }
-    out
-}
-
 fn set_all(outcomes: &mut [Option<Outcome>], items: &[usize], outcome: &Outcome) {
     for &i in items {
         outcomes[i] = Some(outcome.clone());
@@ -448,22 +409,4 @@ fn refused_events(body: &Value, n: usize) -> BTreeMap<usize, Vec<String>> {
         refused.entry(i).or_default().push("device silenced by Amplitude".to_owned());
     }
     refused
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact;
-
-    #[test]
-    fn redacts_whole_partial_and_encoded_echoes() {
-        let key = "amp-WRONG-key+7f3c9a1b";
-        assert_eq!(redact(&format!("Invalid API key: {key}."), key), "Invalid API key: [redacted].");
-        assert_eq!(redact("key amp-WRONG-k… refused", key), "key [redacted]… refused");
-        assert_eq!(redact("tail 7f3c9a1b", key), "tail [redacted]");
-        assert_eq!(redact("form key%2B7f3c9a1b!", key), "form [redacted]!");
-        assert_eq!(redact("short amp-WRO ok", key), "short amp-WRO ok");
-        assert_eq!(redact("nothing here", key), "nothing here");
-        assert_eq!(redact("abc xabcx", "abc"), "[redacted] x[redacted]x");
-        assert_eq!(redact("ünï", ""), "ünï");
-    }
 }

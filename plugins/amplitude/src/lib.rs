@@ -36,13 +36,12 @@
 //! | `max_bytes_per_request` | integer | 1000000 | 1024..=1000000 |
 
 pub mod client;
-pub mod form;
 pub mod mapping;
 pub mod settings;
 #[cfg(test)]
 mod tests;
 
-use switchyard_plugin_sdk::{Destination, Event, InitError, Outcome, export_destination};
+use switchyard_plugin_sdk::{Destination, Event, InitError, Outcome, export_destination, form};
 
 use crate::client::{Api, Item, Sender};
 use crate::mapping::{Part, map_event};
@@ -80,7 +79,7 @@ impl Destination for Amplitude {
                 match body {
                     Ok(body) => items[slot].push(Item { owner, body }),
                     Err(e) => {
-                        outcomes[owner] = worst(&outcomes[owner], &Outcome::rejected(format!("cannot encode: {e}")))
+                        outcomes[owner] = outcomes[owner].worst(&Outcome::rejected(format!("cannot encode: {e}")))
                     }
                 }
             }
@@ -91,7 +90,7 @@ impl Destination for Amplitude {
             }
             let results = Sender::new(&self.config, api).send(&items[slot]);
             for (item, outcome) in items[slot].iter().zip(results) {
-                outcomes[item.owner] = worst(&outcomes[item.owner], &outcome);
+                outcomes[item.owner] = outcomes[item.owner].worst(&outcome);
             }
         }
         outcomes
@@ -102,21 +101,6 @@ impl Amplitude {
     /// The resolved configuration.
     pub fn config(&self) -> &Config {
         &self.config
-    }
-}
-
-/// The worse of two outcomes: Rejected > Retry > Delivered. Of two
-/// rejections the first reason stays; of two retries the first reason and
-/// the longer delay.
-pub fn worst(a: &Outcome, b: &Outcome) -> Outcome {
-    match (a, b) {
-        (Outcome::Rejected(_), _) => a.clone(),
-        (_, Outcome::Rejected(_)) => b.clone(),
-        (Outcome::Retry { after_ms: x, reason }, Outcome::Retry { after_ms: y, .. }) => {
-            Outcome::Retry { after_ms: (*x).max(*y), reason: reason.clone() }
-        }
-        (Outcome::Retry { .. }, Outcome::Delivered) => a.clone(),
-        (Outcome::Delivered, _) => b.clone(),
     }
 }
 

@@ -5,10 +5,9 @@
 //! mappings for `/usermap`. An event that cannot be sent is rejected here
 //! with a reason, before any request.
 
-use serde::Deserialize;
 use serde_json::{Map, Number, Value};
-use switchyard_plugin_sdk::spec::{self, Context, Properties};
-use switchyard_plugin_sdk::{Event, EventType};
+use switchyard_plugin_sdk::Event;
+use switchyard_plugin_sdk::spec::{self, Context, Message, Properties};
 
 use crate::settings::Config;
 
@@ -34,13 +33,9 @@ pub const MISSING_IDS: &str = "missing userId and anonymousId/device id: Amplitu
 /// usable id, an id shorter than the minimum length, a track without a
 /// name, a group without a group value, an alias without both ids.
 pub fn map_event(event: &Event, config: &Config) -> Result<Vec<Part>, String> {
-    let mut raw: Value = serde_json::from_str(event.json()).map_err(|e| format!("the event is not valid JSON: {e}"))?;
-    let obj = raw.as_object_mut().ok_or("the event is not a JSON object")?;
-    sanitize(obj);
-    let raw = Value::Object(std::mem::take(obj));
-    match event.kind {
-        EventType::Track => {
-            let t = typed::<spec::Track>(&raw)?;
+    let (message, raw) = event.message_lenient()?;
+    match message {
+        Message::Track(t) => {
             let name = t.event.trim();
             if name.is_empty() {
                 return Err("track has no `event` name: Amplitude requires an event_type".into());
@@ -48,8 +43,7 @@ pub fn map_event(event: &Event, config: &Config) -> Result<Vec<Part>, String> {
             let base = Base::new(event, config, &raw, &t.user_id, &t.anonymous_id, &t.context)?;
             Ok(track(&base, name, &t.properties, &t.integrations, config))
         }
-        EventType::Page => {
-            let p = typed::<spec::Page>(&raw)?;
+        Message::Page(p) => {
             let base = Base::new(event, config, &raw, &p.user_id, &p.anonymous_id, &p.context)?;
             let event_type = viewed(p.name.as_deref(), "Loaded a Page");
             let mut props = p.properties.clone();
@@ -69,14 +63,12 @@ pub fn map_event(event: &Event, config: &Config) -> Result<Vec<Part>, String> {
             }
             Ok(vec![Part::Event(base.view_or_track(&event_type, &props, &p.integrations))])
         }
-        EventType::Screen => {
-            let s = typed::<spec::Screen>(&raw)?;
+        Message::Screen(s) => {
             let base = Base::new(event, config, &raw, &s.user_id, &s.anonymous_id, &s.context)?;
             let event_type = viewed(s.name.as_deref(), "Loaded a Screen");
             Ok(vec![Part::Event(base.view_or_track(&event_type, &s.properties, &s.integrations))])
         }
-        EventType::Identify => {
-            let i = typed::<spec::Identify>(&raw)?;
+        Message::Identify(i) => {
             let base = Base::new(event, config, &raw, &i.user_id, &i.anonymous_id, &i.context)?;
             let mut out = base.event("$identify", &i.integrations, None);
             out.remove("user_properties");
@@ -88,67 +80,20 @@ pub fn map_event(event: &Event, config: &Config) -> Result<Vec<Part>, String> {
             }
             Ok(vec![Part::Event(out)])
         }
-        EventType::Group => {
-            let g = typed::<spec::Group>(&raw)?;
+        Message::Group(g) => {
             let base = Base::new(event, config, &raw, &g.user_id, &g.anonymous_id, &g.context)?;
             group(&base, &g, config)
         }
-        EventType::Alias => {
+        Message::Alias(a) => {
             if !config.alias_usermap {
                 return Ok(Vec::new());
             }
-            let a = typed::<spec::Alias>(&raw)?;
             let previous = non_empty(&a.previous_id).ok_or("alias has no `previousId`")?;
             let user = non_empty(&a.user_id).ok_or("alias has no `userId`")?;
             let mut mapping = Map::new();
             mapping.insert("user_id".into(), Value::String(previous.to_owned()));
             mapping.insert("global_user_id".into(), Value::String(user.to_owned()));
             Ok(vec![Part::UserMap(Value::Object(mapping))])
-        }
-    }
-}
-
-/// Reads the sanitized event as a typed Segment message.
-fn typed<T: for<'de> Deserialize<'de>>(raw: &Value) -> Result<T, String> {
-    T::deserialize(raw).map_err(|e| format!("cannot read the event: {e}"))
-}
-
-/// Drops what would make the typed parse fail on odd but harmless input:
-/// `properties`, `traits`, `context` (and its objects) that are not objects,
-/// timestamps that are not strings, an `event` name that is a number.
-fn sanitize(obj: &mut Map<String, Value>) {
-    for key in ["properties", "traits", "context", "integrations"] {
-        if obj.get(key).is_some_and(|v| !v.is_object()) {
-            obj.remove(key);
-        }
-    }
-    for key in ["timestamp", "originalTimestamp", "sentAt", "receivedAt"] {
-        if obj.get(key).is_some_and(|v| !v.is_string()) {
-            obj.remove(key);
-        }
-    }
-    match obj.get("event") {
-        Some(Value::Number(n)) => {
-            let s = n.to_string();
-            obj.insert("event".into(), Value::String(s));
-        }
-        Some(Value::Bool(b)) => {
-            let s = b.to_string();
-            obj.insert("event".into(), Value::String(s));
-        }
-        Some(Value::String(_)) | None => {}
-        Some(_) => {
-            obj.remove("event");
-        }
-    }
-    if let Some(Value::Object(ctx)) = obj.get_mut("context") {
-        for key in ["app", "campaign", "device", "library", "location", "network", "os", "page", "referrer", "screen"] {
-            if ctx.get(key).is_some_and(|v| !v.is_object()) {
-                ctx.remove(key);
-            }
-        }
-        if ctx.get("traits").is_some_and(|v| !v.is_object()) {
-            ctx.remove("traits");
         }
     }
 }

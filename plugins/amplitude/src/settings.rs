@@ -1,7 +1,7 @@
 //! The destination's settings and their validation.
 
 use serde::Deserialize;
-use switchyard_plugin_sdk::InitError;
+use switchyard_plugin_sdk::{InitError, settings};
 
 /// Amplitude's hard limit on events per HTTP V2 request.
 pub const MAX_EVENTS: usize = 2000;
@@ -132,7 +132,7 @@ impl TryFrom<Settings> for Config {
             urls.usermap = "https://api.amplitude.com/usermap".to_owned();
         }
         if let Some(endpoint) = &s.endpoint {
-            urls = Urls::under(&check_endpoint(endpoint)?);
+            urls = Urls::under(&settings::base_url("endpoint", endpoint)?);
         }
         if s.min_id_length == Some(0) {
             return Err(InitError::invalid_settings("`min_id_length` must be at least 1"));
@@ -166,24 +166,4 @@ impl TryFrom<Settings> for Config {
             max_bytes: s.max_bytes_per_request,
         })
     }
-}
-
-/// Checks `endpoint` is an absolute http(s) base URL with a host and no
-/// query or fragment; returns it without a trailing `/`.
-fn check_endpoint(endpoint: &str) -> Result<String, InitError> {
-    let bad = || {
-        InitError::invalid_settings(
-            "`endpoint` must be an absolute http:// or https:// base URL with a host and no query or fragment",
-        )
-    };
-    let trimmed = endpoint.trim();
-    let rest = trimmed.strip_prefix("https://").or_else(|| trimmed.strip_prefix("http://")).ok_or_else(bad)?;
-    let host = rest.split('/').next().unwrap_or_default();
-    if host.is_empty() || host.starts_with(':') || host.contains('@') {
-        return Err(bad());
-    }
-    if rest.contains(['?', '#']) || rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(bad());
-    }
-    Ok(trimmed.trim_end_matches('/').to_owned())
 }

@@ -7,11 +7,10 @@ use std::rc::Rc;
 use serde_json::{Value, json};
 use switchyard_plugin_sdk::http::{HttpError, Request, Response};
 use switchyard_plugin_sdk::testing::{Harness, event};
-use switchyard_plugin_sdk::{Event, InitError, Outcome};
+use switchyard_plugin_sdk::{Event, InitError, Outcome, form};
 
 use crate::Amplitude;
 use crate::client::MAX_ROUNDS;
-use crate::form;
 
 const KEY: &str = "0123456789abcdefSECRETKEY";
 const US_HTTPAPI: &str = "https://api2.amplitude.com/2/httpapi";
@@ -948,21 +947,6 @@ fn empty_batch_sends_nothing() {
     let mut h = harness();
     assert!(h.deliver(Vec::new()).is_empty());
     assert!(h.requests().is_empty());
-}
-
-#[test]
-fn worst_outcome_ordering() {
-    use crate::worst;
-    let d = Outcome::Delivered;
-    let r = Outcome::retry_after(10, "a");
-    let r2 = Outcome::retry_after(30, "b");
-    let x = Outcome::rejected("x");
-    assert_eq!(worst(&d, &r), r);
-    assert_eq!(worst(&r, &d), r);
-    assert_eq!(worst(&r, &x), x);
-    assert_eq!(worst(&x, &r), x);
-    assert_eq!(worst(&r, &r2), Outcome::retry_after(30, "a"));
-    assert_eq!(worst(&d, &d), d);
 }
 
 // ---------------------------------------------------------------- settings

@@ -203,9 +203,10 @@ impl Statsig {
         }
     }
 
-    /// `text` with the server secret blanked out, should anything echo it.
+    /// `text` with the server secret blanked out, should anything echo
+    /// it whole, cut short or form-encoded ([`switchyard_plugin_sdk::redact`]).
     fn redact(&self, text: &str) -> String {
-        text.replace(&self.config.server_secret, "[redacted]")
+        switchyard_plugin_sdk::redact(text, &self.config.server_secret)
     }
 }
 

@@ -6,10 +6,10 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
-use switchyard_plugin_sdk::spec::{self, Properties};
-use switchyard_plugin_sdk::{Event, EventType};
+use serde::Serialize;
+use serde_json::Value;
+use switchyard_plugin_sdk::Event;
+use switchyard_plugin_sdk::spec::{self, Message, Properties};
 
 use crate::cache::{IdentifyCache, Key};
 use crate::settings::Config;
@@ -60,13 +60,10 @@ pub struct StatsigEvent {
 /// The rejection reason: the event is not valid JSON, names no user, or is
 /// a track without a name.
 pub fn map_event(event: &Event, config: &Config, cache: &mut IdentifyCache) -> Result<StatsigEvent, String> {
-    let mut raw: Value = serde_json::from_str(event.json()).map_err(|e| format!("the event is not valid JSON: {e}"))?;
-    let obj = raw.as_object_mut().ok_or("the event is not a JSON object")?;
-    sanitize(obj);
+    let (message, raw) = event.message_lenient()?;
     let time = (event.timestamp_ms > 0).then_some(event.timestamp_ms);
-    match event.kind {
-        EventType::Track => {
-            let t = typed::<spec::Track>(&raw)?;
+    match message {
+        Message::Track(t) => {
             if t.event.trim().is_empty() {
                 return Err("track has no `event` name: Statsig requires an eventName".into());
             }
@@ -86,8 +83,7 @@ pub fn map_event(event: &Event, config: &Config, cache: &mut IdentifyCache) -> R
             };
             finish(mapped, config, time)
         }
-        EventType::Page => {
-            let p = typed::<spec::Page>(&raw)?;
+        Message::Page(p) => {
             let page = &p.context.page;
             let mut metadata = BTreeMap::new();
             for (key, value) in [
@@ -111,8 +107,7 @@ pub fn map_event(event: &Event, config: &Config, cache: &mut IdentifyCache) -> R
                 time,
             )
         }
-        EventType::Screen => {
-            let s = typed::<spec::Screen>(&raw)?;
+        Message::Screen(s) => {
             let mut metadata = metadata_of(&s.properties);
             named(&mut metadata, &s.name, &s.category);
             let source = base(&raw, &s.user_id, &s.anonymous_id, &s.context, cache);
@@ -123,8 +118,7 @@ pub fn map_event(event: &Event, config: &Config, cache: &mut IdentifyCache) -> R
                 time,
             )
         }
-        EventType::Identify => {
-            let i = typed::<spec::Identify>(&raw)?;
+        Message::Identify(i) => {
             if let Some(user_id) = non_empty(i.user_id.as_deref()) {
                 cache.merge(Key::User(user_id), &i.traits);
             }
@@ -145,8 +139,7 @@ pub fn map_event(event: &Event, config: &Config, cache: &mut IdentifyCache) -> R
                 time,
             )
         }
-        EventType::Group => {
-            let g = typed::<spec::Group>(&raw)?;
+        Message::Group(g) => {
             let mut source = base(&raw, &g.user_id, &g.anonymous_id, &g.context, cache);
             let mut metadata = metadata_of(&g.traits);
             if let Some(group_id) = non_empty(g.group_id.as_deref()) {
@@ -159,8 +152,7 @@ pub fn map_event(event: &Event, config: &Config, cache: &mut IdentifyCache) -> R
                 time,
             )
         }
-        EventType::Alias => {
-            let a = typed::<spec::Alias>(&raw)?;
+        Message::Alias(a) => {
             let mut metadata = BTreeMap::new();
             if let Some(previous_id) = non_empty(a.previous_id.as_deref()) {
                 if let Some(user_id) = non_empty(a.user_id.as_deref()) {
@@ -219,50 +211,6 @@ fn base<'a>(
         cached: cache.lookup(user_id.as_deref(), anonymous_id.as_deref()),
         extra_ids: Vec::new(),
         raw,
-    }
-}
-
-/// Deserializes the sanitized event as a typed Segment message.
-fn typed<T: for<'de> Deserialize<'de>>(raw: &Value) -> Result<T, String> {
-    T::deserialize(raw).map_err(|e| format!("the event does not fit the Segment spec: {e}"))
-}
-
-/// Drops fields whose JSON type cannot be read as the Segment spec says
-/// (`properties: null`, `traits: [..]`, `context: "x"`), so one odd field
-/// does not cost the whole event. The SDK's typed messages require objects
-/// there.
-fn sanitize(obj: &mut Map<String, Value>) {
-    for key in ["properties", "traits", "context", "integrations"] {
-        if obj.get(key).is_some_and(|v| !v.is_object()) {
-            obj.remove(key);
-        }
-    }
-    for key in ["timestamp", "originalTimestamp", "sentAt", "receivedAt"] {
-        if obj.get(key).is_some_and(|v| !v.is_string()) {
-            obj.remove(key);
-        }
-    }
-    match obj.get("event") {
-        Some(Value::Number(_) | Value::Bool(_)) => {
-            let text = obj.get("event").map(Value::to_string).unwrap_or_default();
-            obj.insert("event".into(), Value::String(text));
-        }
-        Some(Value::String(_)) | None => {}
-        Some(_) => {
-            obj.remove("event");
-        }
-    }
-    if obj.get("messageId").is_some_and(|v| !v.is_string()) {
-        obj.remove("messageId");
-    }
-    if let Some(Value::Object(ctx)) = obj.get_mut("context") {
-        for key in [
-            "app", "campaign", "device", "library", "location", "network", "os", "page", "referrer", "screen", "traits",
-        ] {
-            if ctx.get(key).is_some_and(|v| !v.is_object()) {
-                ctx.remove(key);
-            }
-        }
     }
 }
 

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use switchyard_plugin_sdk::InitError;
+use switchyard_plugin_sdk::{InitError, settings};
 
 /// Statsig's event-logging base URL.
 pub const DEFAULT_ENDPOINT: &str = "https://events.statsigapi.net";
@@ -105,7 +105,7 @@ impl TryFrom<Settings> for Config {
                  (client and console keys are not accepted)",
             ));
         }
-        let url = format!("{}{LOG_EVENT_PATH}", check_endpoint(&s.endpoint)?);
+        let url = format!("{}{LOG_EVENT_PATH}", settings::base_url("endpoint", &s.endpoint)?);
         let environment = match s.environment {
             Some(tier) if tier.trim().is_empty() => {
                 return Err(InitError::invalid_settings("`environment` must not be empty when set"));
@@ -144,24 +144,4 @@ impl TryFrom<Settings> for Config {
             experiment_exposures: s.experiment_exposures,
         })
     }
-}
-
-/// Checks `endpoint` is an absolute http(s) base URL with a host and no
-/// query or fragment; returns it without trailing `/`.
-fn check_endpoint(endpoint: &str) -> Result<String, InitError> {
-    let bad = || {
-        InitError::invalid_settings(
-            "`endpoint` must be an absolute http:// or https:// base URL with a host and no query or fragment",
-        )
-    };
-    let trimmed = endpoint.trim();
-    let rest = trimmed.strip_prefix("https://").or_else(|| trimmed.strip_prefix("http://")).ok_or_else(bad)?;
-    let host = rest.split('/').next().unwrap_or_default();
-    if host.is_empty() || host.starts_with(':') || host.contains('@') {
-        return Err(bad());
-    }
-    if rest.contains(['?', '#']) || rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(bad());
-    }
-    Ok(trimmed.trim_end_matches('/').to_owned())
 }

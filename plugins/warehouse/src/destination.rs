@@ -8,7 +8,7 @@ use switchyard_plugin_sdk::warehouse::{self, LoadError};
 use switchyard_plugin_sdk::{Destination, Event, InitError, Outcome};
 
 use crate::naming::sql_name;
-use crate::plan::{TableRows, plan};
+use crate::plan::plan;
 
 /// The warehouse destination's settings.
 #[derive(Debug, Default, Deserialize)]
@@ -60,7 +60,7 @@ impl Destination for Warehouse {
             if plan.tables.is_empty() {
                 continue;
             }
-            let tables: Vec<warehouse::TableRows> = plan.tables.iter().map(to_sdk).collect();
+            let tables: Vec<warehouse::TableRows> = plan.tables.into_iter().map(|t| t.load).collect();
             let outcome = match warehouse::load(&schema, &tables) {
                 Ok(_) => Outcome::Delivered,
                 // Kept for a retry: the operator may grant a warehouse, or
@@ -75,17 +75,6 @@ impl Destination for Warehouse {
             }
         }
         outcomes
-    }
-}
-
-/// The plan's rows as the capability takes them (without `sources`).
-fn to_sdk(t: &TableRows) -> warehouse::TableRows {
-    warehouse::TableRows {
-        table: t.table.clone(),
-        columns: t.columns.clone(),
-        rows: t.rows.clone(),
-        key: t.key.clone(),
-        upsert: t.upsert,
     }
 }
 

@@ -34,6 +34,6 @@ pub mod plan;
 mod tests;
 
 pub use crate::destination::{Settings, Warehouse};
-pub use crate::plan::{ColumnType, LoadPlan, TableRows, Value, plan, plan_at};
+pub use crate::plan::{ColumnType, LoadPlan, PlannedTable, TableRows, Value, plan, plan_at};
 
 switchyard_plugin_sdk::export_destination!(Warehouse);

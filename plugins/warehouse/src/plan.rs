@@ -109,46 +109,38 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::{Map, Value as Json};
-use switchyard_plugin_sdk::spec::parse_timestamp_ms;
+use switchyard_plugin_sdk::time::Timestamp;
 use switchyard_plugin_sdk::{Event, EventType};
 
 use crate::naming::{event_table, sql_name};
 
-pub use switchyard_plugin_sdk::warehouse::{ColumnType, Value};
+pub use switchyard_plugin_sdk::warehouse::{ColumnType, TableRows, Value};
 
-/// Rows for one table. Every row has the same set of columns, listed in
-/// `columns` (name, type) — a column absent from an event is
-/// [`Value::Null`] in that row.
+/// The rows the plan loads into one table, with the event each row came
+/// from.
+///
+/// Every row has the same set of columns, listed in `columns` (name, type)
+/// — a column absent from an event is [`Value::Null`] in that row. `key` is
+/// `id` everywhere (for `users`, the user id); `upsert` is true only for
+/// `users`, whose later row with the same key replaces the earlier one (the
+/// plan itself already merges a batch's `users` rows into one per key; see
+/// the [module docs](self) on how to merge). Reads through to the
+/// [`TableRows`] it loads, so `table.rows` and `table.column("id")` work on
+/// it directly.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TableRows {
-    pub table: String,
-    pub columns: Vec<(String, ColumnType)>,
-    pub rows: Vec<Vec<Value>>,
-    /// the column rows are keyed on: "id" everywhere; for `users` also "id" (= user_id)
-    pub key: String,
-    /// true only for `users`: a later row with the same key replaces the
-    /// earlier one (upsert); otherwise a repeated key is ignored (idempotent
-    /// insert). The plan itself already merges a batch's `users` rows into
-    /// one per key; see the [module docs](self) on how to merge.
-    pub upsert: bool,
-    /// index into the batch of the event each row came from, parallel to `rows`
+pub struct PlannedTable {
+    /// What the `warehouse` capability loads.
+    pub load: TableRows,
+    /// Index into the batch of the event each row came from, parallel to
+    /// `load.rows`.
     pub sources: Vec<usize>,
 }
 
-impl TableRows {
-    /// The index of column `name`.
-    pub fn column(&self, name: &str) -> Option<usize> {
-        self.columns.iter().position(|(n, _)| n == name)
-    }
+impl std::ops::Deref for PlannedTable {
+    type Target = TableRows;
 
-    /// The type of column `name`.
-    pub fn column_type(&self, name: &str) -> Option<ColumnType> {
-        self.columns.iter().find(|(n, _)| n == name).map(|(_, t)| *t)
-    }
-
-    /// The value of column `name` in row `row`.
-    pub fn value(&self, row: usize, name: &str) -> Option<&Value> {
-        self.rows.get(row)?.get(self.column(name)?)
+    fn deref(&self) -> &TableRows {
+        &self.load
     }
 }
 
@@ -158,12 +150,12 @@ impl TableRows {
 pub struct LoadPlan {
     /// The schema (dataset) the tables live in, as given to [`plan`].
     pub schema: String,
-    pub tables: Vec<TableRows>,
+    pub tables: Vec<PlannedTable>,
 }
 
 impl LoadPlan {
     /// The rows for `table`, if the batch touches it.
-    pub fn table(&self, table: &str) -> Option<&TableRows> {
+    pub fn table(&self, table: &str) -> Option<&PlannedTable> {
         self.tables.iter().find(|t| t.table == table)
     }
 }
@@ -181,7 +173,7 @@ pub fn plan(schema: &str, batch: &[Event]) -> (LoadPlan, Vec<(usize, String)>) {
 /// Also returns the events that cannot be mapped at all, as (index in
 /// `batch`, reason); they have no row anywhere in the plan. Every other
 /// event has at least one row, and each row names its event in
-/// [`TableRows::sources`]. The rules are in the [module docs](self).
+/// [`PlannedTable::sources`]. The rules are in the [module docs](self).
 pub fn plan_at(schema: &str, batch: &[Event], now_rfc3339: &str) -> (LoadPlan, Vec<(usize, String)>) {
     let mut drafts: BTreeMap<String, Draft> = BTreeMap::new();
     let mut unmapped = Vec::new();
@@ -296,7 +288,7 @@ impl Draft {
     }
 
     /// Settles the columns and their types, and lays the rows out.
-    fn finish(self, table: String) -> TableRows {
+    fn finish(self, table: String) -> PlannedTable {
         let fixed = self.kind.fixed_columns();
         let mut seen: BTreeMap<&str, BTreeSet<ColumnType>> = BTreeMap::new();
         for row in &self.rows {
@@ -318,12 +310,8 @@ impl Draft {
             .iter()
             .map(|row| columns.iter().map(|(n, t)| row.get(n).map_or(Value::Null, |v| coerce(v, *t))).collect())
             .collect();
-        TableRows {
-            table,
-            columns,
-            rows,
-            key: "id".to_owned(),
-            upsert: self.kind == Kind::Users,
+        PlannedTable {
+            load: TableRows { table, columns, rows, key: "id".to_owned(), upsert: self.kind == Kind::Users },
             sources: self.sources,
         }
     }
@@ -473,14 +461,11 @@ fn time(obj: &Map<String, Json>, key: &str) -> Option<Value> {
     }
 }
 
-/// Whether `s` is a date and time: `YYYY-MM-DD`, `T` or a space, `hh:mm:ss`,
-/// optional fraction, optional offset (`Z`, `+hh:mm`, `+hhmm`); nothing
-/// around it.
+/// Whether `s` is a date and time in the Segment timestamp grammar
+/// ([`switchyard_plugin_sdk::time`]: `YYYY-MM-DD`, `T` or a space,
+/// `hh:mm:ss`, optional fraction, optional offset), with nothing around it.
 fn is_timestamp(s: &str) -> bool {
-    s.len() >= 19
-        && s.trim() == s
-        && matches!(s.as_bytes().get(10), Some(b'T' | b't' | b' '))
-        && parse_timestamp_ms(s).is_some()
+    s.trim() == s && Timestamp::parse_date_time(s).is_ok()
 }
 
 /// The leaves of `obj` as (path of keys below `prefix`, value), objects
@@ -549,25 +534,5 @@ fn now_rfc3339() -> String {
 
 /// `ms` since the Unix epoch as `YYYY-MM-DDThh:mm:ss.sssZ`.
 pub(crate) fn format_rfc3339_ms(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let millis = ms.rem_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let of_day = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z", of_day / 3600, of_day % 3600 / 60, of_day % 60)
-}
-
-/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard
-/// Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+    Timestamp::from_unix_millis(ms).to_rfc3339_millis()
 }

@@ -5,7 +5,7 @@ use switchyard_plugin_sdk::{Event, EventType};
 
 use crate::naming::{FIXED_TABLES, MAX_NAME_LEN, event_table, sql_name};
 use crate::plan::format_rfc3339_ms;
-use crate::{ColumnType, LoadPlan, TableRows, Value, plan, plan_at};
+use crate::{ColumnType, LoadPlan, PlannedTable, TableRows, Value, plan, plan_at};
 
 const NOW: &str = "2024-05-01T12:00:30.000Z";
 const SCHEMA: &str = "ios_prod";
@@ -54,7 +54,7 @@ fn assert_consistent(plan: &LoadPlan) {
     }
 }
 
-fn table<'a>(plan: &'a LoadPlan, name: &str) -> &'a TableRows {
+fn table<'a>(plan: &'a LoadPlan, name: &str) -> &'a PlannedTable {
     plan.table(name).unwrap_or_else(|| panic!("no table {name} in {:?}", table_names(plan)))
 }
 
