@@ -143,6 +143,7 @@ where
 // the end-to-end tests use.
 #[path = "../../../tests/support/drip.rs"]
 mod drip;
+#[allow(unused_imports)] // not every bench sends a dripping answer
 pub use drip::Drip;
 
 /// A switchyard running in this process.
