@@ -18,7 +18,6 @@
 
 mod common;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -26,10 +25,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 
 use common::{Server, env_or, quantile as percentile};
 
@@ -70,31 +68,18 @@ struct Seen {
 /// delivery latency from its `properties.t` (µs since `epoch`).
 async fn receiver(epoch: Instant, seen: Arc<Mutex<Seen>>) -> SocketAddr {
     let (listener, addr) = common::listen().await;
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
-            let seen = seen.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let seen = seen.clone();
-                    async move {
-                        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                        let now = epoch.elapsed().as_secs_f64() * 1e3;
-                        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-                        if let Ok(mut s) = seen.lock() {
-                            for e in v["batch"].as_array().into_iter().flatten() {
-                                if let Some(t) = e["properties"]["t"].as_f64() {
-                                    s.latencies.push((now, now - t / 1e3));
-                                }
-                            }
-                        }
-                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"ok"))))
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
-            });
+    tokio::spawn(common::serve_bodies(listener, move |body| {
+        let now = epoch.elapsed().as_secs_f64() * 1e3;
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        if let Ok(mut s) = seen.lock() {
+            for e in v["batch"].as_array().into_iter().flatten() {
+                if let Some(t) = e["properties"]["t"].as_f64() {
+                    s.latencies.push((now, now - t / 1e3));
+                }
+            }
         }
-    });
+        hyper::Response::new(Full::new(Bytes::from_static(b"ok")))
+    }));
     addr
 }
 
