@@ -9,7 +9,8 @@
 //! `./x plugins`). HTTP is answered in-process on both sides, so this
 //! measures the plugin call, not the network.
 
-use std::path::PathBuf;
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,10 +36,6 @@ impl Transport for Ok200 {
     fn send(&self, _req: hyper::Request<Full<Bytes>>, _max: usize) -> TransportFuture {
         Box::pin(async { Ok(hyper::Response::builder().status(200).body(Bytes::new()).expect("response")) })
     }
-}
-
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("parent").to_owned()
 }
 
 /// A ~500-byte track event, normalized as the host would.
@@ -111,8 +108,7 @@ where
     for _ in 0..n {
         v.push(f().await.as_secs_f64() * 1e6);
     }
-    v.sort_by(f64::total_cmp);
-    v[n / 2]
+    common::quantile(&mut v, 0.5)
 }
 
 fn runtime(pooling: bool, cache: &std::path::Path) -> Runtime {
@@ -138,7 +134,7 @@ async fn wasm_rate(
     n: usize,
     budget: Duration,
 ) -> f64 {
-    let wasm = workspace().join(format!("target/wasm32-wasip2/plugin/{wasm_name}.wasm"));
+    let wasm = common::plugin(wasm_name);
     let plugin = runtime.load(&wasm).expect("load");
     let mut instance = plugin.instantiate(grants()).await.expect("instantiate");
     instance.init(&settings.to_string()).await.expect("init");
@@ -198,7 +194,7 @@ async fn compare<D: Destination>(
     size: usize,
     budget: Duration,
 ) {
-    let wasm = workspace().join(format!("target/wasm32-wasip2/plugin/{wasm_name}.wasm"));
+    let wasm = common::plugin(wasm_name);
     assert!(wasm.exists(), "build the plugins first: ./x plugins");
     println!("# deliver() throughput — {label}, {size}-byte track events, HTTP answered in-process\n");
     println!("| batch | native events/s | Wasm events/s | Wasm time / native time |");
@@ -251,7 +247,7 @@ fn main() {
 }
 
 async fn bench() {
-    let wasm = workspace().join("target/wasm32-wasip2/plugin/webhook_destination.wasm");
+    let wasm = common::plugin("webhook_destination");
     assert!(wasm.exists(), "build the plugins first: ./x plugins");
     let cache = tempfile::tempdir().expect("tempdir");
     let settings = r#"{"url":"http://127.0.0.1:1/hook"}"#;

@@ -8,78 +8,53 @@
 //! Everything runs in this one process on this machine's cores, load
 //! generator included, for both servers alike.
 
-use std::convert::Infallible;
+mod common;
+
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::{Server, env_or, quantile, rss_mb};
 use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 
 /// Client connections (`BENCH_CONNECTIONS`, default 32): a durable server
 /// hides fsync latency only with requests from many clients in flight.
 fn connections() -> usize {
-    std::env::var("BENCH_CONNECTIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(32)
+    env_or("BENCH_CONNECTIONS", 32)
 }
 
-/// The next messageId seed; see `load`.
-static NEXT_SEED: AtomicU64 = AtomicU64::new(0);
 const BATCH: usize = 100;
 
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("parent").to_owned()
+/// A batch body with unique messageIds (across connections, phases and
+/// calls: repeated ids would be dropped by dedupe and never reach the log),
+/// built by plain string formatting so the load generator stays cheap next
+/// to the servers it measures.
+fn body() -> Bytes {
+    common::batch_body_with(BATCH, r#","sentAt":"2024-05-01T12:00:01.000Z""#)
 }
 
-/// A batch body with unique messageIds, built by plain string formatting so
-/// the load generator stays cheap next to the servers it measures.
-fn body(seed: u64) -> Bytes {
-    use std::fmt::Write as _;
-    let mut out = String::with_capacity(BATCH * 520 + 64);
-    out.push_str("{\"batch\":[");
-    for i in 0..BATCH {
-        if i > 0 {
-            out.push(',');
-        }
-        let _ = write!(
-            out,
-            r#"{{"type":"track","event":"Product Added","userId":"user-{user}","messageId":"bench-{seed}-{i}","timestamp":"2024-05-01T12:00:00.000Z","properties":{{"product_id":"507f1f77bcf86cd799439011","sku":"G-32","category":"Games","name":"Monopoly: 3rd Edition","price":18.99,"quantity":1}},"context":{{"ip":"203.0.113.7","library":{{"name":"analytics.js","version":"2.11.1"}},"userAgent":"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7)"}}}}"#,
-            user = (seed + i as u64) % 10_000,
-        );
-    }
-    out.push_str(r#"],"sentAt":"2024-05-01T12:00:01.000Z"}"#);
-    Bytes::from(out)
-}
-
-/// A loopback server. As the baseline (`parse`), it parses each body into a
-/// `serde_json::Value` and discards it; as the destination's receiver, it
-/// only counts the events (a real destination's work is not ours to bill).
+/// A loopback server answering `status`. As the baseline (`parse`), it
+/// parses each body into a `serde_json::Value` and discards it; as the
+/// destination's receiver, it only counts the events (a real destination's
+/// work is not ours to bill).
 async fn serve(listener: tokio::net::TcpListener, events: Arc<AtomicU64>, parse: bool, status: u16) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
-        let events = events.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let events = events.clone();
-                async move {
-                    let b = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                    let n = if parse {
-                        let v: serde_json::Value = serde_json::from_slice(&b).unwrap_or(serde_json::Value::Null);
-                        v["batch"].as_array().map_or(0, |a| a.len() as u64)
-                    } else {
-                        b.windows(11).filter(|w| w == b"\"messageId\"").count() as u64
-                    };
-                    events.fetch_add(n, Ordering::Relaxed);
-                    let mut resp = hyper::Response::new(Full::new(Bytes::from_static(br#"{"success":true}"#)));
-                    *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);
-                    Ok::<_, Infallible>(resp)
-                }
-            });
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
-        });
+    let status = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);
+    let respond = move || {
+        let mut resp = hyper::Response::new(Full::new(Bytes::from_static(br#"{"success":true}"#)));
+        *resp.status_mut() = status;
+        resp
+    };
+    if parse {
+        common::serve_bodies(listener, move |b| {
+            let v: serde_json::Value = serde_json::from_slice(&b).unwrap_or(serde_json::Value::Null);
+            events.fetch_add(v["batch"].as_array().map_or(0, |a| a.len() as u64), Ordering::Relaxed);
+            respond()
+        })
+        .await;
+    } else {
+        common::serve(listener, events, respond).await;
     }
 }
 
@@ -100,11 +75,7 @@ async fn load(addr: SocketAddr, secs: f64, rate: Option<f64>) -> LoadResult {
     let conns = connections();
     for slot in 0..conns {
         tasks.push(tokio::spawn(async move {
-            let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-            stream.set_nodelay(true).ok();
-            let (mut send, conn) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
-            tokio::spawn(conn);
+            let mut send = common::connect(addr).await;
             let mut lat = Vec::new();
             let mut errors = 0u64;
             let mut n = 0u64;
@@ -117,14 +88,11 @@ async fn load(addr: SocketAddr, secs: f64, rate: Option<f64>) -> LoadResult {
                     let due = start + iv * n as u32;
                     tokio::time::sleep_until(due.into()).await;
                 }
-                // Unique across connections, phases and calls: repeated ids
-                // would be dropped by dedupe and never reach the log.
-                let seed = NEXT_SEED.fetch_add(BATCH as u64, Ordering::Relaxed);
                 let req = hyper::Request::post("/v1/batch")
                     .header("host", "bench")
-                    .header("authorization", "Basic YmVuY2hfa2V5Og==") // bench_key:
+                    .header("authorization", common::AUTHORIZATION)
                     .header("content-type", "application/json")
-                    .body(Full::new(body(seed)))
+                    .body(Full::new(body()))
                     .expect("request");
                 let t = Instant::now();
                 match send.send_request(req).await {
@@ -148,24 +116,16 @@ async fn load(addr: SocketAddr, secs: f64, rate: Option<f64>) -> LoadResult {
         errors += e;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    lat.sort_by(f64::total_cmp);
-    let pct =
-        |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0.0);
+    // No request answered 200: the percentiles print as 0, as they always have.
+    let mut pct = |p: f64| if lat.is_empty() { 0.0 } else { quantile(&mut lat, p) };
+    let (p50_ms, p99_ms) = (pct(0.50), pct(0.99));
     LoadResult {
         accepted: (lat.len() * BATCH) as u64,
         events_per_sec: lat.len() as f64 * BATCH as f64 / elapsed,
-        p50_ms: pct(0.50),
-        p99_ms: pct(0.99),
+        p50_ms,
+        p99_ms,
         errors,
     }
-}
-
-fn rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_owned))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
-        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 fn main() {
@@ -174,21 +134,10 @@ fn main() {
 }
 
 /// Starts switchyard in this process, delivering to `receiver` with the
-/// webhook plugin. Returns its address, a stop switch, its task and its dir.
-async fn start_switchyard(
-    wasm: &std::path::Path,
-    recv_addr: SocketAddr,
-) -> (SocketAddr, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<anyhow::Result<()>>, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let config = format!(
+/// webhook plugin.
+async fn start_switchyard(wasm: &std::path::Path, recv_addr: SocketAddr) -> Server {
+    let destination = format!(
         r#"
-[server]
-listen = "127.0.0.1:{port}"
-data_dir = "{data}"
-[[sources]]
-name = "bench"
-write_key = "bench_key"
 [[destinations]]
 name = "hook"
 plugin = "{plugin}"
@@ -197,30 +146,18 @@ allow_http = ["http://{recv_addr}"]
 batch = {{ max_events = 1000, linger_ms = 50 }}
 retry = {{ initial_backoff_ms = 1000, max_backoff_ms = 5000 }}
 "#,
-        data = dir.path().join("data").display(),
         plugin = wasm.display(),
     );
-    let path = dir.path().join("switchyard.toml");
-    std::fs::write(&path, config).expect("config");
-    let config = switchyard::config::Config::load(&path).expect("config");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(switchyard::app::run(config, async {
-        let _ = stop_rx.await;
-    }));
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    (addr, stop_tx, server, dir)
+    Server::start(&destination).await.unwrap_or_else(|e| panic!("switchyard did not start: {e}"))
 }
 
 /// With the destination down (503), ingests `n` events and reports RSS as
 /// the backlog grows on disk.
 async fn backlog(wasm: &std::path::Path, n: u64) {
-    let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let recv_addr = receiver.local_addr().expect("addr");
+    let (receiver, recv_addr) = common::listen().await;
     tokio::spawn(serve(receiver, Arc::new(AtomicU64::new(0)), false, 503));
-    let (addr, stop_tx, server, dir) = start_switchyard(wasm, recv_addr).await;
+    let server = start_switchyard(wasm, recv_addr).await;
+    let addr = server.addr;
     println!("\n# backlog: destination answering 503 while {n} events are ingested\n");
     println!("| events accepted | log on disk MB | process RSS MB |");
     println!("|---:|---:|---:|");
@@ -230,30 +167,26 @@ async fn backlog(wasm: &std::path::Path, n: u64) {
         let r = load(addr, 2.0, None).await;
         accepted += (r.events_per_sec * 2.0) as u64;
         if accepted >= next_report {
-            let disk: u64 = std::fs::read_dir(dir.path().join("data/log"))
+            let disk: u64 = std::fs::read_dir(server.data_dir().join("log"))
                 .map(|d| d.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum())
                 .unwrap_or(0);
             println!("| {accepted} | {:.0} | {:.0} |", disk as f64 / 1e6, rss_mb());
             next_report = accepted + n / 5;
         }
     }
-    let _ = stop_tx.send(());
-    let _ = server.await;
+    server.stop().await;
 }
 
 async fn bench() {
     if let Some(n) = std::env::var("BENCH_BACKLOG").ok().and_then(|v| v.parse().ok()) {
-        let wasm = workspace().join("target/wasm32-wasip2/plugin/webhook_destination.wasm");
-        backlog(&wasm, n).await;
+        backlog(&common::plugin("webhook_destination"), n).await;
         return;
     }
-    let secs: f64 = std::env::var("BENCH_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(5.0);
-    let wasm = workspace().join("target/wasm32-wasip2/plugin/webhook_destination.wasm");
-    assert!(wasm.exists(), "build the plugins first: ./x plugins");
+    let secs: f64 = env_or("BENCH_SECS", 5.0);
+    let wasm = common::plugin("webhook_destination");
 
     // The bare ceiling: hyper + serde_json, parse and discard.
-    let bare = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let bare_addr = bare.local_addr().expect("addr");
+    let (bare, bare_addr) = common::listen().await;
     tokio::spawn(serve(bare, Arc::new(AtomicU64::new(0)), true, 200));
     // BENCH_SKIP_CEILING=1 leaves it out, to profile switchyard alone.
     let ceiling = if std::env::var_os("BENCH_SKIP_CEILING").is_some() {
@@ -263,11 +196,11 @@ async fn bench() {
     };
 
     // Switchyard with the webhook plugin delivering to a loopback receiver.
-    let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let recv_addr = receiver.local_addr().expect("addr");
+    let (receiver, recv_addr) = common::listen().await;
     let delivered = Arc::new(AtomicU64::new(0));
     tokio::spawn(serve(receiver, delivered.clone(), false, 200));
-    let (addr, stop_tx, server, _dir) = start_switchyard(&wasm, recv_addr).await;
+    let server = start_switchyard(&wasm, recv_addr).await;
+    let addr = server.addr;
     let d0 = delivered.load(Ordering::Relaxed);
     let t0 = Instant::now();
     let peak = load(addr, secs, None).await;
@@ -284,8 +217,7 @@ async fn bench() {
     let t1 = Instant::now();
     let half = load(addr, secs, Some(peak.events_per_sec / 2.0)).await;
     let delivered_half = (delivered.load(Ordering::Relaxed) - d1) as f64 / t1.elapsed().as_secs_f64();
-    let _ = stop_tx.send(());
-    let _ = server.await;
+    server.stop().await;
 
     let conns = connections();
     println!("# ingest: batches of {BATCH} × ~500-byte events, {conns} connections, {secs} s per phase\n");

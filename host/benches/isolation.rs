@@ -194,7 +194,7 @@ async fn bench() {
     let ok = || hyper::Response::new(Full::new(Bytes::from_static(b"ok")));
     tokio::spawn(common::serve(recv, delivered.clone(), ok));
     let (drip, drip_addr) = common::listen().await;
-    tokio::spawn(common::serve(drip, Arc::default(), || hyper::Response::new(Drip::start())));
+    tokio::spawn(common::serve(drip, Arc::default(), || hyper::Response::new(Drip::start(3600))));
     let (giant, giant_addr) = common::listen().await;
     let giant_body = Bytes::from(vec![b'G'; 8 << 20]);
     tokio::spawn(common::serve(giant, Arc::default(), move || hyper::Response::new(Full::new(giant_body.clone()))));

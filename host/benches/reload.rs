@@ -16,34 +16,24 @@
 //! `BENCH_SECS` per phase (default 5), `BENCH_RATE` events/s (default
 //! 20000).
 
-use std::convert::Infallible;
+mod common;
+
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
+
+use common::{Server, env_or, quantile as percentile};
 
 const BATCH: usize = 100;
 const CONNECTIONS: usize = 4;
 const TOKEN: &str = "bench";
-
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("parent").to_owned()
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
 
 /// The webhook plugin, with a custom section naming `version` appended
 /// after the first.
@@ -77,33 +67,19 @@ struct Seen {
 /// A receiver that parses each webhook body and records every event's
 /// delivery latency from its `properties.t` (µs since `epoch`).
 async fn receiver(epoch: Instant, seen: Arc<Mutex<Seen>>) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
-            let seen = seen.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let seen = seen.clone();
-                    async move {
-                        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                        let now = epoch.elapsed().as_secs_f64() * 1e3;
-                        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-                        if let Ok(mut s) = seen.lock() {
-                            for e in v["batch"].as_array().into_iter().flatten() {
-                                if let Some(t) = e["properties"]["t"].as_f64() {
-                                    s.latencies.push((now, now - t / 1e3));
-                                }
-                            }
-                        }
-                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"ok"))))
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
-            });
+    let (listener, addr) = common::listen().await;
+    tokio::spawn(common::serve_bodies(listener, move |body| {
+        let now = epoch.elapsed().as_secs_f64() * 1e3;
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        if let Ok(mut s) = seen.lock() {
+            for e in v["batch"].as_array().into_iter().flatten() {
+                if let Some(t) = e["properties"]["t"].as_f64() {
+                    s.latencies.push((now, now - t / 1e3));
+                }
+            }
         }
-    });
+        hyper::Response::new(Full::new(Bytes::from_static(b"ok")))
+    }));
     addr
 }
 
@@ -114,10 +90,7 @@ async fn load(addr: SocketAddr, epoch: Instant, secs: f64, rate: f64) {
     let mut tasks = Vec::new();
     for slot in 0..CONNECTIONS {
         tasks.push(tokio::spawn(async move {
-            let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-            stream.set_nodelay(true).ok();
-            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
-            tokio::spawn(conn);
+            let mut send = common::connect(addr).await;
             let start = Instant::now() + interval * slot as u32 / CONNECTIONS as u32;
             let mut n = 0u32;
             while Instant::now() < deadline {
@@ -135,7 +108,7 @@ async fn load(addr: SocketAddr, epoch: Instant, secs: f64, rate: f64) {
                 body.push_str("]}");
                 let req = hyper::Request::post("/v1/batch")
                     .header("host", "bench")
-                    .header("authorization", "Basic YmVuY2hfa2V5Og==")
+                    .header("authorization", common::AUTHORIZATION)
                     .body(Full::new(Bytes::from(body)))
                     .expect("request");
                 if let Ok(resp) = send.send_request(req).await {
@@ -165,11 +138,6 @@ async fn admin_plugin(admin: SocketAddr) -> (String, serde_json::Value) {
     (d["plugin"]["hash"].as_str().unwrap_or("").to_owned(), d["delivered_by_plugin"].clone())
 }
 
-fn percentile(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(((v.len() as f64 * p) as usize).min(v.len().saturating_sub(1))).copied().unwrap_or(f64::NAN)
-}
-
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio");
     rt.block_on(bench());
@@ -179,8 +147,7 @@ async fn bench() {
     let secs: f64 = env_or("BENCH_SECS", 5.0);
     let rate: f64 = env_or("BENCH_RATE", 20_000.0);
     let swap_every = Duration::from_millis(env_or("BENCH_SWAP_MS", 250));
-    let base = std::fs::read(workspace().join("target/wasm32-wasip2/plugin/webhook_destination.wasm"))
-        .expect("build the plugins first: ./x plugins");
+    let base = std::fs::read(common::plugin("webhook_destination")).expect("build the plugins first: ./x plugins");
 
     let epoch = Instant::now();
     let seen = Arc::new(Mutex::new(Seen::default()));
@@ -188,18 +155,8 @@ async fn bench() {
     let dir = tempfile::tempdir().expect("tempdir");
     let wasm = dir.path().join("hook.wasm");
     std::fs::write(&wasm, version(&base, 0)).expect("plugin");
-    let (port, admin_port) = (free_port(), free_port());
-    let config = format!(
+    let destination = format!(
         r#"
-[server]
-listen = "127.0.0.1:{port}"
-admin_listen = "127.0.0.1:{admin_port}"
-admin_token = "{TOKEN}"
-data_dir = "{data}"
-watch_debounce_ms = 50
-[[sources]]
-name = "bench"
-write_key = "bench_key"
 [[destinations]]
 name = "hook"
 plugin = "{plugin}"
@@ -207,23 +164,13 @@ settings = {{ url = "http://{recv}/hook" }}
 allow_http = ["http://{recv}"]
 batch = {{ max_events = 500, linger_ms = 20 }}
 "#,
-        data = dir.path().join("data").display(),
         plugin = wasm.display(),
     );
-    let path = dir.path().join("switchyard.toml");
-    std::fs::write(&path, config).expect("config");
-    let config = switchyard::config::Config::load(&path).expect("config");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(switchyard::app::run(config, async {
-        let _ = stop_rx.await;
-    }));
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let server = Server::start_with(&format!("admin_token = \"{TOKEN}\"\nwatch_debounce_ms = 50"), &destination)
+        .await
+        .unwrap_or_else(|e| panic!("switchyard did not start: {e}"));
+    let (addr, admin) = (server.addr, server.admin);
 
-    // Phase 1: steady.
     let p1_start = epoch.elapsed().as_secs_f64() * 1e3;
     load(addr, epoch, secs, rate).await;
     let p1_end = epoch.elapsed().as_secs_f64() * 1e3;
@@ -267,8 +214,7 @@ batch = {{ max_events = 500, linger_ms = 20 }}
     let p2_end = epoch.elapsed().as_secs_f64() * 1e3;
     let (swaps, mut adopted, mut serving) = swapper.await.expect("swapper");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let _ = stop_tx.send(());
-    let _ = server.await;
+    server.stop().await;
 
     let seen = seen.lock().expect("lock");
     let phase = |from: f64, to: f64| -> (usize, f64, f64) {

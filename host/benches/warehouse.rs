@@ -12,14 +12,13 @@
 //! 127.0.0.1:5432 with trust auth; a throwaway database is created and
 //! dropped). `BENCH_SECS` per configuration, default 3.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::env_or;
 use serde_json::json;
 use switchyard::warehouse::{LoadPlan, Warehouse};
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 /// A plan for `n` events starting at id `first`, through the plugin's
 /// mapping (the host loads the same types).

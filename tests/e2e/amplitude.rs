@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use switchyard_tests::amplitude::{GROUPIDENTIFY, HTTPAPI, USERMAP};
-use switchyard_tests::{AmplitudeMock, Fault, Switchyard, eventually, http, plugin, post_json};
+use switchyard_tests::{AmplitudeMock, Config, Fault, Switchyard, eventually, http, plugin, post_json};
 
 const WAIT: Duration = Duration::from_secs(90);
 const KEY: &str = "amp-project-key-5f1e2d";
@@ -16,30 +16,21 @@ const ADMIN: &str = "adm1n-token";
 /// using `api_key`; `settings` adds to the settings table, `extra` to the
 /// destination.
 fn config(mock: &AmplitudeMock, api_key: &str, settings: &str, extra: &str) -> String {
-    format!(
+    let lines = format!(
         r#"
-[server]
-listen = "127.0.0.1:{{port}}"
-admin_listen = "127.0.0.1:{{admin_port}}"
-admin_token = "{ADMIN}"
-data_dir = "{{data_dir}}"
-
-[[sources]]
-name = "web"
-write_key = "wk_test"
-
-[[destinations]]
-name = "amp"
-plugin = "{plugin}"
 settings = {{ api_key = "{api_key}", endpoint = "{origin}"{settings} }}
 allow_http = ["{origin}"]
 batch = {{ max_events = 100, linger_ms = 20 }}
 retry = {{ initial_backoff_ms = 50, max_backoff_ms = 500 }}
 {extra}
 "#,
-        plugin = plugin("amplitude_destination").display(),
         origin = mock.origin(),
-    )
+    );
+    Config::new()
+        .admin(ADMIN)
+        .source("web", "wk_test")
+        .destination("amp", plugin("amplitude_destination"), &lines)
+        .build()
 }
 
 async fn send(sy: &Switchyard, batch: Vec<Value>) {

@@ -5,30 +5,13 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use switchyard_tests::{Receiver, Switchyard, eventually, plugin, workspace};
+use switchyard_tests::{Config, Receiver, Switchyard, eventually, workspace};
 
 fn config(receiver: &Receiver) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:{{port}}"
-admin_listen = "127.0.0.1:{{admin_port}}"
-data_dir = "{{data_dir}}"
-
-[[sources]]
-name = "apps"
-write_key = "wk_clients"
-
-[[destinations]]
-name = "hook"
-plugin = "{plugin}"
-settings = {{ url = "{origin}/hook" }}
-allow_http = ["{origin}"]
-batch = {{ max_events = 100, linger_ms = 10 }}
-"#,
-        plugin = plugin("webhook_destination").display(),
-        origin = receiver.origin(),
-    )
+    Config::new()
+        .source("apps", "wk_clients")
+        .webhook("hook", &format!("{}/hook", receiver.origin()), "batch = { max_events = 100, linger_ms = 10 }")
+        .build()
 }
 
 fn find<'a>(events: &'a [Value], id: &str) -> &'a Value {

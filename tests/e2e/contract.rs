@@ -6,42 +6,21 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use switchyard_tests::{Receiver, Switchyard, eventually, http, plugin, post_json};
+use switchyard_tests::{Config, Receiver, Switchyard, eventually, http, plugin, post_json};
 
 const TOKEN: &str = "c0ntract-admin";
 const WAIT: Duration = Duration::from_secs(60);
 
 fn config(old: &Receiver, new: &Receiver, old_plugin: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:{{port}}"
-admin_listen = "127.0.0.1:{{admin_port}}"
-admin_token = "{TOKEN}"
-data_dir = "{{data_dir}}"
-
-[[sources]]
-name = "web"
-write_key = "wk_test"
-
-[[destinations]]
-name = "old"
-plugin = "{old_plugin}"
-settings = {{ url = "{o}/old" }}
-allow_http = ["{o}"]
-batch = {{ max_events = 10, linger_ms = 10 }}
-
-[[destinations]]
-name = "new"
-plugin = "{webhook}"
-settings = {{ url = "{n}/new" }}
-allow_http = ["{n}"]
-batch = {{ max_events = 10, linger_ms = 10 }}
-"#,
-        o = old.origin(),
-        n = new.origin(),
-        webhook = plugin("webhook_destination").display(),
-    )
+    let (o, n) = (old.origin(), new.origin());
+    let batch = "batch = { max_events = 10, linger_ms = 10 }";
+    let old_lines = format!("settings = {{ url = \"{o}/old\" }}\nallow_http = [\"{o}\"]\n{batch}");
+    Config::new()
+        .admin(TOKEN)
+        .source("web", "wk_test")
+        .destination("old", old_plugin, &old_lines)
+        .webhook("new", &format!("{n}/new"), batch)
+        .build()
 }
 
 async fn destinations(sy: &Switchyard) -> Vec<Value> {

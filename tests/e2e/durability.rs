@@ -6,35 +6,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use switchyard_tests::{Receiver, Switchyard, eventually, http, plugin, post_json};
+use switchyard_tests::{Config, Receiver, Switchyard, eventually, http, post_json};
 
 const WAIT: Duration = Duration::from_secs(90);
 
-fn config(receiver: &Receiver, extra: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:{{port}}"
-admin_listen = "127.0.0.1:{{admin_port}}"
-admin_token = "adm1n-token"
-data_dir = "{{data_dir}}"
-log_segment_mb = 1
-
-[[sources]]
-name = "web"
-write_key = "wk_test"
-
-[[destinations]]
-name = "hook"
-plugin = "{plugin}"
-settings = {{ url = "{origin}/hook" }}
-allow_http = ["{origin}"]
-batch = {{ max_events = 200, linger_ms = 10 }}
-retry = {{ initial_backoff_ms = 20, max_backoff_ms = 200 }}
-{extra}
-"#,
-        plugin = plugin("webhook_destination").display(),
-        origin = receiver.origin(),
+fn config(receiver: &Receiver, extra: &str) -> Config {
+    let lines = format!(
+        "batch = {{ max_events = 200, linger_ms = 10 }}\nretry = {{ initial_backoff_ms = 20, max_backoff_ms = 200 }}\n{extra}"
+    );
+    Config::new().admin("adm1n-token").server("log_segment_mb = 1").source("web", "wk_test").webhook(
+        "hook",
+        &format!("{}/hook", receiver.origin()),
+        &lines,
     )
 }
 
@@ -72,7 +55,7 @@ async fn try_post(url: &str, auth: &str, body: String) -> Option<u16> {
 #[tokio::test]
 async fn kill_9_under_load_loses_no_acknowledged_event() {
     let receiver = Receiver::always(200).await;
-    let mut sy = Switchyard::start(&config(&receiver, "")).await;
+    let mut sy = Switchyard::start(&config(&receiver, "").build()).await;
     let acked = Arc::new(Mutex::new(Vec::new()));
     for (round, tag) in ["r0", "r1", "r2"].into_iter().enumerate() {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -115,7 +98,7 @@ async fn kill_9_under_load_loses_no_acknowledged_event() {
 #[tokio::test]
 async fn duplicates_are_dropped_across_a_restart() {
     let receiver = Receiver::always(200).await;
-    let mut sy = Switchyard::start(&config(&receiver, "")).await;
+    let mut sy = Switchyard::start(&config(&receiver, "").build()).await;
     let event = |id: &str| json!({"type": "track", "event": "E", "userId": "u", "messageId": id});
     post_json(&sy.url("/v1/batch"), Some("wk_test"), &json!({"batch": [event("dup-1"), event("dup-1")]})).await;
     eventually(WAIT, "first delivery", || receiver.message_ids().contains(&"dup-1".to_owned())).await;
@@ -133,7 +116,7 @@ async fn duplicates_are_dropped_across_a_restart() {
 async fn outage_then_recovery_delivers_everything() {
     // The destination is down (503) for its first 8 requests, then recovers.
     let receiver = Receiver::start(|i, _| (if i < 8 { 503 } else { 200 }, vec![], String::new())).await;
-    let sy = Switchyard::start(&config(&receiver, "")).await;
+    let sy = Switchyard::start(&config(&receiver, "").build()).await;
     let mut ids = Vec::new();
     for b in 0..10 {
         let batch: Vec<Value> = (0..20)
@@ -165,7 +148,7 @@ async fn outage_then_recovery_delivers_everything() {
 async fn dead_letters_are_listed_and_replayed() {
     // The first request is refused with 400; everything after succeeds.
     let receiver = Receiver::start(|i, _| (if i == 0 { 400 } else { 200 }, vec![], "bad".into())).await;
-    let sy = Switchyard::start(&config(&receiver, "")).await;
+    let sy = Switchyard::start(&config(&receiver, "").build()).await;
     post_json(&sy.url("/v1/track"), Some("wk_test"), &json!({"userId": "u", "event": "E", "messageId": "dl-1"})).await;
     let dead = sy.wait_metric("switchyard_destination_dead_lettered_total{destination=\"hook\"}", 1).await;
     assert_eq!(dead, 1);
@@ -208,13 +191,9 @@ async fn status_shows_a_quarantined_destination_and_its_waiting_backlog() {
     // `hook` breaches its sandbox (its URL's origin is not allowed); `ok`
     // beside it is healthy.
     let cfg = config(&receiver, "quarantine = { after_failures = 2, initial_ms = 60000 }")
-        .replace(&format!("{}/hook", receiver.origin()), "http://127.0.0.1:9/hook")
-        + &format!(
-            "\n[[destinations]]\nname = \"ok\"\nplugin = \"{}\"\nsettings = {{ url = \"{}/ok\" }}\nallow_http = [\"{}\"]\n",
-            plugin("webhook_destination").display(),
-            receiver.origin(),
-            receiver.origin()
-        );
+        .webhook("ok", &format!("{}/ok", receiver.origin()), "")
+        .build()
+        .replace(&format!("{}/hook", receiver.origin()), "http://127.0.0.1:9/hook");
     let sy = Switchyard::start(&cfg).await;
     let batch: Vec<Value> = (0..30)
         .map(|i| json!({"type": "track", "event": "E", "userId": "u", "messageId": format!("st-{i}")}))

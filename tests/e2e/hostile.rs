@@ -19,19 +19,17 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::body::{Body, Frame};
+use hyper::body::Body;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use switchyard_tests::{Receiver, Switchyard, binary, eventually, http, plugin, post_json};
+use switchyard_tests::{Config, Drip, Receiver, Switchyard, binary, eventually, http, plugin, post_json};
 
 const WAIT: Duration = Duration::from_secs(60);
 const TOKEN: &str = "h0stile-admin";
@@ -48,49 +46,29 @@ const PANIC_MESSAGE: &str = "hostile plugin panicked on purpose";
 const QUARANTINE: &str = "quarantine = { after_failures = 2, initial_ms = 60000 }";
 
 /// The config head and `good`.
-fn head(good: &Receiver) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:{{port}}"
-admin_listen = "127.0.0.1:{{admin_port}}"
-admin_token = "{TOKEN}"
-data_dir = "{{data_dir}}"
-
-[[sources]]
-name = "web"
-write_key = "wk_test"
-
-[[destinations]]
-name = "good"
-plugin = "{webhook}"
-settings = {{ url = "{origin}/good" }}
-allow_http = ["{origin}"]
-batch = {{ max_events = 10, linger_ms = 20 }}
-"#,
-        webhook = plugin("webhook_destination").display(),
-        origin = good.origin(),
+fn head(good: &Receiver) -> Config {
+    Config::new().admin(TOKEN).source("web", "wk_test").webhook(
+        "good",
+        &format!("{}/good", good.origin()),
+        "batch = { max_events = 10, linger_ms = 20 }",
     )
 }
 
-/// `bad` as the hostile plugin in `mode`.
-fn hostile(mode: &str, url: Option<&str>, allow_http: &[String], extra: &str) -> String {
+/// `cfg` with `bad` as the hostile plugin in `mode`.
+fn hostile(cfg: Config, mode: &str, url: Option<&str>, allow_http: &[String], extra: &str) -> String {
     let url = url.map(|u| format!(", url = \"{u}\"")).unwrap_or_default();
     let allow: Vec<String> = allow_http.iter().map(|o| format!("\"{o}\"")).collect();
-    format!(
+    let lines = format!(
         r#"
-[[destinations]]
-name = "bad"
-plugin = "{plugin}"
 settings = {{ mode = "{mode}"{url} }}
 allow_http = [{allow}]
 batch = {{ max_events = 5, linger_ms = 20 }}
 retry = {{ initial_backoff_ms = 50, max_backoff_ms = 500, max_retry_after_ms = 500 }}
 {extra}
 "#,
-        plugin = plugin("hostile_destination").display(),
         allow = allow.join(", "),
-    )
+    );
+    cfg.destination("bad", plugin("hostile_destination"), &lines).build()
 }
 
 /// One hostile mode and how its failure must be reported.
@@ -164,7 +142,7 @@ async fn admin_destination(sy: &Switchyard, name: &str) -> Value {
 async fn contained(case: Case<'_>) -> Contained {
     let good = Receiver::always(200).await;
     let extra = format!("{QUOTA}\n{QUARANTINE}");
-    let cfg = head(&good) + &hostile(case.mode, case.url.as_deref(), &case.allow_http, &extra);
+    let cfg = hostile(head(&good), case.mode, case.url.as_deref(), &case.allow_http, &extra);
     let sy = Switchyard::start(&cfg).await;
     let prefix = case.mode;
     let mut ids: Vec<String> = (0..N).map(|i| format!("{prefix}-{i}")).collect();
@@ -244,18 +222,8 @@ async fn rescue(c: Contained) {
     let Contained { mut sy, good, ids } = c;
     sy.kill9();
     let rescue = Receiver::always(200).await;
-    let cfg = head(&good)
-        + &format!(
-            "\n[[destinations]]\nname = \"bad\"\nplugin = \"{}\"\nsettings = {{ url = \"{}/rescued\" }}\nallow_http = [\"{}\"]\n",
-            plugin("webhook_destination").display(),
-            rescue.origin(),
-            rescue.origin()
-        );
-    let cfg = cfg
-        .replace("{port}", &sy.port.to_string())
-        .replace("{admin_port}", &sy.admin_port.to_string())
-        .replace("{data_dir}", &sy.dir.path().join("data").display().to_string());
-    std::fs::write(sy.dir.path().join("switchyard.toml"), cfg).unwrap();
+    let cfg = head(&good).webhook("bad", &format!("{}/rescued", rescue.origin()), "");
+    sy.rewrite_config(&cfg.build());
     sy.restart().await;
     eventually(WAIT, "every event of `bad` arrives once its plugin is fixed", || {
         let got = rescue.message_ids();
@@ -382,7 +350,7 @@ async fn garbage_outcomes_breach_the_outcome_size_cap() {
 #[tokio::test]
 async fn retry_forever_delay_is_capped() {
     let good = Receiver::always(200).await;
-    let cfg = head(&good) + &hostile("retry-forever", None, &[], QUARANTINE);
+    let cfg = hostile(head(&good), "retry-forever", None, &[], QUARANTINE);
     let sy = Switchyard::start(&cfg).await;
     let n = 5;
     let (status, _) =
@@ -439,31 +407,4 @@ where
         }
     });
     (addr, hits)
-}
-
-/// A response body that sends one byte per second, out of `len`.
-struct Drip(tokio::sync::mpsc::Receiver<Bytes>);
-
-impl Drip {
-    fn start(len: usize) -> Drip {
-        let (tx, rx) = tokio::sync::mpsc::channel(1);
-        tokio::spawn(async move {
-            for _ in 0..len {
-                if tx.send(Bytes::from_static(b".")).await.is_err() {
-                    return; // the client hung up
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        });
-        Drip(rx)
-    }
-}
-
-impl Body for Drip {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.get_mut().0.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
-    }
 }

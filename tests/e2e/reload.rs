@@ -14,43 +14,27 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use switchyard_tests::{Receiver, Switchyard, binary, eventually, http, plugin, post_json, replace_file};
+use switchyard_tests::{Config, Receiver, Switchyard, binary, eventually, http, plugin, post_json, replace_file};
 
 const TOKEN: &str = "r3load-admin";
 const WAIT: Duration = Duration::from_secs(60);
 
 /// The head of every config here: listeners, one source, a quick watcher.
-fn head() -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:{{port}}"
-admin_listen = "127.0.0.1:{{admin_port}}"
-admin_token = "{TOKEN}"
-data_dir = "{{data_dir}}"
-watch_debounce_ms = 100
-
-[[sources]]
-name = "web"
-write_key = "wk_test"
-"#
-    )
+fn head() -> Config {
+    Config::new().admin(TOKEN).server("watch_debounce_ms = 100").source("web", "wk_test")
 }
 
-/// A webhook destination `name` at `plugin`, delivering to `to`.
-fn webhook(name: &str, plugin: &Path, to: &Receiver) -> String {
-    format!(
+/// `cfg` with a webhook destination `name` at `plugin`, delivering to `to`.
+fn webhook(cfg: Config, name: &str, plugin: &Path, to: &Receiver) -> Config {
+    let lines = format!(
         r#"
-[[destinations]]
-name = "{name}"
-plugin = "{plugin}"
 settings = {{ url = "{origin}/{name}" }}
 allow_http = ["{origin}"]
 batch = {{ max_events = 20, linger_ms = 10 }}
 "#,
-        plugin = plugin.display(),
         origin = to.origin(),
-    )
+    );
+    cfg.destination(name, plugin, &lines)
 }
 
 /// The webhook plugin with a custom section naming `version` appended: the
@@ -142,7 +126,7 @@ async fn twenty_plugin_swaps_under_load_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let wasm = dir.path().join("hook.wasm");
     std::fs::write(&wasm, webhook_version(0)).unwrap();
-    let sy = Switchyard::start(&(head() + &webhook("hook", &wasm, &receiver))).await;
+    let sy = Switchyard::start(&webhook(head(), "hook", &wasm, &receiver).build()).await;
     let first = sha256(&webhook_version(0));
     wait_destination(&sy, "hook", "on the first version", |d| d["plugin"]["hash"] == first.as_str()).await;
 
@@ -191,7 +175,7 @@ async fn a_broken_plugin_version_is_refused_and_the_old_one_keeps_delivering() {
     let dir = tempfile::tempdir().unwrap();
     let wasm = dir.path().join("hook.wasm");
     std::fs::write(&wasm, webhook_version(0)).unwrap();
-    let sy = Switchyard::start(&(head() + &webhook("hook", &wasm, &receiver))).await;
+    let sy = Switchyard::start(&webhook(head(), "hook", &wasm, &receiver).build()).await;
     let good = sha256(&webhook_version(0));
 
     let broken: [(&[u8], &str); 2] = [
@@ -241,8 +225,8 @@ async fn a_broken_plugin_version_is_refused_and_the_old_one_keeps_delivering() {
 async fn config_edits_add_and_remove_destinations_live() {
     let (ra, rb) = (Receiver::always(200).await, Receiver::always(200).await);
     let hook = plugin("webhook_destination");
-    let only_a = head() + &webhook("a", &hook, &ra);
-    let sy = Switchyard::start(&only_a).await;
+    let only_a = webhook(head(), "a", &hook, &ra);
+    let sy = Switchyard::start(&only_a.build()).await;
     let send = |prefix: &'static str, key: &'static str| {
         let url = sy.url("/v1/batch");
         async move {
@@ -263,11 +247,8 @@ async fn config_edits_add_and_remove_destinations_live() {
     wait_destination(&sy, "a", "paused", |d| d["state"] == "paused").await;
     assert_eq!(send("waiting", "wk_test").await.0, 200);
     wait_destination(&sy, "a", "holding 5 events", |d| d["backlog"] == 5).await;
-    let only_b = head().replace(
-        "write_key = \"wk_test\"",
-        "write_key = \"wk_test\"\n\n[[sources]]\nname = \"ios\"\nwrite_key = \"wk_ios\"",
-    ) + &webhook("b", &hook, &rb);
-    sy.rewrite_config(&only_b);
+    let only_b = webhook(head().source("ios", "wk_ios"), "b", &hook, &rb);
+    sy.rewrite_config(&only_b.build());
     wait_destination(&sy, "b", "added", |d| d["state"] == "active").await;
     let a = wait_destination(&sy, "a", "removed", |d| d["state"] == "removed").await;
     assert_eq!(a["backlog"], 5, "the removed destination keeps its undelivered events: {a}");
@@ -277,7 +258,7 @@ async fn config_edits_add_and_remove_destinations_live() {
 
     // An invalid config is refused whole: `b` keeps running.
     let refused_before = sy.metric("switchyard_reloads_total{result=\"refused\"}").await;
-    sy.rewrite_config(&(only_b.clone() + "\n[[destinations]]\nname = \"c\"\nplugin = \"/nonexistent.wasm\"\n"));
+    sy.rewrite_config(&only_b.clone().destination("c", "/nonexistent.wasm", "").build());
     let start = Instant::now();
     while sy.metric("switchyard_reloads_total{result=\"refused\"}").await == refused_before {
         assert!(start.elapsed() < WAIT, "the bad config was not refused:\n{}", sy.logs());
@@ -291,11 +272,11 @@ async fn config_edits_add_and_remove_destinations_live() {
     eventually(WAIT, "`b` still delivers", || has_all(&rb, "third")).await;
 
     // `a` comes back and delivers what waited for it.
-    sy.rewrite_config(&(only_b.clone() + &webhook("a", &hook, &ra)));
+    sy.rewrite_config(&webhook(only_b.clone(), "a", &hook, &ra).build());
     eventually(WAIT, "`a` delivers its kept events", || has_all(&ra, "waiting")).await;
 
     // Removed again, then purged from the CLI.
-    sy.rewrite_config(&only_b);
+    sy.rewrite_config(&only_b.build());
     wait_destination(&sy, "a", "removed", |d| d["state"] == "removed").await;
     let (ok, out) = cli(&sy, &["purge", "--destination", "b"]);
     assert!(!ok && out.contains("is in the config"), "a configured destination cannot be purged: {out}");
@@ -309,7 +290,7 @@ async fn config_edits_add_and_remove_destinations_live() {
 #[tokio::test]
 async fn pause_resume_and_the_admin_token() {
     let receiver = Receiver::always(200).await;
-    let sy = Switchyard::start(&(head() + &webhook("hook", &plugin("webhook_destination"), &receiver))).await;
+    let sy = Switchyard::start(&webhook(head(), "hook", &plugin("webhook_destination"), &receiver).build()).await;
     for (method, path) in [
         (hyper::Method::POST, "/admin/reload"),
         (hyper::Method::POST, "/admin/destinations/hook/pause"),

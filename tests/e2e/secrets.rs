@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
-use switchyard_tests::{Receiver, Switchyard, binary, eventually, http, plugin, post_json};
+use switchyard_tests::{Config, Receiver, Switchyard, binary, eventually, http, plugin, post_json};
 
 const SECRET: &str = "sk_live_2b7e151628aed2a6abf71588";
 const TOKEN: &str = "s3crets-admin";
@@ -14,36 +14,20 @@ const WAIT: Duration = Duration::from_secs(60);
 
 fn config(a: &Receiver, b: &Receiver) -> String {
     let webhook = plugin("webhook_destination");
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:{{port}}"
-admin_listen = "127.0.0.1:{{admin_port}}"
-admin_token = "{TOKEN}"
-data_dir = "{{data_dir}}"
-
-[[sources]]
-name = "web"
-write_key = "wk_test"
-
-[[destinations]]
-name = "a"
-plugin = "{webhook}"
-settings = {{ url = "{a}/a", headers = {{ Authorization = "Bearer ${{A_SECRET}}" }} }}
-allow_http = ["{a}"]
-batch = {{ max_events = 10, linger_ms = 20 }}
-
-[[destinations]]
-name = "b"
-plugin = "{webhook}"
-settings = {{ url = "{b}/b", headers = {{ X-Team = "growth" }} }}
-allow_http = ["{b}"]
-batch = {{ max_events = 10, linger_ms = 20 }}
-"#,
-        webhook = webhook.display(),
-        a = a.origin(),
-        b = b.origin(),
-    )
+    let (a, b) = (a.origin(), b.origin());
+    let batch = "batch = { max_events = 10, linger_ms = 20 }";
+    let a_lines = format!(
+        "settings = {{ url = \"{a}/a\", headers = {{ Authorization = \"Bearer ${{A_SECRET}}\" }} }}\nallow_http = [\"{a}\"]\n{batch}"
+    );
+    let b_lines = format!(
+        "settings = {{ url = \"{b}/b\", headers = {{ X-Team = \"growth\" }} }}\nallow_http = [\"{b}\"]\n{batch}"
+    );
+    Config::new()
+        .admin(TOKEN)
+        .source("web", "wk_test")
+        .destination("a", &webhook, &a_lines)
+        .destination("b", &webhook, &b_lines)
+        .build()
 }
 
 /// `a`'s receiver refuses the credential and echoes it back in its error

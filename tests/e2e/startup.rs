@@ -1,27 +1,11 @@
 //! What the binary does with bad plugins, bad configs and bad requests.
 
 use serde_json::json;
-use switchyard_tests::{Switchyard, http, plugin, post_json};
+use switchyard_tests::{Config, Switchyard, http, plugin, post_json};
 
 fn config_with_plugin(plugin_path: &str, settings: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:{{port}}"
-admin_listen = "127.0.0.1:{{admin_port}}"
-data_dir = "{{data_dir}}"
-
-[[sources]]
-name = "web"
-write_key = "wk_test"
-
-[[destinations]]
-name = "hook"
-plugin = "{plugin_path}"
-settings = {settings}
-allow_http = ["http://127.0.0.1:9"]
-"#
-    )
+    let lines = format!("settings = {settings}\nallow_http = [\"http://127.0.0.1:9\"]");
+    Config::new().source("web", "wk_test").destination("hook", plugin_path, &lines).build()
 }
 
 #[tokio::test]
@@ -84,13 +68,7 @@ async fn secrets_from_the_environment_never_reach_the_log() {
         // The plugin refuses `bogus`; the error must not echo the secret.
         let dir = tempfile::tempdir().unwrap();
         let cfg_path = dir.path().join("switchyard.toml");
-        std::fs::write(
-            &cfg_path,
-            cfg.replace("{port}", "0")
-                .replace("{admin_port}", "0")
-                .replace("{data_dir}", &dir.path().join("d").display().to_string()),
-        )
-        .unwrap();
+        std::fs::write(&cfg_path, switchyard_tests::config::fill(&cfg, 0, 0, &dir.path().join("d"))).unwrap();
         let out = std::process::Command::new(switchyard_tests::binary())
             .args(["run", "--config"])
             .arg(&cfg_path)

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use switchyard_tests::{Fault, StatsigMock, Switchyard, eventually, http, plugin, post_json};
+use switchyard_tests::{Config, Fault, StatsigMock, Switchyard, eventually, http, plugin, post_json};
 
 const WAIT: Duration = Duration::from_secs(90);
 const SECRET: &str = "secret-4f7a1c9e2b3d";
@@ -14,29 +14,20 @@ const ADMIN: &str = "adm1n-token";
 /// A config with one Statsig destination named `statsig` pointed at `mock`;
 /// `settings` adds to the settings table.
 fn config(mock: &StatsigMock, secret: &str, settings: &str) -> String {
-    format!(
+    let lines = format!(
         r#"
-[server]
-listen = "127.0.0.1:{{port}}"
-admin_listen = "127.0.0.1:{{admin_port}}"
-admin_token = "{ADMIN}"
-data_dir = "{{data_dir}}"
-
-[[sources]]
-name = "web"
-write_key = "wk_test"
-
-[[destinations]]
-name = "statsig"
-plugin = "{plugin}"
 settings = {{ server_secret = "{secret}", endpoint = "{origin}"{settings} }}
 allow_http = ["{origin}"]
 batch = {{ max_events = 100, linger_ms = 20 }}
 retry = {{ initial_backoff_ms = 50, max_backoff_ms = 500 }}
 "#,
-        plugin = plugin("statsig_destination").display(),
         origin = mock.origin(),
-    )
+    );
+    Config::new()
+        .admin(ADMIN)
+        .source("web", "wk_test")
+        .destination("statsig", plugin("statsig_destination"), &lines)
+        .build()
 }
 
 async fn send(sy: &Switchyard, batch: Vec<Value>) {

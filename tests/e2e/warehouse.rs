@@ -11,32 +11,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use switchyard_tests::{Switchyard, plugin, post_json};
+use switchyard_tests::{Config, Switchyard, plugin, post_json};
 
 const WAIT: Duration = Duration::from_secs(90);
 
 fn config(warehouse: &str) -> String {
-    format!(
+    let lines = format!(
         r#"
-[server]
-listen = "127.0.0.1:{{port}}"
-admin_listen = "127.0.0.1:{{admin_port}}"
-admin_token = "wh-admin"
-data_dir = "{{data_dir}}"
-
-[[sources]]
-name = "Web App"
-write_key = "wk_web"
-
-[[destinations]]
-name = "wh"
-plugin = "{plugin}"
 warehouse = "{warehouse}"
 batch = {{ max_events = 100, linger_ms = 20 }}
 retry = {{ initial_backoff_ms = 100, max_backoff_ms = 500 }}
-"#,
-        plugin = plugin("warehouse_destination").display(),
-    )
+"#
+    );
+    Config::new()
+        .admin("wh-admin")
+        .source("Web App", "wk_web")
+        .destination("wh", plugin("warehouse_destination"), &lines)
+        .build()
 }
 
 fn first_batch() -> Value {

@@ -4,33 +4,21 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use switchyard_tests::{Receiver, Switchyard, eventually, plugin, post_json};
+use switchyard_tests::{Config, Receiver, Switchyard, eventually, plugin, post_json};
 
 const WAIT: Duration = Duration::from_secs(60);
 
 fn config(receiver: &Receiver, extra: &str) -> String {
-    format!(
+    let lines = format!(
         r#"
-[server]
-listen = "127.0.0.1:{{port}}"
-admin_listen = "127.0.0.1:{{admin_port}}"
-data_dir = "{{data_dir}}"
-
-[[sources]]
-name = "web"
-write_key = "wk_test"
-
-[[destinations]]
-name = "hook"
-plugin = "{plugin}"
 settings = {{ url = "{origin}/hook", headers = {{ "X-Token" = "t0ken" }} }}
 allow_http = ["{origin}"]
 batch = {{ max_events = 50, linger_ms = 20 }}
 {extra}
 "#,
-        plugin = plugin("webhook_destination").display(),
         origin = receiver.origin(),
-    )
+    );
+    Config::new().source("web", "wk_test").destination("hook", plugin("webhook_destination"), &lines).build()
 }
 
 #[tokio::test]

@@ -38,12 +38,10 @@
 //! key); success is 200 `success`.
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value, json};
 
-use crate::mock::{Action, Fault, Faults, MockRequest, now_ms, serve};
+use crate::mock::{Action, Api, Mock, MockRequest, now_ms};
 
 /// The HTTP V2 path.
 pub const HTTPAPI: &str = "/2/httpapi";
@@ -52,14 +50,13 @@ pub const GROUPIDENTIFY: &str = "/groupidentify";
 /// The User Mapping path.
 pub const USERMAP: &str = "/usermap";
 
+/// The state of the Amplitude mock's APIs (see [`AmplitudeMock`]).
 #[derive(Debug)]
-struct State {
+pub struct Amplitude {
     api_key: String,
     max_body_bytes: usize,
     max_events: usize,
     throttle: Option<usize>,
-    faults: Faults,
-    requests: Vec<MockRequest>,
     events: Vec<Value>,
     insert_ids: HashSet<String>,
     accepted_total: usize,
@@ -68,178 +65,104 @@ struct State {
     mappings: Vec<Value>,
 }
 
-/// A running Amplitude mock. Cloning shares the server.
-#[derive(Clone)]
-pub struct AmplitudeMock {
-    pub addr: SocketAddr,
-    state: Arc<Mutex<State>>,
-}
+/// A running Amplitude mock; faults aim at [`HTTPAPI`] unless given a path.
+/// Cloning shares the server.
+pub type AmplitudeMock = Mock<Amplitude>;
 
-impl AmplitudeMock {
+impl Mock<Amplitude> {
     /// Starts a mock that accepts `api_key` only.
     pub async fn start(api_key: &str) -> AmplitudeMock {
-        let state = Arc::new(Mutex::new(State {
+        Mock::serve(Amplitude {
             api_key: api_key.to_owned(),
             max_body_bytes: 1_000_000,
             max_events: 2000,
             throttle: None,
-            faults: Faults::default(),
-            requests: Vec::new(),
             events: Vec::new(),
             insert_ids: HashSet::new(),
             accepted_total: 0,
             duplicates: 0,
             groups: Vec::new(),
             mappings: Vec::new(),
-        }));
-        let s = state.clone();
-        let addr = serve(move |req| {
-            let s = s.clone();
-            async move { handle(&s, req).await }
         })
-        .await;
-        AmplitudeMock { addr, state }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().expect("amplitude mock lock")
-    }
-
-    /// The base URL, for the plugin's `endpoint` setting and `allow_http`.
-    pub fn origin(&self) -> String {
-        format!("http://{}", self.addr)
+        .await
     }
 
     /// Larger HTTP V2 bodies are answered 413 (default 1 000 000 bytes).
     pub fn set_max_body_bytes(&self, n: usize) {
-        self.lock().max_body_bytes = n;
+        self.api().max_body_bytes = n;
     }
 
     /// More events in one request are answered 413 (default 2000).
     pub fn set_max_events(&self, n: usize) {
-        self.lock().max_events = n;
+        self.api().max_events = n;
     }
 
     /// Throttle: a user or device with more than `n` events in one request
     /// is answered 429, its events past the `n`th listed as throttled.
     pub fn set_throttle(&self, n: Option<usize>) {
-        self.lock().throttle = n;
-    }
-
-    /// The next `n` HTTP V2 requests play `fault`.
-    pub fn fail_next(&self, n: usize, fault: Fault) {
-        self.lock().faults.push(HTTPAPI, n, fault);
-    }
-
-    /// The next `n` requests to `path` play `fault`.
-    pub fn fail_next_at(&self, path: &str, n: usize, fault: Fault) {
-        self.lock().faults.push(path, n, fault);
-    }
-
-    /// Every HTTP V2 request plays `fault` until [`AmplitudeMock::recover`].
-    pub fn outage(&self, fault: Fault) {
-        self.lock().faults.set_outage(HTTPAPI, Some(fault));
-    }
-
-    /// Ends an outage.
-    pub fn recover(&self) {
-        self.lock().faults.set_outage(HTTPAPI, None);
-    }
-
-    /// Queued faults not yet played.
-    pub fn pending_faults(&self) -> usize {
-        self.lock().faults.pending()
-    }
-
-    /// Every request so far, to any path, in arrival order.
-    pub fn requests(&self) -> Vec<MockRequest> {
-        self.lock().requests.clone()
-    }
-
-    /// The requests to `path`.
-    pub fn requests_to(&self, path: &str) -> Vec<MockRequest> {
-        self.lock().requests.iter().filter(|r| r.path == path).cloned().collect()
+        self.api().throttle = n;
     }
 
     /// The statuses answered to `path`, in order.
     pub fn statuses(&self, path: &str) -> Vec<u16> {
-        self.lock().requests.iter().filter(|r| r.path == path).map(|r| r.status).collect()
+        self.requests_to(path).iter().map(|r| r.status).collect()
     }
 
     /// Accepted HTTP V2 events, deduplicated by `insert_id`, in order.
     pub fn events(&self) -> Vec<Value> {
-        self.lock().events.clone()
+        self.api().events.clone()
     }
 
     /// The accepted event with this `insert_id`.
     pub fn event(&self, insert_id: &str) -> Option<Value> {
-        self.lock().events.iter().find(|e| e["insert_id"] == insert_id).cloned()
+        self.api().events.iter().find(|e| e["insert_id"] == insert_id).cloned()
     }
 
     /// The `insert_id`s of [`AmplitudeMock::events`].
     pub fn insert_ids(&self) -> Vec<String> {
-        self.lock().events.iter().filter_map(|e| e["insert_id"].as_str().map(str::to_owned)).collect()
+        self.api().events.iter().filter_map(|e| e["insert_id"].as_str().map(str::to_owned)).collect()
     }
 
     /// Events accepted including duplicates.
     pub fn accepted_total(&self) -> usize {
-        self.lock().accepted_total
+        self.api().accepted_total
     }
 
     /// Accepted events dropped as repeated `insert_id`s.
     pub fn duplicates(&self) -> usize {
-        self.lock().duplicates
+        self.api().duplicates
     }
 
     /// Accepted group identifications (`{group_type, group_value, ...}`).
     pub fn group_identifications(&self) -> Vec<Value> {
-        self.lock().groups.clone()
+        self.api().groups.clone()
     }
 
     /// Accepted user mappings (`{user_id, global_user_id}` or unmaps).
     pub fn user_mappings(&self) -> Vec<Value> {
-        self.lock().mappings.clone()
+        self.api().mappings.clone()
     }
 }
 
-async fn handle(state: &Mutex<State>, mut req: MockRequest) -> Action {
-    let fault = state.lock().expect("lock").faults.take(&req.path);
-    if let Some(Fault::Delay(d)) = &fault {
-        tokio::time::sleep(*d).await;
+impl Api for Amplitude {
+    const PATH: &'static str = HTTPAPI;
+
+    fn refuse(&self, req: &MockRequest) -> Option<Action> {
+        match req.path.as_str() {
+            HTTPAPI if req.method == "POST" => None,
+            GROUPIDENTIFY | USERMAP if req.method == "POST" || req.method == "GET" => None,
+            HTTPAPI | GROUPIDENTIFY | USERMAP => Some(Action::text(405, "Method Not Allowed")),
+            _ => Some(Action::text(404, "Not Found")),
+        }
     }
-    let mut s = state.lock().expect("lock");
-    let action = match (&fault, req.path.as_str()) {
-        (Some(Fault::Status(status)), _) => error_body(*status),
-        (Some(Fault::Reply { status, headers, body }), _) => {
-            Action::Reply { status: *status, headers: headers.clone(), body: body.clone() }
-        }
-        (Some(Fault::Hangup), _) => Action::Hangup,
-        (_, HTTPAPI) if req.method == "POST" => {
-            let action = httpapi(&mut s, &req);
-            match fault {
-                Some(Fault::IngestThen(status)) => error_body(status),
-                _ => action,
-            }
-        }
-        (_, GROUPIDENTIFY | USERMAP) if req.method == "POST" || req.method == "GET" => {
-            let action = form_api(&mut s, &req);
-            match fault {
-                Some(Fault::IngestThen(status)) => error_body(status),
-                _ => action,
-            }
-        }
-        (_, HTTPAPI | GROUPIDENTIFY | USERMAP) => Action::text(405, "Method Not Allowed"),
-        _ => Action::text(404, "Not Found"),
-    };
-    match &action {
-        Action::Reply { status, body, .. } => {
-            req.status = *status;
-            req.response = body.clone();
-        }
-        Action::Hangup => req.status = 0,
+
+    fn process(&mut self, req: &MockRequest) -> Action {
+        if req.path == HTTPAPI { httpapi(self, req) } else { form_api(self, req) }
     }
-    s.requests.push(req);
-    action
+
+    fn error(&self, status: u16) -> Action {
+        error_body(status)
+    }
 }
 
 fn error_body(status: u16) -> Action {
@@ -263,7 +186,7 @@ fn bad_request(error: &str, extra: Value) -> Action {
     Action::json(400, &body)
 }
 
-fn httpapi(s: &mut State, req: &MockRequest) -> Action {
+fn httpapi(s: &mut Amplitude, req: &MockRequest) -> Action {
     if req.body.len() > s.max_body_bytes {
         return error_body(413);
     }
@@ -407,7 +330,7 @@ fn throttled(events: &[Value], limit: usize) -> Option<Value> {
 }
 
 /// `/groupidentify` and `/usermap`.
-fn form_api(s: &mut State, req: &MockRequest) -> Action {
+fn form_api(s: &mut Amplitude, req: &MockRequest) -> Action {
     if req.body.len() > 1_000_000 {
         return Action::text(413, "Payload too large");
     }
@@ -459,6 +382,7 @@ fn form_api(s: &mut State, req: &MockRequest) -> Action {
 mod tests {
     use super::*;
     use crate::http;
+    use crate::mock::Fault;
 
     async fn post(mock: &AmplitudeMock, body: &Value) -> (u16, Value) {
         let (status, bytes) = http(

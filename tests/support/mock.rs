@@ -1,11 +1,12 @@
 //! What the vendor mocks share: a loopback HTTP/1 server that hands each
-//! request to an async handler, scriptable faults, and recorded requests.
+//! request to an async handler, scriptable faults, and recorded requests,
+//! put together as [`Mock`]; a vendor adds its API as an [`Api`].
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::io::Read as _;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -127,7 +128,7 @@ impl Faults {
 }
 
 /// What a handler does with a request.
-pub(crate) enum Action {
+pub enum Action {
     Reply { status: u16, headers: Vec<(String, String)>, body: String },
     Hangup,
 }
@@ -151,8 +152,8 @@ impl Action {
 }
 
 /// Starts a loopback server; `handler` gets every request (with the status
-/// still 0) and returns what to answer plus the request to record.
-pub(crate) async fn serve<F, Fut>(handler: F) -> SocketAddr
+/// still 0) and returns what to answer.
+async fn serve<F, Fut>(handler: F) -> SocketAddr
 where
     F: Fn(MockRequest) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Action> + Send + 'static,
@@ -217,6 +218,175 @@ where
         }
     });
     addr
+}
+
+/// What a vendor mock adds to [`Mock`]: the state of its API and how it
+/// answers.
+pub trait Api: Send + 'static {
+    /// The path [`Mock::fail_next`] and [`Mock::outage`] aim at.
+    const PATH: &'static str;
+
+    /// The answer to a request that reaches none of the APIs (an unknown
+    /// path, a method the path does not take), or `None` when it reaches
+    /// one. Faults other than [`Fault::Delay`] play first.
+    fn refuse(&self, _req: &MockRequest) -> Option<Action> {
+        None
+    }
+
+    /// Processes a request that reaches an API: accepts what it carries
+    /// and says what to answer.
+    fn process(&mut self, req: &MockRequest) -> Action;
+
+    /// The vendor's error answer with `status`, for [`Fault::Status`].
+    fn error(&self, status: u16) -> Action;
+
+    /// The answer after a request was processed under
+    /// [`Fault::IngestThen`] (by default [`Api::error`]).
+    fn ingested_error(&self, status: u16) -> Action {
+        self.error(status)
+    }
+}
+
+/// Everything a mock keeps behind its one lock.
+struct Shared<A> {
+    faults: Faults,
+    requests: Vec<MockRequest>,
+    api: A,
+}
+
+/// A running vendor mock: a loopback server playing the vendor's API `A`,
+/// with scriptable faults and every request recorded. Cloning shares the
+/// server.
+pub struct Mock<A> {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<Shared<A>>>,
+}
+
+impl<A> Clone for Mock<A> {
+    fn clone(&self) -> Self {
+        Mock { addr: self.addr, state: self.state.clone() }
+    }
+}
+
+/// The vendor state of a [`Mock`], locked.
+pub(crate) struct ApiGuard<'a, A>(MutexGuard<'a, Shared<A>>);
+
+impl<A> std::ops::Deref for ApiGuard<'_, A> {
+    type Target = A;
+    fn deref(&self) -> &A {
+        &self.0.api
+    }
+}
+
+impl<A> std::ops::DerefMut for ApiGuard<'_, A> {
+    fn deref_mut(&mut self) -> &mut A {
+        &mut self.0.api
+    }
+}
+
+impl<A: Api> Mock<A> {
+    /// Starts a mock whose API starts as `api`.
+    pub(crate) async fn serve(api: A) -> Mock<A> {
+        let state = Arc::new(Mutex::new(Shared { faults: Faults::default(), requests: Vec::new(), api }));
+        let s = state.clone();
+        let addr = serve(move |req| {
+            let s = s.clone();
+            async move { handle(&s, req).await }
+        })
+        .await;
+        Mock { addr, state }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Shared<A>> {
+        self.state.lock().expect("mock lock")
+    }
+
+    /// The vendor state, locked.
+    pub(crate) fn api(&self) -> ApiGuard<'_, A> {
+        ApiGuard(self.lock())
+    }
+
+    /// The base URL, for the plugin's `endpoint` setting and `allow_http`.
+    pub fn origin(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The next `n` requests to the main path ([`Api::PATH`]) play `fault`.
+    pub fn fail_next(&self, n: usize, fault: Fault) {
+        self.fail_next_at(A::PATH, n, fault);
+    }
+
+    /// The next `n` requests to `path` play `fault`.
+    pub fn fail_next_at(&self, path: &str, n: usize, fault: Fault) {
+        self.lock().faults.push(path, n, fault);
+    }
+
+    /// Every request to the main path plays `fault` until
+    /// [`Mock::recover`].
+    pub fn outage(&self, fault: Fault) {
+        self.lock().faults.set_outage(A::PATH, Some(fault));
+    }
+
+    /// Ends an outage.
+    pub fn recover(&self) {
+        self.lock().faults.set_outage(A::PATH, None);
+    }
+
+    /// Queued faults not yet played.
+    pub fn pending_faults(&self) -> usize {
+        self.lock().faults.pending()
+    }
+
+    /// Every request so far, to any path, in arrival order.
+    pub fn requests(&self) -> Vec<MockRequest> {
+        self.lock().requests.clone()
+    }
+
+    /// The requests to `path`.
+    pub fn requests_to(&self, path: &str) -> Vec<MockRequest> {
+        self.lock().requests.iter().filter(|r| r.path == path).cloned().collect()
+    }
+
+    /// The requests answered 2xx.
+    pub fn accepted_requests(&self) -> Vec<MockRequest> {
+        self.lock().requests.iter().filter(|r| (200..300).contains(&r.status)).cloned().collect()
+    }
+}
+
+/// Plays the request's fault, or hands the request to the API; records
+/// it with what was answered.
+async fn handle<A: Api>(state: &Mutex<Shared<A>>, mut req: MockRequest) -> Action {
+    let fault = state.lock().expect("lock").faults.take(&req.path);
+    if let Some(Fault::Delay(d)) = &fault {
+        tokio::time::sleep(*d).await;
+    }
+    let mut s = state.lock().expect("lock");
+    let action = match &fault {
+        Some(Fault::Status(status)) => s.api.error(*status),
+        Some(Fault::Reply { status, headers, body }) => {
+            Action::Reply { status: *status, headers: headers.clone(), body: body.clone() }
+        }
+        Some(Fault::Hangup) => Action::Hangup,
+        _ => match s.api.refuse(&req) {
+            Some(refused) => refused,
+            None => {
+                let action = s.api.process(&req);
+                match fault {
+                    Some(Fault::IngestThen(status)) => s.api.ingested_error(status),
+                    _ => action,
+                }
+            }
+        },
+    };
+    match &action {
+        Action::Reply { status, body, .. } => {
+            req.status = *status;
+            req.response = body.clone();
+        }
+        Action::Hangup => req.status = 0,
+    }
+    s.requests.push(req);
+    action
 }
 
 /// Decodes `application/x-www-form-urlencoded` text (`+` is a space,

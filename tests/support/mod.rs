@@ -1,13 +1,18 @@
 //! Helpers for end-to-end tests: start the real `switchyard` binary with a
 //! real config, send it real HTTP, and stand up loopback receivers that play
 //! a destination's server ([`Receiver`] for any endpoint; [`amplitude`] and
-//! [`statsig`] for those vendors' APIs).
+//! [`statsig`] for those vendors' APIs). Configs are built with
+//! [`Config`].
 
 pub mod amplitude;
+pub mod config;
+pub mod drip;
 pub mod mock;
 pub mod statsig;
 
 pub use amplitude::AmplitudeMock;
+pub use config::{Config, Written, write_config};
+pub use drip::Drip;
 pub use mock::{Fault, MockRequest};
 pub use statsig::StatsigMock;
 
@@ -155,13 +160,7 @@ impl Switchyard {
 
     fn spawn(config: &str, env: &[(&str, &str)]) -> (Child, tempfile::TempDir, u16, u16, PathBuf) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (port, admin_port) = (free_port(), free_port());
-        let text = config
-            .replace("{port}", &port.to_string())
-            .replace("{admin_port}", &admin_port.to_string())
-            .replace("{data_dir}", &dir.path().join("data").display().to_string());
-        let config_path = dir.path().join("switchyard.toml");
-        std::fs::write(&config_path, text).expect("write config");
+        let Written { path: config_path, port, admin_port } = write_config(config, dir.path());
         let log = dir.path().join("switchyard.log");
         let stderr = std::fs::File::create(&log).expect("log file");
         let mut cmd = Command::new(binary());
@@ -182,10 +181,7 @@ impl Switchyard {
     /// Replaces the config file (placeholders filled in as at start) the way
     /// editors do: write a temporary file, then rename it over the old one.
     pub fn rewrite_config(&self, config: &str) {
-        let text = config
-            .replace("{port}", &self.port.to_string())
-            .replace("{admin_port}", &self.admin_port.to_string())
-            .replace("{data_dir}", &self.dir.path().join("data").display().to_string());
+        let text = config::fill(config, self.port, self.admin_port, &self.dir.path().join("data"));
         replace_file(&self.config_path(), text.as_bytes());
     }
 

@@ -9,158 +9,87 @@
 //! | an event without a non-empty string `eventName`, or a `user` object; a `value` not a string or number; a `time` not an integer; `metadata` not an object | 400 `{"message":"event i: ..."}` |
 //! | otherwise | `success_status` (default 202) `{"success":true}` |
 //!
-//! A 4xx accepts nothing of the request. Faults ([`Fault`]) script the
+//! A 4xx accepts nothing of the request. Faults ([`Fault`](crate::Fault)) script the
 //! statuses Statsig's SDKs retry (408, 429 with `Retry-After`, 500, 502,
 //! 503, 504, 522, 524, 599) and network errors. Statsig does not
 //! deduplicate, so neither does the mock: [`StatsigMock::events`] is every
 //! accepted event. Each accepted request's headers are kept, and requests
 //! without a numeric `STATSIG-CLIENT-TIME` are counted.
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-
 use serde_json::{Value, json};
 
-use crate::mock::{Action, Fault, Faults, MockRequest, serve};
+use crate::mock::{Action, Api, Mock, MockRequest};
 
 /// The event path.
 pub const LOG_EVENT: &str = "/v1/log_event";
 
+/// The state of the Statsig mock's API (see [`StatsigMock`]).
 #[derive(Debug)]
-struct State {
+pub struct Statsig {
     secret: String,
     success_status: u16,
-    faults: Faults,
-    requests: Vec<MockRequest>,
     events: Vec<Value>,
     missing_client_time: usize,
 }
 
-/// A running Statsig mock. Cloning shares the server.
-#[derive(Clone)]
-pub struct StatsigMock {
-    pub addr: SocketAddr,
-    state: Arc<Mutex<State>>,
-}
+/// A running Statsig mock; faults aim at [`LOG_EVENT`]. Cloning shares
+/// the server.
+pub type StatsigMock = Mock<Statsig>;
 
-impl StatsigMock {
+impl Mock<Statsig> {
     /// Starts a mock that accepts the server secret `secret` only.
     pub async fn start(secret: &str) -> StatsigMock {
-        let state = Arc::new(Mutex::new(State {
+        Mock::serve(Statsig {
             secret: secret.to_owned(),
             success_status: 202,
-            faults: Faults::default(),
-            requests: Vec::new(),
             events: Vec::new(),
             missing_client_time: 0,
-        }));
-        let s = state.clone();
-        let addr = serve(move |req| {
-            let s = s.clone();
-            async move { handle(&s, req).await }
         })
-        .await;
-        StatsigMock { addr, state }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().expect("statsig mock lock")
-    }
-
-    /// The base URL, for the plugin's `endpoint` setting and `allow_http`.
-    pub fn origin(&self) -> String {
-        format!("http://{}", self.addr)
+        .await
     }
 
     /// The status of a successful answer (default 202; any 2xx).
     pub fn set_success_status(&self, status: u16) {
-        self.lock().success_status = status;
-    }
-
-    /// The next `n` requests play `fault`.
-    pub fn fail_next(&self, n: usize, fault: Fault) {
-        self.lock().faults.push(LOG_EVENT, n, fault);
-    }
-
-    /// Every request plays `fault` until [`StatsigMock::recover`].
-    pub fn outage(&self, fault: Fault) {
-        self.lock().faults.set_outage(LOG_EVENT, Some(fault));
-    }
-
-    /// Ends an outage.
-    pub fn recover(&self) {
-        self.lock().faults.set_outage(LOG_EVENT, None);
-    }
-
-    /// Queued faults not yet played.
-    pub fn pending_faults(&self) -> usize {
-        self.lock().faults.pending()
-    }
-
-    /// Every request so far, in arrival order.
-    pub fn requests(&self) -> Vec<MockRequest> {
-        self.lock().requests.clone()
-    }
-
-    /// The requests answered 2xx.
-    pub fn accepted_requests(&self) -> Vec<MockRequest> {
-        self.lock().requests.iter().filter(|r| (200..300).contains(&r.status)).cloned().collect()
+        self.api().success_status = status;
     }
 
     /// The statuses answered, in order (0: hung up).
     pub fn statuses(&self) -> Vec<u16> {
-        self.lock().requests.iter().map(|r| r.status).collect()
+        self.requests().iter().map(|r| r.status).collect()
     }
 
     /// Every accepted event, in order (no deduplication, as Statsig).
     pub fn events(&self) -> Vec<Value> {
-        self.lock().events.clone()
+        self.api().events.clone()
     }
 
     /// Requests that came without a numeric `STATSIG-CLIENT-TIME`.
     pub fn missing_client_time(&self) -> usize {
-        self.lock().missing_client_time
+        self.api().missing_client_time
     }
 }
 
-async fn handle(state: &Mutex<State>, mut req: MockRequest) -> Action {
-    let fault = state.lock().expect("lock").faults.take(&req.path);
-    if let Some(Fault::Delay(d)) = &fault {
-        tokio::time::sleep(*d).await;
+impl Api for Statsig {
+    const PATH: &'static str = LOG_EVENT;
+
+    fn process(&mut self, req: &MockRequest) -> Action {
+        log_event(self, req)
     }
-    let mut s = state.lock().expect("lock");
-    let action = match &fault {
-        Some(Fault::Status(status)) => {
-            Action::json(*status, &json!({"message": format!("Error {status}"), "success": false}))
-        }
-        Some(Fault::Reply { status, headers, body }) => {
-            Action::Reply { status: *status, headers: headers.clone(), body: body.clone() }
-        }
-        Some(Fault::Hangup) => Action::Hangup,
-        _ => {
-            let action = log_event(&mut s, &req);
-            match fault {
-                Some(Fault::IngestThen(status)) => Action::json(status, &json!({"message": "Error"})),
-                _ => action,
-            }
-        }
-    };
-    match &action {
-        Action::Reply { status, body, .. } => {
-            req.status = *status;
-            req.response = body.clone();
-        }
-        Action::Hangup => req.status = 0,
+
+    fn error(&self, status: u16) -> Action {
+        Action::json(status, &json!({"message": format!("Error {status}"), "success": false}))
     }
-    s.requests.push(req);
-    action
+
+    fn ingested_error(&self, status: u16) -> Action {
+        Action::json(status, &json!({"message": "Error"}))
+    }
 }
 
 fn message(status: u16, text: &str) -> Action {
     Action::json(status, &json!({"message": text}))
 }
 
-fn log_event(s: &mut State, req: &MockRequest) -> Action {
+fn log_event(s: &mut Statsig, req: &MockRequest) -> Action {
     if req.path != LOG_EVENT {
         return message(404, "Not Found");
     }
@@ -207,6 +136,7 @@ fn log_event(s: &mut State, req: &MockRequest) -> Action {
 mod tests {
     use super::*;
     use crate::http;
+    use crate::mock::Fault;
 
     async fn post(m: &StatsigMock, key: Option<&str>, body: &Value) -> (u16, Value) {
         let mut headers = vec![("content-type", "application/json"), ("statsig-client-time", "1700000000000")];

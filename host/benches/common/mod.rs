@@ -9,15 +9,13 @@ use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::body::{Body, Frame};
+use hyper::body::Body;
 use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -65,6 +63,12 @@ pub fn track_event(out: &mut String, seed: u64, i: usize) {
 
 /// A `/v1/batch` body of `n` events with unique messageIds.
 pub fn batch_body(n: usize) -> Bytes {
+    batch_body_with(n, "")
+}
+
+/// As [`batch_body`], with `tail` (more members of the body's object, each
+/// after a comma, e.g. `,"sentAt":"…"`) after the batch.
+pub fn batch_body_with(n: usize, tail: &str) -> Bytes {
     let seed = NEXT_SEED.fetch_add(n as u64, Ordering::Relaxed);
     let mut out = String::with_capacity(n * 520 + 64);
     out.push_str("{\"batch\":[");
@@ -74,7 +78,9 @@ pub fn batch_body(n: usize) -> Bytes {
         }
         track_event(&mut out, seed, i);
     }
-    out.push_str("]}");
+    out.push(']');
+    out.push_str(tail);
+    out.push('}');
     Bytes::from(out)
 }
 
@@ -101,17 +107,31 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     F: Fn() -> hyper::Response<B> + Send + Sync + 'static,
 {
+    serve_bodies(listener, move |b| {
+        events.fetch_add(b.windows(11).filter(|w| w == b"\"messageId\"").count() as u64, Ordering::Relaxed);
+        respond()
+    })
+    .await;
+}
+
+/// Serves every request on `listener` with `respond`, which gets the
+/// request body, read whole.
+pub async fn serve_bodies<B, F>(listener: tokio::net::TcpListener, respond: F)
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    F: Fn(Bytes) -> hyper::Response<B> + Send + Sync + 'static,
+{
     let respond = Arc::new(respond);
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
-        let (events, respond) = (events.clone(), respond.clone());
+        let respond = respond.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let (events, respond) = (events.clone(), respond.clone());
+                let respond = respond.clone();
                 async move {
                     let b = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                    events.fetch_add(b.windows(11).filter(|w| w == b"\"messageId\"").count() as u64, Ordering::Relaxed);
-                    Ok::<_, Infallible>(respond())
+                    Ok::<_, Infallible>(respond(b))
                 }
             });
             let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
@@ -119,32 +139,12 @@ where
     }
 }
 
-/// A response body that drips one byte per second.
-pub struct Drip(tokio::sync::mpsc::Receiver<Bytes>);
-
-impl Drip {
-    pub fn start() -> Drip {
-        let (tx, rx) = tokio::sync::mpsc::channel(1);
-        tokio::spawn(async move {
-            for _ in 0..3600 {
-                if tx.send(Bytes::from_static(b".")).await.is_err() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        });
-        Drip(rx)
-    }
-}
-
-impl Body for Drip {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.get_mut().0.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
-    }
-}
+// `Drip`, a response body that sends one byte per second: the same file
+// the end-to-end tests use.
+#[path = "../../../tests/support/drip.rs"]
+mod drip;
+#[allow(unused_imports)] // not every bench sends a dripping answer
+pub use drip::Drip;
 
 /// A switchyard running in this process.
 pub struct Server {
@@ -152,7 +152,7 @@ pub struct Server {
     pub admin: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Server {
@@ -164,11 +164,21 @@ impl Server {
     ///
     /// What stopped the server, when it exits before listening.
     pub async fn start(rest: &str) -> Result<Server, String> {
+        Server::start_with("", rest).await
+    }
+
+    /// As [`Server::start`], with `server` (more lines of the `[server]`
+    /// section, e.g. `admin_token = "…"`).
+    ///
+    /// # Errors
+    ///
+    /// What stopped the server, when it exits before listening.
+    pub async fn start_with(server: &str, rest: &str) -> Result<Server, String> {
         let dir = tempfile::tempdir().expect("tempdir");
         let (port, admin_port) = (free_port(), free_port());
         let config = format!(
             "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\ndata_dir = \"{data}\"\n\
-             [[sources]]\nname = \"bench\"\nwrite_key = \"{WRITE_KEY}\"\n{rest}",
+             {server}\n[[sources]]\nname = \"bench\"\nwrite_key = \"{WRITE_KEY}\"\n{rest}",
             data = dir.path().join("data").display(),
         );
         let path = dir.path().join("switchyard.toml");
@@ -190,7 +200,12 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
-        Ok(Server { addr, admin, stop: Some(stop_tx), task, _dir: dir })
+        Ok(Server { addr, admin, stop: Some(stop_tx), task, dir })
+    }
+
+    /// Its data dir (the durable log is under `log/`).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
     }
 
     /// A counter's value from `/metrics` (0 when absent).
@@ -216,7 +231,7 @@ impl Server {
 }
 
 /// An HTTP/1 connection to `addr` for sending requests one at a time.
-async fn connect(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+pub async fn connect(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
     let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     stream.set_nodelay(true).ok();
     let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
@@ -327,6 +342,14 @@ pub fn percentile(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(f64::total_cmp);
     let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
     v[rank.clamp(1, v.len()) - 1]
+}
+
+/// The value at index ⌊`q`·n⌋ of `v` sorted, `q` from 0 to 1 (NaN when
+/// empty): the definition the ingest, reload and deliver benches have
+/// always reported, kept so their figures compare with earlier runs.
+pub fn quantile(v: &mut [f64], q: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(((v.len() as f64 * q) as usize).min(v.len().saturating_sub(1))).copied().unwrap_or(f64::NAN)
 }
 
 /// The median (NaN when empty).
