@@ -316,7 +316,7 @@ async fn latency(recv_addr: SocketAddr, delivered: &AtomicU64, targets: &Targets
     }
 
     /// Medians over the runs of a row: batch p50, p99, track p50, p99,
-    /// good's events/s, bad's failed calls, failed requests.
+    /// good's events/s, bad's failed calls, requests failed or never sent.
     fn stats(runs: &[Latency]) -> [f64; 7] {
         let mut cols: [Vec<f64>; 7] = Default::default();
         for l in runs {
@@ -327,7 +327,7 @@ async fn latency(recv_addr: SocketAddr, delivered: &AtomicU64, targets: &Targets
             cols[3].push(percentile(&mut t, 99.0));
             cols[4].push(l.good_per_sec);
             cols[5].push(l.bad_failures as f64);
-            cols[6].push((l.batch.failed + l.track.failed) as f64);
+            cols[6].push((l.batch.failed + l.track.failed + l.batch.missed + l.track.missed) as f64);
         }
         cols.map(|mut c| median(&mut c))
     }
@@ -341,7 +341,7 @@ async fn latency(recv_addr: SocketAddr, delivered: &AtomicU64, targets: &Targets
     );
     println!(
         "| phase | batch p50 ms | batch p99 ms | p99 / alone | track p50 ms | track p99 ms | p99 / alone \
-         | good events/s | / alone | bad's failed calls | failed requests |"
+         | good events/s | / alone | bad's failed calls | requests failed or unsent |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let base = stats(&alone.runs);

@@ -291,6 +291,10 @@ pub struct Paced {
     pub latencies_ms: Vec<f64>,
     /// Requests not answered 200.
     pub failed: u64,
+    /// Requests still unsent when the phase ended because the ones before
+    /// were slow. Each is also in `latencies_ms`, with the wait it had so
+    /// far (a lower bound), so a stalled server cannot look fast.
+    pub missed: u64,
 }
 
 /// Sends `requests_per_sec` requests to `path` for `secs`, spread over
@@ -314,6 +318,12 @@ pub async fn paced(
                 let mut out = Paced::default();
                 let mut due = start + interval.mul_f64(c as f64 / conns as f64);
                 while due < end {
+                    if Instant::now() >= end {
+                        out.latencies_ms.push((end - due).as_secs_f64() * 1e3);
+                        out.missed += 1;
+                        due += interval;
+                        continue;
+                    }
                     tokio::time::sleep_until(due.into()).await;
                     let ok = post(&mut send, path, body()).await;
                     out.latencies_ms.push(due.elapsed().as_secs_f64() * 1e3);
@@ -329,6 +339,7 @@ pub async fn paced(
         if let Ok(p) = t.await {
             all.latencies_ms.extend(p.latencies_ms);
             all.failed += p.failed;
+            all.missed += p.missed;
         }
     }
     all
