@@ -12,8 +12,10 @@
 //! `/v1/track` at 50 requests/s, paced, and each request's latency taken
 //! from when it was due (a late send counts). Alone, and beside `bad` in
 //! the modes that burn CPU, memory or wall time (`BENCH_LATENCY_MODES`,
-//! default `spin,allocate,slow-response`). Target: p99 beside any neighbour
-//! ≤ 2× alone, and `good` delivering ≥ 0.9 of its rate alone.
+//! default `healthy,spin,allocate,slow-response`; `healthy` is a second,
+//! well-behaved webhook with the neighbour's batching: what any second
+//! destination costs). Target: p99 beside any neighbour ≤ 2× alone, and
+//! `good` delivering ≥ 0.9 of its rate alone.
 //!
 //! Each neighbour runs twice:
 //!
@@ -72,10 +74,27 @@ const TRACK_PER_SEC: f64 = 50.0;
 struct Targets {
     drip: SocketAddr,
     giant: SocketAddr,
+    /// A receiver of its own for a healthy neighbour.
+    other: SocketAddr,
 }
 
-/// `bad`'s config for `mode`.
+/// `bad`'s config for `mode`; mode `healthy` is a well-behaved webhook
+/// with the same batching, the floor a second destination costs.
 fn neighbour(mode: &str, quarantine: bool, t: &Targets) -> String {
+    if mode == "healthy" {
+        return format!(
+            r#"
+[[destinations]]
+name = "bad"
+plugin = "{plugin}"
+settings = {{ url = "http://{other}/other" }}
+allow_http = ["http://{other}"]
+batch = {{ max_events = 10, linger_ms = 20 }}
+"#,
+            plugin = plugin("webhook_destination").display(),
+            other = t.other,
+        );
+    }
     let (url, allow) = match mode {
         "forbidden-host" => (Some("http://127.0.0.1:9/exfiltrate".to_owned()), String::new()),
         "slow-response" => (Some(format!("http://{}/slow", t.drip)), format!("\"http://{}\"", t.drip)),
@@ -198,7 +217,9 @@ async fn bench() {
     let (giant, giant_addr) = common::listen().await;
     let giant_body = Bytes::from(vec![b'G'; 8 << 20]);
     tokio::spawn(common::serve(giant, Arc::default(), move || hyper::Response::new(Full::new(giant_body.clone()))));
-    let targets = Targets { drip: drip_addr, giant: giant_addr };
+    let (other, other_addr) = common::listen().await;
+    tokio::spawn(common::serve(other, Arc::default(), ok));
+    let targets = Targets { drip: drip_addr, giant: giant_addr, other: other_addr };
     if part == "all" || part == "throughput" {
         throughput(recv_addr, &delivered, &targets).await;
     }
@@ -273,7 +294,7 @@ async fn latency(recv_addr: SocketAddr, delivered: &AtomicU64, targets: &Targets
     let secs: f64 = env_or("BENCH_SECS", 5.0);
     let conns: usize = env_or("BENCH_CONNECTIONS", 16);
     let repeat: usize = env_or("BENCH_REPEAT", 1usize).max(1);
-    let modes = list("BENCH_LATENCY_MODES", &["spin", "allocate", "slow-response"]);
+    let modes = list("BENCH_LATENCY_MODES", &["healthy", "spin", "allocate", "slow-response"]);
 
     let peak = match Server::start(&destinations(recv_addr, None)).await {
         Ok(server) => {

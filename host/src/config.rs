@@ -102,11 +102,15 @@ pub struct RuntimeConfig {
     /// Largest linear memory any one instance may grow to, in MiB. Each
     /// destination's `quota.memory_mb` must fit under it.
     pub max_memory_mb: u32,
+    /// Nice value (0–19) of the threads that run destinations, so that the
+    /// tracking API wins the cores when they are busy (see
+    /// [`crate::executor`]).
+    pub destination_nice: i32,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig { max_instances: 64, max_memory_mb: 512 }
+        RuntimeConfig { max_instances: 64, max_memory_mb: 512, destination_nice: 10 }
     }
 }
 
@@ -351,6 +355,12 @@ impl Config {
     /// Checks what the types alone cannot. On error returns a snippet of the
     /// file to locate the line by, and the message.
     fn validate(&self) -> Result<(), (Option<String>, String)> {
+        if !(0..=19).contains(&self.runtime.destination_nice) {
+            return Err((Some("destination_nice".into()), "runtime.destination_nice must be between 0 and 19".into()));
+        }
+        if self.server.api_threads == Some(0) {
+            return Err((Some("api_threads".into()), "server.api_threads must be at least 1".into()));
+        }
         let mut keys = HashSet::new();
         let mut names = HashSet::new();
         for s in &self.sources {

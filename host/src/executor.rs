@@ -6,7 +6,7 @@
 //! | threads | what runs there | how many |
 //! |---|---|---|
 //! | the API runtime | the tracking API and the admin API (`/metrics`, `/ready`, …) | `server.api_threads` (default: one per core) |
-//! | one runtime per destination | its delivery worker, its plugin calls and its outbound HTTP connections | `min(quota.max_concurrent_calls, cores)`, fixed when the destination starts |
+//! | one runtime per destination | its delivery worker, its plugin calls and its outbound HTTP connections | `min(quota.max_concurrent_calls, cores)`, fixed when the destination starts, at nice `runtime.destination_nice` (10) |
 //! | the control runtime (the process's main one) | reloads, the file watcher, `init` checks of new plugin versions | tokio's default |
 //! | `log-writer`, `log-prealloc` | the durable log's group commit and spare segments | one each |
 //! | `epoch-ticker` | the CPU clock of every sandbox ([`crate::runtime::EPOCH_TICK`]) | one |
@@ -21,6 +21,12 @@
 //! been spinning, and neighbours get their share however a plugin behaves.
 //! Its HTTP connections live on its runtime too, so a destination's
 //! connection pool is its own.
+//!
+//! Destination threads run at a lower priority (a nice value, 10 by
+//! default): when the cores are busy, a thread of the API gets about nine
+//! times the share of a destination thread, so acknowledging events comes
+//! before delivering them — they are durable by then, and delivery catches
+//! up when the load drops. Between destinations the share stays equal.
 //!
 //! The cost is threads: one runtime per destination, each with at most
 //! `max_concurrent_calls` workers (they sleep while the destination is
@@ -68,15 +74,24 @@ impl Executor {
     }
 
     /// The runtime for one destination: `min(max_concurrent_calls, cores)`
-    /// threads named after it.
+    /// threads named after it, each at nice value `nice` (0 to 19; a
+    /// thread may always lower its own priority).
     ///
     /// # Errors
     ///
     /// When the threads cannot be started.
-    pub fn for_destination(name: &str, max_concurrent_calls: usize) -> std::io::Result<Executor> {
+    pub fn for_destination(name: &str, max_concurrent_calls: usize, nice: i32) -> std::io::Result<Executor> {
         // Thread names are cut to 15 bytes by Linux; keep the destination's.
         let short: String = name.chars().take(10).collect();
-        Executor::new(&format!("dest-{short}"), max_concurrent_calls.clamp(1, cores()))
+        let runtime = Builder::new_multi_thread()
+            .worker_threads(max_concurrent_calls.clamp(1, cores()))
+            .max_blocking_threads(MAX_BLOCKING_THREADS)
+            .thread_name(format!("dest-{short}"))
+            .on_thread_start(move || lower_priority(nice))
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
+        Ok(Executor { runtime: Some(runtime), handle })
     }
 
     /// Runs `future` on this runtime.
@@ -92,6 +107,20 @@ impl Executor {
     pub fn handle(&self) -> &Handle {
         &self.handle
     }
+}
+
+/// Sets the calling thread's nice value to `nice` (Linux: nice is per
+/// thread). A failure is logged and the thread runs at the default.
+fn lower_priority(nice: i32) {
+    #[cfg(target_os = "linux")]
+    {
+        let tid = rustix::thread::gettid();
+        if let Err(e) = rustix::process::setpriority_process(Some(tid), nice.clamp(0, 19)) {
+            tracing::warn!(error = %e, nice, "cannot lower a destination thread's priority");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
 }
 
 impl Drop for Executor {
@@ -124,10 +153,20 @@ mod tests {
 
     #[tokio::test]
     async fn a_destination_gets_at_most_one_thread_per_core() {
-        let exec = Executor::for_destination("a-destination-with-a-long-name", 1000).unwrap();
+        let exec = Executor::for_destination("a-destination-with-a-long-name", 1000, 10).unwrap();
         assert_eq!(exec.handle().metrics().num_workers(), cores());
         let name = exec.spawn(async { std::thread::current().name().map(str::to_owned) }).await.unwrap();
         assert_eq!(name.as_deref(), Some("dest-a-destinat"));
-        assert_eq!(Executor::for_destination("d", 0).unwrap().handle().metrics().num_workers(), 1);
+        assert_eq!(Executor::for_destination("d", 0, 10).unwrap().handle().metrics().num_workers(), 1);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn destination_threads_run_at_the_lower_priority() {
+        let exec = Executor::for_destination("nice", 1, 7).unwrap();
+        let nice = exec.spawn(async { rustix::process::getpriority_process(Some(rustix::thread::gettid())) });
+        assert_eq!(nice.await.unwrap().unwrap(), 7);
+        let here = rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap();
+        assert_eq!(here, 0, "the caller's thread is untouched");
     }
 }

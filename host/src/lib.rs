@@ -27,6 +27,7 @@ pub mod registry;
 pub mod router;
 pub mod runtime;
 pub mod spec;
+pub mod telemetry;
 pub mod warehouse;
 pub mod watcher;
 pub mod world;

@@ -18,6 +18,7 @@ use wasmtime::component::{HasData, Linker};
 
 use super::Caller;
 use crate::metrics::WarehouseStats;
+use crate::telemetry::{InternalEvent, WarehouseLoadFailed, WarehouseLoaded};
 use crate::warehouse as wh;
 use crate::world::warehouse::{ColumnType, Host, LoadError, LoadReport, TableRows, Value};
 
@@ -69,15 +70,14 @@ impl Host for WarehouseCtxView<'_> {
         let stats = &self.ctx.stats;
         Ok(match warehouse.load(&plan).await {
             Ok(r) => {
-                stats.inserted.add(r.inserted);
-                stats.existing.add(r.duplicates + r.upserted);
-                stats.discarded.add(r.discarded);
-                Ok(LoadReport { inserted: r.inserted, existing: r.duplicates + r.upserted, discarded: r.discarded })
+                let existing = r.duplicates + r.upserted;
+                WarehouseLoaded { stats, inserted: r.inserted, existing, discarded: r.discarded }.emit();
+                Ok(LoadReport { inserted: r.inserted, existing, discarded: r.discarded })
             }
             Err(e) => {
-                stats.failures.inc();
                 let message = self.caller.redactor.redact(&e.to_string());
-                tracing::warn!(destination = &*self.caller.name, error = %message, retryable = e.is_retryable(), "warehouse load failed");
+                let retryable = e.is_retryable();
+                WarehouseLoadFailed { stats, destination: &self.caller.name, message: &message, retryable }.emit();
                 if e.is_retryable() { Err(LoadError::Unavailable(message)) } else { Err(LoadError::Invalid(message)) }
             }
         })

@@ -64,6 +64,10 @@ use crate::metrics::DestinationStats;
 use crate::router::Subscription;
 use crate::runtime::{CallError, Grants, Instance, Outcome, Plugin};
 use crate::spec::Envelope;
+use crate::telemetry::{
+    CallFailed, DestinationQuarantined, EventDeadLettered, EventDelivered, EventFiltered, EventReceived, EventRetried,
+    EventsFailed, InternalEvent, QuarantineEnded,
+};
 use pacing::Pacer;
 use quarantine::Breaker;
 use retry::{Next, Pending, RetryQueue, next_attempt};
@@ -316,11 +320,11 @@ impl<C: Consumer> Worker<C> {
             }
         };
         if !self.deploy.subscription.wants(&event) {
-            self.stats.filtered.inc();
+            EventFiltered { stats: &self.stats }.emit();
             self.consumer.ack(seq);
             return;
         }
-        self.stats.received.inc();
+        EventReceived { stats: &self.stats }.emit();
         self.forming.push(Pending::new(seq, Arc::new(event)));
     }
 
@@ -371,27 +375,30 @@ impl<C: Consumer> Worker<C> {
                 for (pending, outcome) in batch.into_iter().zip(outcomes) {
                     match outcome {
                         Outcome::Delivered => {
-                            self.stats.delivered.inc();
+                            EventDelivered { stats: &self.stats }.emit();
                             self.consumer.ack(pending.seq);
                         }
                         Outcome::Rejected(reason) => {
-                            self.stats.failed.inc();
+                            EventsFailed { stats: &self.stats, count: 1 }.emit();
                             self.dead_letter(pending, &reason).await;
                         }
                         Outcome::Retry { after, reason } => {
-                            self.stats.failed.inc();
+                            EventsFailed { stats: &self.stats, count: 1 }.emit();
                             self.schedule(pending, after, jitter, &reason).await;
                         }
                     }
                 }
             }
             Err(err) => {
+                let quota = match &err {
+                    CallError::Quota(kind, _) => Some(*kind),
+                    _ => None,
+                };
+                CallFailed { stats: &self.stats, error: &err, quota, events: batch.len(), current }.emit();
                 if current {
-                    self.call_failed(&err, batch.len());
-                } else {
-                    self.stats.call_failures.inc();
+                    self.call_failed(&err);
                 }
-                self.stats.failed.add(batch.len() as u64);
+                EventsFailed { stats: &self.stats, count: batch.len() as u64 }.emit();
                 let reason = err.to_string();
                 for pending in batch {
                     self.schedule(pending, None, jitter, &reason).await;
@@ -409,21 +416,15 @@ impl<C: Consumer> Worker<C> {
             s.quarantined = None;
         });
         if ended_quarantine {
-            tracing::info!(destination = &*self.name, "probe call succeeded; destination active again");
+            QuarantineEnded { stats: &self.stats }.emit();
         }
     }
 
-    /// A call failed as a whole: counts it, and quarantines the destination
-    /// after `after_failures` in a row (or backs off further after a failed
-    /// probe).
-    fn call_failed(&mut self, err: &CallError, events: usize) {
-        let name = &*self.name;
+    /// A call of the current deploy failed as a whole: quarantines the
+    /// destination after `after_failures` in a row (or backs off further
+    /// after a failed probe).
+    fn call_failed(&mut self, err: &CallError) {
         let stats = &self.stats;
-        stats.call_failures.inc();
-        if let CallError::Quota(kind, _) = err {
-            stats.breaches[kind.index()].inc();
-        }
-        tracing::error!(destination = name, error = %err, events, "plugin call failed; batch will be retried");
         let reason = err.to_string();
         let now = chrono::Utc::now().timestamp_millis();
         let Some(q) = self.breaker.failed(&self.deploy.quarantine, Instant::now()) else {
@@ -434,7 +435,7 @@ impl<C: Consumer> Worker<C> {
             return;
         };
         let summary = format!("{} failed calls in a row; last: {reason}", self.breaker.failures());
-        tracing::warn!(destination = name, reason = %summary, probe_in = ?q.wait, "destination quarantined");
+        DestinationQuarantined { stats, summary: &summary, probe_in: q.wait }.emit();
         stats.update_status(|s| {
             s.last_failure_ms = Some(now);
             s.last_failure = Some(reason);
@@ -448,8 +449,14 @@ impl<C: Consumer> Worker<C> {
         match next_attempt(&self.deploy.retry, &mut pending, after, jitter, Instant::now(), reason) {
             Next::DeadLetter(reason) => self.dead_letter(pending, &reason).await,
             Next::RetryAt(at) => {
-                self.stats.retried.inc();
-                tracing::debug!(destination = &*self.name, message_id = %pending.event.message_id, attempts = pending.attempts, delay = ?at.saturating_duration_since(Instant::now()), %reason, "retrying event");
+                EventRetried {
+                    stats: &self.stats,
+                    message_id: &pending.event.message_id,
+                    attempts: pending.attempts,
+                    delay: at.saturating_duration_since(Instant::now()),
+                    reason,
+                }
+                .emit();
                 self.retries.push(at, pending);
             }
         }
@@ -461,9 +468,8 @@ impl<C: Consumer> Worker<C> {
         let name = self.name.clone();
         match self.dead_letters.add(&pending.event, reason, pending.attempts.max(1)).await {
             Ok(()) => {
-                self.stats.dead_lettered.inc();
+                EventDeadLettered { stats: &self.stats, message_id: &pending.event.message_id, reason }.emit();
                 self.consumer.ack(pending.seq);
-                tracing::warn!(destination = &*name, message_id = %pending.event.message_id, %reason, "event dead-lettered");
             }
             Err(e) => {
                 tracing::error!(destination = &*name, error = %e, "cannot store dead letter; will retry the event");

@@ -35,6 +35,7 @@ use tokio::sync::watch;
 use crate::metrics::{Metrics, SourceStats};
 use crate::router::EventSink;
 use crate::spec::{self, BatchMeta, Envelope, EventType};
+use crate::telemetry::{EventInvalid, EventsAccepted, InternalEvent, RequestRefused};
 
 /// A source: a write key and its counters.
 #[derive(Clone)]
@@ -244,10 +245,7 @@ impl<S: EventSink> Ingest<S> {
     ) {
         match event {
             Ok(e) => accepted.push(Arc::new(e)),
-            Err(reason) => {
-                source.stats.events_failed.inc();
-                tracing::warn!(source = &*source.name, index, %reason, "event failed validation on ingest");
-            }
+            Err(reason) => EventInvalid { source: &source.stats, index, reason: &reason }.emit(),
         }
     }
 
@@ -259,13 +257,12 @@ impl<S: EventSink> Ingest<S> {
             tracing::error!(source = &*source.name, error = %e, "could not accept events");
             return reply(StatusCode::SERVICE_UNAVAILABLE, error_body("unavailable", &e.to_string()));
         }
-        source.stats.events_accepted.add(n);
+        EventsAccepted { source: &source.stats, count: n }.emit();
         reply(StatusCode::OK, Bytes::from_static(br#"{"success":true}"#))
     }
 
     fn refuse(&self, status: StatusCode, code: &str, message: String) -> Reply {
-        self.metrics.rejected_requests.inc();
-        tracing::debug!(%status, code, %message, "request refused");
+        RequestRefused { metrics: &self.metrics, status: status.as_u16(), code, message: &message }.emit();
         reply(status, error_body(code, &message))
     }
 }

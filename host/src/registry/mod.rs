@@ -40,6 +40,7 @@ use crate::log::{EventLog, LocalLog};
 use crate::metrics::{DestinationStats, Metrics, Refusal, SourceStats};
 use crate::router::Subscription;
 use crate::runtime::{Plugin, Runtime};
+use crate::telemetry::{InternalEvent, ReloadApplied, ReloadRefused};
 use deploy::{TransportFactory, grants_for, settings_json};
 
 /// Why a reload was refused. Nothing changed.
@@ -197,20 +198,15 @@ impl<L: EventLog> Registry<L> {
         let result = self.try_reload(&mut state).await;
         match &result {
             Ok(report) if report.is_empty() => tracing::debug!("reload: nothing changed"),
-            Ok(report) => {
-                self.shared.metrics.reloads_applied.inc();
-                tracing::info!(
-                    added = ?report.added,
-                    removed = ?report.removed,
-                    updated = ?report.updated,
-                    sources_changed = report.sources_changed,
-                    "reload applied"
-                );
+            Ok(r) => ReloadApplied {
+                metrics: &self.shared.metrics,
+                added: &r.added,
+                removed: &r.removed,
+                updated: &r.updated,
+                sources_changed: r.sources_changed,
             }
-            Err(e) => {
-                self.shared.metrics.reloads_refused.inc();
-                tracing::error!(error = %e, "reload refused; the running config and plugins stay");
-            }
+            .emit(),
+            Err(e) => ReloadRefused { metrics: &self.shared.metrics, error: e }.emit(),
         }
         result
     }
@@ -337,8 +333,9 @@ impl<L: EventLog> Registry<L> {
             DeadLetters::open(&self.data_dir.join("dead-letters").join(&name))
                 .map_err(|e| anyhow::anyhow!("destination `{name}`: opening dead letters: {e}"))?,
         );
-        let executor = Executor::for_destination(&name, c.config.quota.max_concurrent_calls)
-            .map_err(|e| anyhow::anyhow!("destination `{name}`: starting its threads: {e}"))?;
+        let executor =
+            Executor::for_destination(&name, c.config.quota.max_concurrent_calls, config.runtime.destination_nice)
+                .map_err(|e| anyhow::anyhow!("destination `{name}`: starting its threads: {e}"))?;
         let transport = (self.shared.transports)();
         let stats = Arc::new(DestinationStats::new(&name));
         set_plugin_status(&stats, &c.plugin);
