@@ -104,13 +104,13 @@ pub struct RuntimeConfig {
     pub max_memory_mb: u32,
     /// Nice value (0–19) of the threads that run destinations, so that the
     /// tracking API wins the cores when they are busy (see
-    /// [`crate::executor`]).
+    /// [`crate::executor`]); default 19, the lowest priority.
     pub destination_nice: i32,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig { max_instances: 64, max_memory_mb: 512, destination_nice: 10 }
+        RuntimeConfig { max_instances: 64, max_memory_mb: 512, destination_nice: 19 }
     }
 }
 

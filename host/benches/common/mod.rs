@@ -174,6 +174,10 @@ impl Server {
     ///
     /// What stopped the server, when it exits before listening.
     pub async fn start_with(server: &str, rest: &str) -> Result<Server, String> {
+        // `BENCH_CONFIG` adds TOML lines after the `[server]` ones (more
+        // server keys, or a `[runtime]` table), to compare settings.
+        let extra = std::env::var("BENCH_CONFIG").unwrap_or_default().replace("\\n", "\n");
+        let server = format!("{server}\n{extra}");
         let dir = tempfile::tempdir().expect("tempdir");
         let (port, admin_port) = (free_port(), free_port());
         let config = format!(
