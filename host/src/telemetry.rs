@@ -65,7 +65,7 @@ impl InternalEvent for EventRetried<'_> {
     fn emit(self) {
         self.stats.retried.inc();
         tracing::debug!(
-            destination = %self.stats.name,
+            destination = self.stats.name.as_str(),
             message_id = self.message_id,
             attempts = self.attempts,
             delay = ?self.delay,
@@ -98,7 +98,12 @@ pub struct EventDeadLettered<'a> {
 impl InternalEvent for EventDeadLettered<'_> {
     fn emit(self) {
         self.stats.dead_lettered.inc();
-        tracing::warn!(destination = %self.stats.name, message_id = self.message_id, reason = self.reason, "event dead-lettered");
+        tracing::warn!(
+            destination = self.stats.name.as_str(),
+            message_id = self.message_id,
+            reason = self.reason,
+            "event dead-lettered"
+        );
     }
 }
 
@@ -122,7 +127,7 @@ impl InternalEvent for CallFailed<'_> {
         if let Some(kind) = self.quota {
             self.stats.breaches[kind.index()].inc();
         }
-        tracing::error!(destination = %self.stats.name, error = %self.error, events = self.events, "plugin call failed; batch will be retried");
+        tracing::error!(destination = self.stats.name.as_str(), error = %self.error, events = self.events, "plugin call failed; batch will be retried");
     }
 }
 
@@ -136,7 +141,7 @@ pub struct DestinationQuarantined<'a> {
 
 impl InternalEvent for DestinationQuarantined<'_> {
     fn emit(self) {
-        tracing::warn!(destination = %self.stats.name, reason = self.summary, probe_in = ?self.probe_in, "destination quarantined");
+        tracing::warn!(destination = self.stats.name.as_str(), reason = self.summary, probe_in = ?self.probe_in, "destination quarantined");
     }
 }
 
@@ -147,7 +152,7 @@ pub struct QuarantineEnded<'a> {
 
 impl InternalEvent for QuarantineEnded<'_> {
     fn emit(self) {
-        tracing::info!(destination = %self.stats.name, "probe call succeeded; destination active again");
+        tracing::info!(destination = self.stats.name.as_str(), "probe call succeeded; destination active again");
     }
 }
 
@@ -198,7 +203,7 @@ pub struct EventInvalid<'a> {
 impl InternalEvent for EventInvalid<'_> {
     fn emit(self) {
         self.source.events_failed.inc();
-        tracing::warn!(source = %self.source.name, index = self.index, reason = %self.reason, "event failed validation on ingest");
+        tracing::warn!(source = self.source.name.as_str(), index = self.index, reason = %self.reason, "event failed validation on ingest");
     }
 }
 
