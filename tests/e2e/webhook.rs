@@ -57,7 +57,7 @@ async fn batch_is_delivered_with_its_fields_mapped() {
     assert_eq!(identify["traits"]["plan"], "pro");
     assert_eq!(identify["type"], "identify");
     assert_eq!(events.iter().find(|e| e["messageId"] == "m-3").expect("page")["name"], "Pricing");
-    assert_eq!(sy.metric("switchyard_destination_delivered_total{destination=\"hook\"}").await, 3);
+    assert_eq!(sy.wait_metric("switchyard_destination_delivered_total{destination=\"hook\"}", 3).await, 3);
 }
 
 #[tokio::test]
