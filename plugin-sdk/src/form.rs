@@ -1,6 +1,6 @@
 //! `application/x-www-form-urlencoded` encoding, for APIs that take form
 //! bodies (Amplitude's `/groupidentify` and `/usermap`), and for
-//! [`redact`](crate::redact), which hides a secret's form-encoded echo too.
+//! the redactor, which hides a secret's form-encoded echo too.
 
 /// Percent-encodes `s` as a form value (WHATWG `application/x-www-form-urlencoded`):
 /// ASCII letters, digits and `*-._` stay as they are, a space becomes `+`,

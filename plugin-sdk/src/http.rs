@@ -2,8 +2,8 @@
 //!
 //! The host performs the request, so a plugin needs no sockets: it may reach
 //! only the origins the operator listed in the destination's `allow_http`.
-//! In native builds (`cargo test`) requests go to the scripted responder of
-//! [`testing::Harness`](crate::testing::Harness) instead.
+//! In native builds (`cargo test`) requests go to the stand-in host that
+//! the `testing` module installs (its harness's scripted responder).
 
 use std::borrow::Cow;
 
@@ -244,7 +244,22 @@ pub fn send(request: &Request) -> Result<Response, HttpError> {
 /// What the responder returns; [`HttpError::Connection`] when none is set.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn send(request: &Request) -> Result<Response, HttpError> {
-    crate::testing::dispatch(request)
+    match NATIVE_HOST.get() {
+        Some(host) => host(request),
+        None => Err(HttpError::Connection("no host: natively, requests go to the testing harness".into())),
+    }
+}
+
+/// Natively, the function that answers in the host's place.
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) type NativeHost = fn(&Request) -> Result<Response, HttpError>;
+
+#[cfg(not(target_arch = "wasm32"))]
+thread_local! {
+    /// Natively, what stands in for the host's capability; the `testing`
+    /// module installs its own, so this module does not depend on it.
+    pub(crate) static NATIVE_HOST: std::cell::Cell<Option<NativeHost>> =
+        const { std::cell::Cell::new(None) };
 }
 
 #[cfg(test)]

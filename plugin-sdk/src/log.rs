@@ -28,7 +28,20 @@ pub fn log(level: Level, message: &str) {
         wit::log(level, message);
     }
     #[cfg(not(target_arch = "wasm32"))]
-    crate::testing::record_log(level, message);
+    if let Some(host) = NATIVE_HOST.get() {
+        host(level, message);
+    }
+}
+
+/// Natively, the function that answers in the host's place.
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) type NativeHost = fn(Level, &str);
+
+#[cfg(not(target_arch = "wasm32"))]
+thread_local! {
+    /// Natively, what stands in for the host's capability (the `testing`
+    /// module's recorder); without one, lines are dropped.
+    pub(crate) static NATIVE_HOST: std::cell::Cell<Option<NativeHost>> = const { std::cell::Cell::new(None) };
 }
 
 /// [`log`] at [`Level::Debug`].

@@ -53,6 +53,16 @@ thread_local! {
     static STATE: RefCell<State> = RefCell::new(State::default());
 }
 
+/// This thread's recordings and scripts. The first use installs this
+/// module as the stand-in host of the `http`, `log` and `warehouse`
+/// capabilities on this thread.
+fn with_state<R>(f: impl FnOnce(&RefCell<State>) -> R) -> R {
+    crate::http::NATIVE_HOST.set(Some(dispatch));
+    crate::log::NATIVE_HOST.set(Some(record_log));
+    crate::warehouse::NATIVE_HOST.set(Some(dispatch_load));
+    STATE.with(f)
+}
+
 /// Runs one destination natively, recording its HTTP requests and logs.
 pub struct Harness<D: Destination> {
     destination: D,
@@ -66,30 +76,30 @@ impl<D: Destination> Harness<D> {
     ///
     /// The [`InitError`] that settings parsing or `init` returned.
     pub fn new(settings: serde_json::Value) -> Result<Self, InitError> {
-        STATE.with(|s| *s.borrow_mut() = State::default());
+        with_state(|s| *s.borrow_mut() = State::default());
         let settings = crate::parse_settings::<D::Settings>(&settings.to_string())?;
         Ok(Harness { destination: D::init(settings)? })
     }
 
     /// Answers every request with `responder`, after any queued responses.
     pub fn respond(&mut self, responder: impl FnMut(&Request) -> Result<Response, HttpError> + 'static) {
-        STATE.with(|s| s.borrow_mut().responder = Some(Box::new(responder)));
+        with_state(|s| s.borrow_mut().responder = Some(Box::new(responder)));
     }
 
     /// Answers every warehouse load with `warehouse` (without one, loads
     /// fail with [`LoadError::NotGranted`], as on a host that grants none).
     pub fn warehouse(&mut self, warehouse: impl FnMut(&str, &[TableRows]) -> Result<LoadReport, LoadError> + 'static) {
-        STATE.with(|s| s.borrow_mut().warehouse = Some(Box::new(warehouse)));
+        with_state(|s| s.borrow_mut().warehouse = Some(Box::new(warehouse)));
     }
 
     /// The warehouse loads so far: (schema, tables), in order.
     pub fn loads(&self) -> Vec<(String, Vec<TableRows>)> {
-        STATE.with(|s| s.borrow().loads.clone())
+        with_state(|s| s.borrow().loads.clone())
     }
 
     /// Queues one response for the next request that finds the queue non-empty.
     pub fn push_response(&mut self, response: Result<Response, HttpError>) {
-        STATE.with(|s| s.borrow_mut().queue.push_back(response));
+        with_state(|s| s.borrow_mut().queue.push_back(response));
     }
 
     /// Delivers `batch` and checks the destination kept the contract (one
@@ -108,17 +118,17 @@ impl<D: Destination> Harness<D> {
     /// Stops (or resumes) recording requests and log lines; benchmarks turn
     /// it off so recording does not dominate what they measure.
     pub fn set_recording(&mut self, on: bool) {
-        STATE.with(|s| s.borrow_mut().not_recording = !on);
+        with_state(|s| s.borrow_mut().not_recording = !on);
     }
 
     /// The requests sent so far, in order.
     pub fn requests(&self) -> Vec<Request> {
-        STATE.with(|s| s.borrow().requests.clone())
+        with_state(|s| s.borrow().requests.clone())
     }
 
     /// The log lines written so far.
     pub fn logs(&self) -> Vec<(Level, String)> {
-        STATE.with(|s| s.borrow().logs.clone())
+        with_state(|s| s.borrow().logs.clone())
     }
 
     /// The destination, to inspect its state.
@@ -147,8 +157,8 @@ pub fn event(mut json: serde_json::Value) -> Event {
     }
 }
 
-pub(crate) fn dispatch(request: &Request) -> Result<Response, HttpError> {
-    STATE.with(|s| {
+fn dispatch(request: &Request) -> Result<Response, HttpError> {
+    with_state(|s| {
         let mut s = s.borrow_mut();
         if !s.not_recording {
             s.requests.push(request.clone());
@@ -163,8 +173,8 @@ pub(crate) fn dispatch(request: &Request) -> Result<Response, HttpError> {
     })
 }
 
-pub(crate) fn record_log(level: Level, message: &str) {
-    STATE.with(|s| {
+fn record_log(level: Level, message: &str) {
+    with_state(|s| {
         let mut s = s.borrow_mut();
         if !s.not_recording {
             s.logs.push((level, message.to_owned()));
@@ -173,8 +183,8 @@ pub(crate) fn record_log(level: Level, message: &str) {
 }
 
 /// Records a warehouse load and answers it with the test's script.
-pub(crate) fn dispatch_load(schema: &str, tables: &[TableRows]) -> Result<LoadReport, LoadError> {
-    STATE.with(|s| {
+fn dispatch_load(schema: &str, tables: &[TableRows]) -> Result<LoadReport, LoadError> {
+    with_state(|s| {
         let mut s = s.borrow_mut();
         if !s.not_recording {
             s.loads.push((schema.to_owned(), tables.to_vec()));

@@ -9,8 +9,8 @@
 //! whose config grants a warehouse may load; for the others every call
 //! fails with [`LoadError::NotGranted`].
 //!
-//! Natively, [`testing::Harness`](crate::testing::Harness) records each
-//! load and answers it as the test scripts.
+//! Natively, the `testing` module's harness records each load and answers
+//! it as the test scripts.
 
 pub use switchyard_types::warehouse::{ColumnType, LoadReport, TableRows, Value};
 
@@ -77,5 +77,20 @@ pub fn load(schema: &str, tables: &[TableRows]) -> Result<LoadReport, LoadError>
 /// What the script returns; [`LoadError::NotGranted`] when none is set.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn load(schema: &str, tables: &[TableRows]) -> Result<LoadReport, LoadError> {
-    crate::testing::dispatch_load(schema, tables)
+    match NATIVE_HOST.get() {
+        Some(host) => host(schema, tables),
+        None => Err(LoadError::NotGranted),
+    }
+}
+
+/// Natively, the function that answers in the host's place.
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) type NativeHost = fn(&str, &[TableRows]) -> Result<LoadReport, LoadError>;
+
+#[cfg(not(target_arch = "wasm32"))]
+thread_local! {
+    /// Natively, what stands in for the host's capability; the `testing`
+    /// module installs its own, so this module does not depend on it.
+    pub(crate) static NATIVE_HOST: std::cell::Cell<Option<NativeHost>> =
+        const { std::cell::Cell::new(None) };
 }
