@@ -17,16 +17,16 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::Full;
 use serde_json::json;
-use switchyard::capabilities::Caller;
-use switchyard::capabilities::http::{HttpCtx, HttpPolicy, Origin, Transport, TransportFuture};
-use switchyard::capabilities::log::LogCtx;
-use switchyard::capabilities::warehouse::WarehouseCtx;
-use switchyard::redact::Redactor;
-use switchyard::runtime::{Grants, Outcome, Runtime, RuntimeOptions};
-use switchyard::spec::{BatchMeta, Envelope, normalize};
+use switchyard::normalize::{BatchMeta, Envelope, normalize};
 use switchyard_plugin_sdk::Destination;
 use switchyard_plugin_sdk::http::Response;
 use switchyard_plugin_sdk::testing::Harness;
+use switchyard_runtime::capabilities::Caller;
+use switchyard_runtime::capabilities::http::{HttpCtx, HttpPolicy, Origin, Transport, TransportFuture};
+use switchyard_runtime::capabilities::log::LogCtx;
+use switchyard_runtime::capabilities::warehouse::WarehouseCtx;
+use switchyard_runtime::redact::Redactor;
+use switchyard_runtime::{Grants, Outcome, Runtime, RuntimeOptions};
 use webhook_destination::Webhook;
 
 /// Answers 200 at once.

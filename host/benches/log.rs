@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use switchyard::log::{LogOptions, LogReader, SegmentLog};
+use switchyard_log::{LogOptions, LogReader, SegmentLog};
 
 const WRITERS: usize = 8;
 const BATCH: usize = 100;

@@ -24,12 +24,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::{Server, env_or, quantile as percentile};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-
-use common::{Server, env_or, quantile as percentile};
 
 const BATCH: usize = 100;
 const CONNECTIONS: usize = 4;

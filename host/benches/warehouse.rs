@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::env_or;
 use serde_json::json;
-use switchyard::warehouse::{LoadPlan, Warehouse};
+use switchyard_warehouse::{LoadPlan, Warehouse};
 
 /// A plan for `n` events starting at id `first`, through the plugin's
 /// mapping (the host loads the same types).

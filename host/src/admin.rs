@@ -20,6 +20,7 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
+use switchyard_log::{EventLog, LocalLog};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -27,7 +28,6 @@ use crate::admin_api::{
     DeadLetterPage, DeadLetterView, DestinationList, DestinationView, ErrorReply, HealthReply, PauseReply, PluginView,
     PurgeReply, RefusalView, ReloadChanges, ReloadReply, ReplayReply,
 };
-use crate::log::{EventLog, LocalLog};
 use crate::metrics::Metrics;
 use crate::registry::{ActionError, Registry};
 

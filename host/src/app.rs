@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use switchyard_log::{LocalLog, LogOptions};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -13,11 +14,10 @@ use crate::config::Config;
 use crate::dedupe::Dedupe;
 use crate::executor::{Executor, cores};
 use crate::ingest::{Ingest, Sources};
-use crate::log::{LocalLog, LogOptions};
 use crate::metrics::Metrics;
 use crate::registry::deploy::{hyper_transports, runtime_for};
 use crate::registry::{Registry, Shared};
-use crate::router::LogSink;
+use crate::sink::LogSink;
 
 /// Runs the server until `shutdown` resolves, then shuts down gracefully:
 /// stop accepting, finish in-flight requests and batches, save cursors.

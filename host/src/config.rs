@@ -8,11 +8,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use switchyard_runtime::capabilities::http::Origin;
+use switchyard_runtime::redact::Redactor;
+use switchyard_warehouse::WarehouseUrl;
 
-use crate::capabilities::http::Origin;
-use crate::redact::Redactor;
-use crate::spec::EventType;
-use crate::warehouse::WarehouseUrl;
+use crate::normalize::EventType;
 
 /// An error in a config file, naming the file and (where known) the line.
 #[derive(Debug, thiserror::Error)]

@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
+use switchyard_log::{EventLog, LogError, LogOptions, LogReader, SegmentLog, Seq};
 
-use crate::log::{EventLog, LogError, LogOptions, LogReader, SegmentLog, Seq, decode_envelope, encode_envelope};
-use crate::spec::Envelope;
+use crate::normalize::Envelope;
+use crate::record::{decode_envelope, encode_envelope};
 
 /// One dead letter.
 #[derive(Debug, Clone, Serialize)]

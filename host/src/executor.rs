@@ -9,7 +9,7 @@
 //! | one runtime per destination | its delivery worker, its plugin calls and its outbound HTTP connections | `min(quota.max_concurrent_calls, cores)`, fixed when the destination starts, at nice `runtime.destination_nice` (19) |
 //! | the control runtime (the process's main one) | reloads, the file watcher, `init` checks of new plugin versions | tokio's default |
 //! | `log-writer`, `log-prealloc` | the durable log's group commit and spare segments | one each |
-//! | `epoch-ticker` | the CPU clock of every sandbox ([`crate::runtime::EPOCH_TICK`]) | one |
+//! | `epoch-ticker` | the CPU clock of every sandbox ([`switchyard_runtime::EPOCH_TICK`]) | one |
 //!
 //! A guest yields to its executor only at epoch ticks, so on a shared
 //! executor a plugin spinning in a loop held the ingest tasks queued behind

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use crate::quota::QuotaKind;
+use switchyard_runtime::quota::QuotaKind;
 
 /// A monotonically increasing counter.
 #[derive(Debug, Default)]

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use switchyard_log::EventLog;
 
 use crate::dedupe::{self, Dedupe};
+use crate::normalize::Envelope;
 use crate::record::encode_envelope;
-use crate::spec::Envelope;
 
 /// Why a sink could not take events. Ingest answers 503: never 200.
 #[derive(Debug, thiserror::Error)]

@@ -10,8 +10,9 @@
 use std::fmt::Display;
 use std::time::Duration;
 
+use switchyard_runtime::quota::QuotaKind;
+
 use crate::metrics::{DestinationStats, Metrics, SourceStats, WarehouseStats};
-use crate::quota::QuotaKind;
 
 /// Something that happened, to be logged and counted at once.
 pub trait InternalEvent {
@@ -268,6 +269,18 @@ impl InternalEvent for WarehouseLoadFailed<'_> {
             retryable = self.retryable,
             "warehouse load failed"
         );
+    }
+}
+
+/// The warehouse capability reports each load here; the two events above
+/// count and log it.
+impl switchyard_runtime::capabilities::warehouse::LoadTelemetry for WarehouseStats {
+    fn loaded(&self, inserted: u64, existing: u64, discarded: u64) {
+        WarehouseLoaded { stats: self, inserted, existing, discarded }.emit();
+    }
+
+    fn failed(&self, destination: &str, message: &str, retryable: bool) {
+        WarehouseLoadFailed { stats: self, destination, message, retryable }.emit();
     }
 }
 

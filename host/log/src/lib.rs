@@ -38,7 +38,6 @@ pub use cursor::Cursors;
 pub use local::{LocalConsumer, LocalLog};
 pub use memory::{MemoryConsumer, MemoryLog};
 pub use progress::Progress;
-pub use record::{decode_envelope, encode_envelope};
 pub use segment::{LogOptions, SegmentLog, SegmentReader};
 
 /// Log positions: the sequence number of a record, from 0, gap-free.

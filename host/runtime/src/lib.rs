@@ -1,6 +1,15 @@
 //! The Wasm runtime: one wasmtime engine, plugins loaded from `.wasm`
 //! components (compiled once and cached on disk), and sandboxed instances.
 //!
+//! The crate is the sandbox and nothing else: it knows the contract
+//! ([`world`], the generated bindings of every version the host runs), the
+//! capabilities a plugin can be granted ([`capabilities`]: `http`, `log`,
+//! `warehouse`, each a module with its context, view trait and
+//! `add_to_linker`), the quota arithmetic they share ([`quota`]) and the
+//! secret redaction applied to everything a plugin emits ([`redact`]). It
+//! knows nothing of the log, delivery or configuration files: the host
+//! builds each destination's [`Grants`] and calls [`Instance::deliver`].
+//!
 //! # Instances: one per delivery worker, reused across calls
 //!
 //! A delivery worker keeps one [`Instance`] and calls `deliver` on it batch
@@ -11,6 +20,11 @@
 //! most of what a simple mapping costs. Reuse also lets plugins keep state
 //! built in `init`.
 
+pub mod capabilities;
+pub mod quota;
+pub mod redact;
+pub mod world;
+
 mod cache;
 mod compat;
 mod contract;
@@ -20,6 +34,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
+use switchyard_types::{Envelope, EventType};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{
     Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline,
@@ -30,9 +45,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::capabilities::http::{HttpCtx, HttpCtxView, HttpView};
 use crate::capabilities::log::{LogCtx, LogCtxView, LogView};
 use crate::capabilities::warehouse::{WarehouseCtx, WarehouseCtxView, WarehouseView};
-use crate::capabilities::{self, Breach, Caller};
+use crate::capabilities::{Breach, Caller};
 use crate::quota::QuotaKind;
-use crate::spec::{Envelope, EventType};
 use crate::world as bindings;
 
 pub use contract::CONTRACT;

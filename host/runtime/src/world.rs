@@ -14,7 +14,7 @@
 pub mod v0_2 {
     wasmtime::component::bindgen!({
         world: "destination",
-        path: "../plugin-sdk/wit/since_v0.2.0",
+        path: "../../plugin-sdk/wit/since_v0.2.0",
         imports: {
             "switchyard:destination/log.log": trappable,
             default: async | trappable,
@@ -30,7 +30,7 @@ pub mod v0_2 {
 pub mod v0_1 {
     wasmtime::component::bindgen!({
         world: "destination",
-        path: "../plugin-sdk/wit/since_v0.1.0",
+        path: "../../plugin-sdk/wit/since_v0.1.0",
         imports: {
             "switchyard:destination/log.log": trappable,
             default: async | trappable,

@@ -49,28 +49,31 @@
 pub mod pacing;
 pub mod quarantine;
 pub mod retry;
+pub mod subscription;
+
+pub use subscription::Subscription;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use pacing::Pacer;
+use quarantine::Breaker;
+use retry::{Next, Pending, RetryQueue, next_attempt};
+use switchyard_log::{Consumer, EventLog, Seq};
+use switchyard_runtime::{CallError, Grants, Instance, Outcome, Plugin};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::config::{BatchConfig, QuarantineConfig, RetryConfig};
 use crate::deadletter::DeadLetters;
-use crate::log::{Consumer, EventLog, Seq, decode_envelope};
 use crate::metrics::DestinationStats;
-use crate::router::Subscription;
-use crate::runtime::{CallError, Grants, Instance, Outcome, Plugin};
-use crate::spec::Envelope;
+use crate::normalize::Envelope;
+use crate::record::decode_envelope;
 use crate::telemetry::{
     CallFailed, DestinationQuarantined, EventDeadLettered, EventDelivered, EventFiltered, EventReceived, EventRetried,
     EventsFailed, InternalEvent, QuarantineEnded,
 };
-use pacing::Pacer;
-use quarantine::Breaker;
-use retry::{Next, Pending, RetryQueue, next_attempt};
 
 /// What a destination runs: one plugin version with its settings and
 /// sandbox, and the delivery policy. Replaced whole on a reload.
@@ -501,7 +504,7 @@ async fn new_instance(plugin: &Plugin, grants: Arc<Grants>, settings: &str) -> R
 pub(crate) mod tests {
     use std::sync::Arc;
 
-    use crate::spec::{Envelope, EventType};
+    use crate::normalize::{Envelope, EventType};
 
     /// A track event whose messageId names `seq`.
     pub(crate) fn event(seq: u64) -> Arc<Envelope> {

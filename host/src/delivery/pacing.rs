@@ -2,9 +2,8 @@
 //! batch may overdraw the bucket; the next one then waits until the debt
 //! is paid, so the rate holds on average without splitting batches.
 
+use switchyard_runtime::quota::TokenBucket;
 use tokio::time::Instant;
-
-use crate::quota::TokenBucket;
 
 /// Paces the batches of one destination.
 #[derive(Debug, Default)]

@@ -12,11 +12,11 @@ use std::collections::BinaryHeap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use switchyard_log::Seq;
 use tokio::time::Instant;
 
 use crate::config::RetryConfig;
-use crate::log::Seq;
-use crate::spec::Envelope;
+use crate::normalize::Envelope;
 
 /// An event in flight or waiting for another attempt.
 #[derive(Debug)]

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use crate::spec::{Envelope, EventType};
+use crate::normalize::{Envelope, EventType};
 
 /// Which events a destination receives.
 #[derive(Debug, Clone)]
@@ -42,9 +42,9 @@ impl Subscription {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use std::sync::Arc;
+
+    use serde_json::json;
 
     use super::*;
 

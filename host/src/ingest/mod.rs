@@ -33,8 +33,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::metrics::{Metrics, SourceStats};
-use crate::router::EventSink;
-use crate::spec::{self, BatchMeta, Envelope, EventType};
+use crate::normalize::{self, BatchMeta, Envelope, EventType};
+use crate::sink::EventSink;
 use crate::telemetry::{EventInvalid, EventsAccepted, InternalEvent, RequestRefused};
 
 /// A source: a write key and its counters.
@@ -190,7 +190,7 @@ impl<S: EventSink> Ingest<S> {
         };
         let mut accepted = Vec::with_capacity(body.batch.len());
         for (i, raw) in body.batch.iter().enumerate() {
-            let event = spec::normalize(raw.get(), None, &meta, received_at, &source.name);
+            let event = normalize::normalize(raw.get(), None, &meta, received_at, &source.name);
             self.tally(&source, i, event, &mut accepted);
         }
         self.accept(&source, accepted).await
@@ -225,7 +225,7 @@ impl<S: EventSink> Ingest<S> {
             return self.refuse(StatusCode::UNAUTHORIZED, "unauthorized", "missing or unknown write key".into());
         };
         let mut accepted = Vec::with_capacity(1);
-        let event = spec::normalize(text, Some(kind), &BatchMeta::default(), received_at, &source.name);
+        let event = normalize::normalize(text, Some(kind), &BatchMeta::default(), received_at, &source.name);
         self.tally(&source, 0, event, &mut accepted);
         self.accept(&source, accepted).await
     }
@@ -240,7 +240,7 @@ impl<S: EventSink> Ingest<S> {
         &self,
         source: &Source,
         index: usize,
-        event: Result<Envelope, spec::Invalid>,
+        event: Result<Envelope, normalize::Invalid>,
         accepted: &mut Vec<Arc<Envelope>>,
     ) {
         match event {

@@ -6,14 +6,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::capabilities::Caller;
-use crate::capabilities::http::{HttpCtx, HttpPolicy, HyperTransport, Transport};
-use crate::capabilities::log::LogCtx;
-use crate::capabilities::warehouse::WarehouseCtx;
+use switchyard_runtime::capabilities::Caller;
+use switchyard_runtime::capabilities::http::{HttpCtx, HttpPolicy, HyperTransport, Transport};
+use switchyard_runtime::capabilities::log::LogCtx;
+use switchyard_runtime::capabilities::warehouse::WarehouseCtx;
+use switchyard_runtime::redact::Redactor;
+use switchyard_runtime::{CallError, EPOCH_TICK, Grants, Plugin, Runtime, RuntimeOptions};
+
 use crate::config::{Config, DestinationConfig};
 use crate::metrics::WarehouseStats;
-use crate::redact::Redactor;
-use crate::runtime::{CallError, EPOCH_TICK, Grants, Plugin, Runtime, RuntimeOptions};
 
 /// Makes each destination's HTTP transport. A destination gets its own, so
 /// its connections live on its own runtime (see [`crate::executor`]).
@@ -59,8 +60,8 @@ pub fn grants_for(
         http: HttpCtx::new(policy, transport, q.http_requests_per_second),
         log: LogCtx::new(q.log_lines_per_second, q.log_bytes_per_second),
         warehouse: WarehouseCtx {
-            warehouse: d.warehouse.as_ref().map(|url| Arc::new(crate::warehouse::Warehouse::open(url))),
-            stats: warehouse_stats,
+            warehouse: d.warehouse.as_ref().map(|url| Arc::new(switchyard_warehouse::Warehouse::open(url))),
+            telemetry: warehouse_stats,
         },
         memory_bytes: q.memory_mb as usize * 1024 * 1024,
         cpu_ticks: q.cpu_ms_per_call.div_ceil(tick).max(1),
@@ -80,7 +81,7 @@ pub enum DeployError {
     /// The file is missing, is not a component, or not of a contract this
     /// host runs.
     #[error(transparent)]
-    Load(#[from] crate::runtime::LoadError),
+    Load(#[from] switchyard_runtime::LoadError),
     /// Instantiating it or calling `init` failed (`init` refused the
     /// settings, trapped, or breached a quota).
     #[error("{path}: {error}")]

@@ -27,21 +27,21 @@ use std::time::{Duration, UNIX_EPOCH};
 
 pub mod deploy;
 
+use deploy::{TransportFactory, grants_for, settings_json};
+use switchyard_log::{EventLog, LocalLog};
+use switchyard_runtime::capabilities::http::Transport;
+use switchyard_runtime::{Plugin, Runtime};
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 
-use crate::capabilities::http::Transport;
 use crate::config::{Config, DestinationConfig};
 use crate::deadletter::DeadLetters;
+use crate::delivery::Subscription;
 use crate::delivery::{Deploy, WorkerSpec, run_worker};
 use crate::executor::Executor;
 use crate::ingest::{Source, Sources};
-use crate::log::{EventLog, LocalLog};
 use crate::metrics::{DestinationStats, Metrics, Refusal, SourceStats};
-use crate::router::Subscription;
-use crate::runtime::{Plugin, Runtime};
 use crate::telemetry::{InternalEvent, ReloadApplied, ReloadRefused};
-use deploy::{TransportFactory, grants_for, settings_json};
 
 /// Why a reload was refused. Nothing changed.
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +75,7 @@ pub enum ActionError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("{0}")]
-    Log(#[from] crate::log::LogError),
+    Log(#[from] switchyard_log::LogError),
 }
 
 /// What every destination shares: the engine, the log (each destination
@@ -226,7 +226,7 @@ impl<L: EventLog> Registry<L> {
         let mut refusals = Vec::new();
         for d in &config.destinations {
             let current = state.running.get(&d.name);
-            let hash = crate::runtime::file_hash(&d.plugin).ok();
+            let hash = switchyard_runtime::file_hash(&d.plugin).ok();
             if let Some(r) = current
                 && r.config == *d
                 && hash.as_deref() == Some(r.plugin_hash.as_str())

@@ -5,6 +5,8 @@
 //! means the same on both sides of the WebAssembly boundary:
 //!
 //! - [`EventType`]: the six Segment event types;
+//! - [`Envelope`]: one accepted, normalized event as the host carries it
+//!   from ingest through the log to every destination;
 //! - [`time`]: the one Segment timestamp grammar, parsed into a
 //!   [`Timestamp`](time::Timestamp) and formatted back;
 //! - [`warehouse`]: the cells, column types and table rows of a warehouse
@@ -13,8 +15,10 @@
 //! It builds for `wasm32-wasip2` (it is linked into every plugin) and has no
 //! platform code: no clock, no I/O.
 
+mod envelope;
 mod event;
 pub mod time;
 pub mod warehouse;
 
+pub use envelope::Envelope;
 pub use event::EventType;

@@ -4,10 +4,10 @@
 
 use std::path::PathBuf;
 
+use ColumnType as T;
 use tokio_postgres::{NoTls, SimpleQueryMessage};
 
 use super::*;
-use ColumnType as T;
 
 const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 

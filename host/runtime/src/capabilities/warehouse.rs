@@ -1,6 +1,6 @@
 //! The `warehouse` capability (contract 0.2): table loads into the
 //! warehouse a destination's config names (`warehouse = "postgres://…"` or
-//! `"sqlite:<dir>"`), through [`crate::warehouse`]. A destination without
+//! `"sqlite:<dir>"`), through [`switchyard_warehouse`]. A destination without
 //! one is refused with `not-granted`.
 //!
 //! A load is one transaction; its errors come back to the plugin as
@@ -14,21 +14,45 @@
 
 use std::sync::Arc;
 
+use switchyard_warehouse as wh;
 use wasmtime::component::{HasData, Linker};
 
 use super::Caller;
-use crate::metrics::WarehouseStats;
-use crate::telemetry::{InternalEvent, WarehouseLoadFailed, WarehouseLoaded};
-use crate::warehouse as wh;
 use crate::world::warehouse::{ColumnType, Host, LoadError, LoadReport, TableRows, Value};
 
 /// A destination's warehouse grant: where it may load (`None`: not
-/// granted), and where its loads are counted (the destination's, across
+/// granted), and where its loads are reported (the destination's, across
 /// deploys).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WarehouseCtx {
     pub warehouse: Option<Arc<wh::Warehouse>>,
-    pub stats: Arc<WarehouseStats>,
+    pub telemetry: Arc<dyn LoadTelemetry>,
+}
+
+impl Default for WarehouseCtx {
+    /// Not granted, reporting nowhere.
+    fn default() -> Self {
+        WarehouseCtx { warehouse: None, telemetry: Arc::new(Unreported) }
+    }
+}
+
+/// Where the capability reports what each load did. The host implements it
+/// to count and log (its telemetry events); the capability knows neither.
+pub trait LoadTelemetry: Send + Sync + std::fmt::Debug {
+    /// A load committed: rows new to their tables, rows already there
+    /// (ignored or upserted), values sent to `discards`.
+    fn loaded(&self, inserted: u64, existing: u64, discarded: u64);
+    /// A load failed and wrote nothing; `message` is already redacted.
+    fn failed(&self, destination: &str, message: &str, retryable: bool);
+}
+
+/// Reports nowhere (tests, benches).
+#[derive(Debug)]
+pub struct Unreported;
+
+impl LoadTelemetry for Unreported {
+    fn loaded(&self, _: u64, _: u64, _: u64) {}
+    fn failed(&self, _: &str, _: &str, _: bool) {}
 }
 
 /// What the `warehouse` interface's functions see of a store.
@@ -67,17 +91,17 @@ impl Host for WarehouseCtxView<'_> {
             return Ok(Err(LoadError::NotGranted));
         };
         let plan = wh::LoadPlan { schema, tables: tables.into_iter().map(table).collect() };
-        let stats = &self.ctx.stats;
+        let telemetry = &self.ctx.telemetry;
         Ok(match warehouse.load(&plan).await {
             Ok(r) => {
                 let existing = r.duplicates + r.upserted;
-                WarehouseLoaded { stats, inserted: r.inserted, existing, discarded: r.discarded }.emit();
+                telemetry.loaded(r.inserted, existing, r.discarded);
                 Ok(LoadReport { inserted: r.inserted, existing, discarded: r.discarded })
             }
             Err(e) => {
                 let message = self.caller.redactor.redact(&e.to_string());
                 let retryable = e.is_retryable();
-                WarehouseLoadFailed { stats, destination: &self.caller.name, message: &message, retryable }.emit();
+                telemetry.failed(&self.caller.name, &message, retryable);
                 if e.is_retryable() { Err(LoadError::Unavailable(message)) } else { Err(LoadError::Invalid(message)) }
             }
         })
