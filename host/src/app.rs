@@ -6,12 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use switchyard_log::{LocalLog, LogOptions};
+use switchyard_log::{DedupeOptions, LocalLog, LogOptions};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::dedupe::Dedupe;
 use crate::executor::{Executor, cores};
 use crate::ingest::{Ingest, Sources};
 use crate::metrics::Metrics;
@@ -35,13 +34,11 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let runtime = Arc::new(runtime_for(&config)?);
 
     let log_opts = LogOptions { segment_bytes: config.server.log_segment_mb.max(1) * 1024 * 1024, fsync: true };
-    let log = Arc::new(LocalLog::open(data, log_opts).context("opening the durable log")?);
-    let dedupe = Dedupe::open(
-        &data.join("dedupe.journal"),
-        Duration::from_secs(config.server.dedupe_window_secs),
-        config.server.dedupe_max_ids,
-    )
-    .context("opening the dedupe journal")?;
+    let dedupe = DedupeOptions {
+        window: Duration::from_secs(config.server.dedupe_window_secs),
+        max_ids: config.server.dedupe_max_ids,
+    };
+    let log = Arc::new(LocalLog::open(data, log_opts, &dedupe).context("opening the durable log")?);
 
     let metrics = Arc::new(Metrics::default());
     let sources: Sources = Arc::default();
@@ -55,7 +52,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let registry = Registry::start(config.clone(), shared).await?;
     let ingest = Arc::new(Ingest {
         sources,
-        sink: LogSink { log: log.clone(), dedupe, duplicates: Arc::new(Default::default()) },
+        sink: LogSink { log: log.clone() },
         metrics: metrics.clone(),
         max_request_bytes: config.server.max_request_bytes,
         max_event_bytes: config.server.max_event_bytes,

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
-use switchyard_log::{EventLog, LogError, LogOptions, LogReader, SegmentLog, Seq};
+use switchyard_log::{EventLog, LogError, LogOptions, LogReader, Record, SegmentLog, Seq};
 
 use crate::normalize::Envelope;
 use crate::record::{decode_envelope, encode_envelope};
@@ -130,7 +130,9 @@ impl DeadLetters {
             .map(|d| {
                 let mut e = d.event.clone();
                 e.only_for = Some(target.clone());
-                encode_envelope(&e)
+                // A replay is a new record, not a repeat of the event the
+                // log took (and remembers) before: an id of its own.
+                Record { id: fastrand::u64(..), payload: encode_envelope(&e) }
             })
             .collect();
         log.append(records).await?;

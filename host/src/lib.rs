@@ -16,7 +16,6 @@ pub mod app;
 pub mod client;
 pub mod config;
 pub mod deadletter;
-pub mod dedupe;
 pub mod delivery;
 pub mod executor;
 pub mod ingest;

@@ -186,6 +186,8 @@ pub struct SourceStats {
     pub requests: Counter,
     pub events_accepted: Counter,
     pub events_failed: Counter,
+    /// Repeats of a `messageId` within the dedupe window, dropped.
+    pub events_deduplicated: Counter,
 }
 
 /// A counter family: name, help text and how to read it from `T`.
@@ -305,11 +307,14 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{destination=\"{}\",quota=\"{kind}\"}} {n}", d.name);
             }
         }
-        let src: [Series<SourceStats>; 3] = [
+        let src: [Series<SourceStats>; 4] = [
             ("switchyard_source_requests_total", "Tracking API requests", |s| s.requests.get()),
             ("switchyard_source_events_accepted_total", "Events accepted", |s| s.events_accepted.get()),
             ("switchyard_source_events_failed_total", "Events failed on ingest (validation)", |s| {
                 s.events_failed.get()
+            }),
+            ("switchyard_source_events_deduplicated_total", "Repeated messageIds dropped on ingest", |s| {
+                s.events_deduplicated.get()
             }),
         ];
         for (name, help, get) in src {

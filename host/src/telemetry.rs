@@ -208,7 +208,8 @@ impl InternalEvent for EventInvalid<'_> {
     }
 }
 
-/// Events made durable and acknowledged to the client.
+/// Events made durable and acknowledged to the client (duplicates are
+/// acknowledged and not counted here).
 pub struct EventsAccepted<'a> {
     pub source: &'a SourceStats,
     pub count: u64,
@@ -217,6 +218,24 @@ pub struct EventsAccepted<'a> {
 impl InternalEvent for EventsAccepted<'_> {
     fn emit(self) {
         self.source.events_accepted.add(self.count);
+    }
+}
+
+/// An event dropped on ingest as a repeat of one accepted within the
+/// dedupe window (same source and `messageId`); the client got its 200.
+pub struct EventDeduplicated<'a> {
+    pub source: &'a SourceStats,
+    pub message_id: &'a str,
+}
+
+impl InternalEvent for EventDeduplicated<'_> {
+    fn emit(self) {
+        self.source.events_deduplicated.inc();
+        tracing::debug!(
+            source = self.source.name.as_str(),
+            message_id = self.message_id,
+            "duplicate messageId dropped"
+        );
     }
 }
 

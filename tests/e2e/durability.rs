@@ -110,6 +110,11 @@ async fn duplicates_are_dropped_across_a_restart() {
     assert_eq!((status, body), (200, json!({"success": true})), "a duplicate is still answered 200");
     eventually(WAIT, "new event delivered", || receiver.message_ids().contains(&"new-1".to_owned())).await;
     assert_eq!(receiver.message_ids().iter().filter(|id| *id == "dup-1").count(), 1);
+    // After the restart: one dropped (the first process's count is gone),
+    // one written.
+    let source = |m: &str| format!("switchyard_source_events_{m}_total{{source=\"web\"}}");
+    assert_eq!(sy.metric(&source("deduplicated")).await, 1);
+    assert_eq!(sy.metric(&source("accepted")).await, 1);
 }
 
 #[tokio::test]

@@ -17,13 +17,16 @@
 //! - NATS JetStream (a stream, a durable pull consumer per destination)
 //!   implements the same trait when Switchyard runs as several nodes.
 //!
-//! Retries stay with the delivery worker for now: a record handed out and
-//! not acked is simply unfinished, and is handed out again after a restart.
-//! Asking the backend to redeliver a record after a delay (JetStream's
-//! nak-with-delay) lands with the JetStream backend, whose redelivery
-//! semantics decide its shape.
+//! A record whose attempt failed is asked for again after a delay
+//! ([`Consumer::nak`], JetStream's nak-with-delay): the backend hands it
+//! out again once the delay has passed, and it stays unfinished meanwhile.
+//! The worker decides whether and when to retry; the backend owns the
+//! waiting. A consumer hands out no new record while `window` records are
+//! unfinished ([`Consumer::set_window`], JetStream's `max_ack_pending`), so
+//! a failing destination holds a bounded number of records in memory.
 
 mod cursor;
+pub mod dedupe;
 mod local;
 mod memory;
 mod progress;
@@ -31,10 +34,12 @@ mod record;
 mod segment;
 
 use std::future::Future;
+use std::time::Duration;
 
 use bytes::Bytes;
 
 pub use cursor::Cursors;
+pub use dedupe::{Dedupe, DedupeOptions};
 pub use local::{LocalConsumer, LocalLog};
 pub use memory::{MemoryConsumer, MemoryLog};
 pub use progress::Progress;
@@ -60,20 +65,42 @@ impl From<std::io::Error> for LogError {
     }
 }
 
+/// One record to append: its payload, and the id a duplicate of it is
+/// recognised by (an event's source and `messageId`, [`dedupe::key`]).
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub id: u64,
+    pub payload: Bytes,
+}
+
+/// What an append did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// The sequence number of the first record written; the others follow
+    /// in order. When every record was a duplicate, the end of the log.
+    pub first: Seq,
+    /// Indexes, in the batch, of the records not written because they are
+    /// duplicates: of one appended within the dedupe window, or of one
+    /// earlier in the batch.
+    pub duplicates: Vec<usize>,
+}
+
 /// An append-only, durable, ordered log of records, read by one durable
-/// consumer per destination.
+/// consumer per destination. It drops duplicates on append (see
+/// [`dedupe`]).
 pub trait EventLog: Send + Sync + 'static {
     /// A destination's consumer.
     type Consumer: Consumer;
 
-    /// Appends `records` and resolves once they are durable. Returns the
-    /// sequence number of the first one; the rest follow in order.
+    /// Appends the records that are not duplicates and resolves once they
+    /// are durable; only then are their ids remembered, so a client's
+    /// retry after a failed append is not taken for a duplicate.
     ///
     /// # Errors
     ///
     /// When the records could not be made durable; none of them may be
     /// acknowledged to a client then.
-    fn append(&self, records: Vec<Bytes>) -> impl Future<Output = Result<Seq, LogError>> + Send;
+    fn append(&self, records: Vec<Record>) -> impl Future<Output = Result<Appended, LogError>> + Send;
 
     /// The sequence number the next append will get.
     fn end(&self) -> Seq;
@@ -109,15 +136,20 @@ pub trait EventLog: Send + Sync + 'static {
 /// One destination's view of the log: records in order from its position,
 /// acked one by one in any order, and a committed position.
 pub trait Consumer: Send + 'static {
-    /// Up to `max` records already durable, without waiting. Each is
-    /// unfinished until [`Consumer::ack`]ed.
+    /// Up to `max` records without waiting: redeliveries that are due
+    /// first, then records already durable and not yet handed out (as the
+    /// window allows). Each is unfinished until [`Consumer::ack`]ed.
     ///
     /// # Errors
     ///
     /// I/O errors and corruption.
     fn try_batch(&mut self, max: usize) -> impl Future<Output = Result<Vec<(Seq, Bytes)>, LogError>> + Send;
 
-    /// Resolves once a record not yet handed out is durable.
+    /// Resolves once [`Consumer::try_batch`] has something to hand out: a
+    /// redelivery is due, or, with room in the window, a record not yet
+    /// handed out is durable. With the window full and no redelivery
+    /// queued it waits until the consumer is dropped (the caller acks from
+    /// elsewhere, and stops waiting then).
     ///
     /// # Errors
     ///
@@ -127,6 +159,14 @@ pub trait Consumer: Send + 'static {
     /// Record `seq`'s outcome is final: delivered, dead-lettered, or not
     /// for this destination.
     fn ack(&mut self, seq: Seq);
+
+    /// Record `seq`'s attempt failed: hand it out again once `delay` has
+    /// passed. It stays unfinished (and holds the position) meanwhile.
+    fn nak(&mut self, seq: Seq, delay: Duration);
+
+    /// Hand out no new record while `window` records are unfinished;
+    /// redeliveries still come.
+    fn set_window(&mut self, window: usize);
 
     /// Records handed out and not acked.
     fn in_flight(&self) -> usize;

@@ -1,32 +1,41 @@
-//! [`LocalLog`], the embedded backend: a [`SegmentLog`] for the records
-//! and a [`Cursors`] file per consumer for the positions, all under
-//! `data_dir`. Nothing to run beside the binary.
+//! [`LocalLog`], the embedded backend: a [`SegmentLog`] for the records,
+//! a [`Cursors`] file per consumer for the positions and a [`Dedupe`]
+//! journal for the ids appended, all under `data_dir`. Nothing to run
+//! beside the binary.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::time::Instant;
 
-use super::{Consumer, Cursors, EventLog, LogError, LogOptions, LogReader, Progress, SegmentLog, SegmentReader, Seq};
+use super::{
+    Appended, Consumer, Cursors, Dedupe, DedupeOptions, EventLog, LogError, LogOptions, LogReader, Progress, Record,
+    SegmentLog, SegmentReader, Seq,
+};
 
 /// The embedded log: segments under `<dir>/log`, cursors under
-/// `<dir>/cursors`.
+/// `<dir>/cursors`, the dedupe journal at `<dir>/dedupe.journal`.
 pub struct LocalLog {
     log: Arc<SegmentLog>,
     cursors: Cursors,
+    dedupe: Dedupe,
 }
 
 impl LocalLog {
-    /// Opens (or creates) the log and its cursors under `data_dir`.
+    /// Opens (or creates) the log, its cursors and its dedupe journal
+    /// under `data_dir`.
     ///
     /// # Errors
     ///
-    /// When either cannot be opened: I/O errors, or corruption before the
+    /// When one cannot be opened: I/O errors, or corruption before the
     /// last segment's tail.
-    pub fn open(data_dir: &Path, opts: LogOptions) -> Result<LocalLog, LogError> {
+    pub fn open(data_dir: &Path, opts: LogOptions, dedupe: &DedupeOptions) -> Result<LocalLog, LogError> {
         let log = Arc::new(SegmentLog::open(&data_dir.join("log"), opts)?);
         let cursors = Cursors::open(&data_dir.join("cursors"))?;
-        Ok(LocalLog { log, cursors })
+        let dedupe = Dedupe::open(&data_dir.join("dedupe.journal"), dedupe)?;
+        Ok(LocalLog { log, cursors, dedupe })
     }
 
     /// Stops the writer after the appends already queued.
@@ -43,8 +52,15 @@ impl LocalLog {
 impl EventLog for LocalLog {
     type Consumer = LocalConsumer;
 
-    async fn append(&self, records: Vec<Bytes>) -> Result<Seq, LogError> {
-        self.log.append(records).await
+    async fn append(&self, records: Vec<Record>) -> Result<Appended, LogError> {
+        let (fresh, duplicates) = self.dedupe.split(records);
+        if fresh.is_empty() {
+            return Ok(Appended { first: self.log.end(), duplicates });
+        }
+        let ids: Vec<u64> = fresh.iter().map(|r| r.id).collect();
+        let first = self.log.append(fresh.into_iter().map(|r| r.payload).collect()).await?;
+        self.dedupe.remember(&ids);
+        Ok(Appended { first, duplicates })
     }
 
     fn end(&self) -> Seq {
@@ -92,19 +108,32 @@ pub struct LocalConsumer {
 
 impl Consumer for LocalConsumer {
     async fn try_batch(&mut self, max: usize) -> Result<Vec<(Seq, Bytes)>, LogError> {
-        let records = self.reader.try_batch(max).await?;
-        for (seq, _) in &records {
-            self.progress.started(*seq);
+        let mut records = self.progress.due(max, Instant::now());
+        let room = self.progress.room(max - records.len());
+        if room > 0 {
+            let fresh = self.reader.try_batch(room).await?;
+            for (seq, payload) in &fresh {
+                self.progress.started(*seq, payload.clone());
+            }
+            records.extend(fresh);
         }
         Ok(records)
     }
 
     async fn wait(&mut self) -> Result<(), LogError> {
-        self.reader.wait().await
+        self.progress.wait(self.reader.wait()).await
     }
 
     fn ack(&mut self, seq: Seq) {
         self.progress.finished(seq);
+    }
+
+    fn nak(&mut self, seq: Seq, delay: Duration) {
+        self.progress.redeliver(seq, delay);
+    }
+
+    fn set_window(&mut self, window: usize) {
+        self.progress.set_window(window);
     }
 
     fn in_flight(&self) -> usize {
@@ -128,15 +157,15 @@ impl Consumer for LocalConsumer {
 mod tests {
     use super::*;
 
-    fn records(n: usize) -> Vec<Bytes> {
-        (0..n).map(|i| Bytes::from(format!("r{i}"))).collect()
+    fn records(n: usize) -> Vec<Record> {
+        (0..n).map(|i| Record { id: i as u64, payload: Bytes::from(format!("r{i}")) }).collect()
     }
 
     #[tokio::test]
     async fn a_consumer_resumes_at_its_first_unacked_record_after_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let opts = LogOptions { segment_bytes: 1 << 20, fsync: false };
-        let log = LocalLog::open(dir.path(), opts.clone()).unwrap();
+        let log = LocalLog::open(dir.path(), opts.clone(), &DedupeOptions::default()).unwrap();
         let mut c = log.consumer("hook").unwrap();
         log.append(records(10)).await.unwrap();
         let got = c.try_batch(100).await.unwrap();
@@ -150,12 +179,15 @@ mod tests {
         log.close();
         drop((c, log));
 
-        let log = LocalLog::open(dir.path(), opts).unwrap();
+        let log = LocalLog::open(dir.path(), opts, &DedupeOptions::default()).unwrap();
         assert_eq!(log.consumers(), vec!["hook".to_owned()]);
         let mut c = log.consumer("hook").unwrap();
         let again: Vec<Seq> = c.try_batch(100).await.unwrap().into_iter().map(|(s, _)| s).collect();
         assert_eq!(again, (4..10).collect::<Vec<_>>(), "record 4 and what followed it come again");
-        assert_eq!(log.remove_consumer("hook").unwrap(), Some(6));
+        // The ids appended before the restart are still known.
+        let dup = log.append(records(11)).await.unwrap();
+        assert_eq!(dup, Appended { first: 10, duplicates: (0..10).collect() }, "only the new id is written");
+        assert_eq!(log.remove_consumer("hook").unwrap(), Some(7), "4..10 and the new record");
         assert_eq!(log.remove_consumer("hook").unwrap(), None);
         log.close();
     }

@@ -4,11 +4,13 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
-use super::{Consumer, EventLog, LogError, Progress, Seq};
+use super::{Appended, Consumer, Dedupe, DedupeOptions, EventLog, LogError, Progress, Record, Seq};
 
 /// A log in memory. Records are never deleted.
 #[derive(Clone)]
@@ -22,6 +24,7 @@ struct Inner {
     end: watch::Sender<Seq>,
     /// Committed positions by consumer.
     positions: Mutex<HashMap<String, Seq>>,
+    dedupe: Dedupe,
 }
 
 impl Inner {
@@ -37,7 +40,12 @@ impl Inner {
 impl Default for MemoryLog {
     fn default() -> Self {
         MemoryLog {
-            inner: Arc::new(Inner { records: Mutex::default(), end: watch::channel(0).0, positions: Mutex::default() }),
+            inner: Arc::new(Inner {
+                records: Mutex::default(),
+                end: watch::channel(0).0,
+                positions: Mutex::default(),
+                dedupe: Dedupe::in_memory(&DedupeOptions::default()),
+            }),
         }
     }
 }
@@ -52,12 +60,16 @@ impl MemoryLog {
 impl EventLog for MemoryLog {
     type Consumer = MemoryConsumer;
 
-    async fn append(&self, records: Vec<Bytes>) -> Result<Seq, LogError> {
+    async fn append(&self, records: Vec<Record>) -> Result<Appended, LogError> {
+        let (fresh, duplicates) = self.inner.dedupe.split(records);
+        let ids: Vec<u64> = fresh.iter().map(|r| r.id).collect();
         let mut all = self.inner.records();
         let first = all.len() as Seq;
-        all.extend(records);
+        all.extend(fresh.into_iter().map(|r| r.payload));
         self.inner.end.send_replace(all.len() as Seq);
-        Ok(first)
+        drop(all);
+        self.inner.dedupe.remember(&ids);
+        Ok(Appended { first, duplicates })
     }
 
     fn end(&self) -> Seq {
@@ -105,25 +117,37 @@ pub struct MemoryConsumer {
 
 impl Consumer for MemoryConsumer {
     async fn try_batch(&mut self, max: usize) -> Result<Vec<(Seq, Bytes)>, LogError> {
+        let mut out = self.progress.due(max, Instant::now());
+        let room = self.progress.room(max - out.len());
         let records = self.inner.records();
         let from = usize::try_from(self.read).unwrap_or(usize::MAX).min(records.len());
-        let out: Vec<(Seq, Bytes)> =
-            records[from..].iter().take(max).enumerate().map(|(i, r)| (self.read + i as Seq, r.clone())).collect();
+        let fresh: Vec<(Seq, Bytes)> =
+            records[from..].iter().take(room).enumerate().map(|(i, r)| (self.read + i as Seq, r.clone())).collect();
         drop(records);
-        for (seq, _) in &out {
-            self.progress.started(*seq);
+        for (seq, payload) in &fresh {
+            self.progress.started(*seq, payload.clone());
         }
-        self.read += out.len() as Seq;
+        self.read += fresh.len() as Seq;
+        out.extend(fresh);
         Ok(out)
     }
 
     async fn wait(&mut self) -> Result<(), LogError> {
         let read = self.read;
-        self.end.wait_for(|end| *end > read).await.map(|_| ()).map_err(|_| LogError::Closed)
+        let fresh = self.end.wait_for(|end| *end > read);
+        self.progress.wait(async { fresh.await.map(|_| ()).map_err(|_| LogError::Closed) }).await
     }
 
     fn ack(&mut self, seq: Seq) {
         self.progress.finished(seq);
+    }
+
+    fn nak(&mut self, seq: Seq, delay: Duration) {
+        self.progress.redeliver(seq, delay);
+    }
+
+    fn set_window(&mut self, window: usize) {
+        self.progress.set_window(window);
     }
 
     fn in_flight(&self) -> usize {
@@ -149,8 +173,11 @@ mod tests {
 
     use super::*;
 
-    fn records(n: usize) -> Vec<Bytes> {
-        (0..n).map(|i| Bytes::from(format!("r{i}"))).collect()
+    /// `n` records with ids of their own (a fresh range per call).
+    fn records(n: usize) -> Vec<Record> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let from = NEXT.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        (0..n).map(|i| Record { id: from + i as u64, payload: Bytes::from(format!("r{i}")) }).collect()
     }
 
     #[tokio::test]
@@ -167,8 +194,8 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
             log.append(records(2)).await.unwrap()
         };
-        let (got, first) = tokio::join!(waiter, append);
-        assert_eq!(first, 3);
+        let (got, appended) = tokio::join!(waiter, append);
+        assert_eq!(appended, Appended { first: 3, duplicates: vec![] });
         assert_eq!(got.unwrap().iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![3, 4]);
     }
 
@@ -196,5 +223,43 @@ mod tests {
         assert_eq!(log.consumers(), vec!["a".to_owned(), "b".to_owned()]);
         assert_eq!(log.remove_consumer("b").unwrap(), Some(5));
         assert_eq!(log.backlog("b"), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_nakd_record_comes_back_after_its_delay_even_with_the_window_full() {
+        let log = MemoryLog::new();
+        let mut c = log.consumer("d").unwrap();
+        c.set_window(2);
+        log.append(records(5)).await.unwrap();
+        let seqs = |v: Vec<(Seq, Bytes)>| v.into_iter().map(|(s, _)| s).collect::<Vec<_>>();
+        assert_eq!(seqs(c.try_batch(10).await.unwrap()), vec![0, 1], "the window holds new records back");
+        c.nak(1, Duration::from_secs(3));
+        c.ack(0);
+        c.commit().unwrap();
+        assert_eq!(c.position(), 1, "a record waiting for its retry holds the position");
+        assert_eq!(seqs(c.try_batch(10).await.unwrap()), vec![2]);
+        // Window full (1 and 2 unfinished): only the redelivery can wake it.
+        let started = Instant::now();
+        tokio::time::timeout(Duration::from_secs(10), c.wait()).await.expect("woken by the redelivery").unwrap();
+        assert_eq!(started.elapsed(), Duration::from_secs(3));
+        assert_eq!(c.try_batch(10).await.unwrap(), vec![(1, Bytes::from("r1"))]);
+        c.ack(1);
+        c.ack(2);
+        assert_eq!(seqs(c.try_batch(10).await.unwrap()), vec![3, 4]);
+        c.ack(3);
+        c.ack(4);
+        c.commit().unwrap();
+        assert_eq!(log.backlog("d"), Some(0));
+    }
+
+    #[tokio::test]
+    async fn duplicates_are_dropped_within_a_batch_and_across_batches() {
+        let log = MemoryLog::new();
+        let record = |id: u64| Record { id, payload: Bytes::from(format!("id{id}")) };
+        let a = log.append(vec![record(1), record(2), record(1)]).await.unwrap();
+        assert_eq!(a, Appended { first: 0, duplicates: vec![2] });
+        let b = log.append(vec![record(2), record(3)]).await.unwrap();
+        assert_eq!(b, Appended { first: 2, duplicates: vec![0] });
+        assert_eq!(log.end(), 3);
     }
 }

@@ -1,48 +1,134 @@
-//! Where a consumer stands in the log: the events it has read but not
-//! finished, and so the position it may save — the first unfinished event,
-//! or the read position when none is.
+//! Where a consumer stands in the log, the bookkeeping every backend's
+//! consumer shares: the records it handed out and not finished, the ones
+//! waiting to be handed out again, how many may be unfinished at once, and
+//! so the position it may save — the first unfinished record, or the read
+//! position when none is.
 //!
-//! Several calls may be in flight at once and finish in any order: an
-//! event finished out of order does not move the position past an earlier
+//! Several calls may be in flight at once and finish in any order: a
+//! record finished out of order does not move the position past an earlier
 //! one still in flight or waiting for a retry, so a crash redelivers
 //! everything unfinished (at-least-once) and skips nothing.
+//!
+//! A record whose attempt failed is handed out again after a delay
+//! ([`Progress::redeliver`], the consumer's `nak`): it keeps its payload
+//! (a `Bytes` handle, not a copy) until it is finished, so redelivering
+//! it reads nothing back. A backend that redelivers by itself (JetStream's
+//! nak-with-delay) needs only the position half.
 
-use std::collections::BTreeSet;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::future::Future;
+use std::time::Duration;
 
-use super::Seq;
+use bytes::Bytes;
+use tokio::time::Instant;
 
-/// The unfinished events of one destination and its last saved position.
+use super::{LogError, Seq};
+
+/// The unfinished records of one consumer and its last saved position.
 #[derive(Debug)]
 pub struct Progress {
-    unfinished: BTreeSet<Seq>,
+    /// Handed out and not finished, with their payloads.
+    unfinished: BTreeMap<Seq, Bytes>,
+    /// Unfinished records to hand out again, by due time then log order.
+    redeliveries: BinaryHeap<Reverse<(Instant, Seq)>>,
+    /// New records are handed out only while fewer are unfinished.
+    window: usize,
     saved: Seq,
 }
 
 impl Progress {
-    /// Progress from a saved position `at`.
+    /// Progress from a saved position `at`, with no limit on unfinished
+    /// records until [`Progress::set_window`].
     pub fn new(at: Seq) -> Progress {
-        Progress { unfinished: BTreeSet::new(), saved: at }
+        Progress { unfinished: BTreeMap::new(), redeliveries: BinaryHeap::new(), window: usize::MAX, saved: at }
     }
 
-    /// Event `seq` was read and is on its way.
-    pub fn started(&mut self, seq: Seq) {
-        self.unfinished.insert(seq);
+    /// Record `seq` was handed out and is on its way.
+    pub fn started(&mut self, seq: Seq, payload: Bytes) {
+        self.unfinished.insert(seq, payload);
     }
 
-    /// Event `seq` has its final outcome (delivered, or dead-lettered).
+    /// Record `seq` has its final outcome (delivered, dead-lettered, or not
+    /// for this consumer). A redelivery still queued for it is dropped.
     pub fn finished(&mut self, seq: Seq) {
         self.unfinished.remove(&seq);
     }
 
-    /// Events read and not finished.
+    /// Hands record `seq` out again once `delay` has passed (it stays
+    /// unfinished meanwhile). Ignored for a record not unfinished.
+    pub fn redeliver(&mut self, seq: Seq, delay: Duration) {
+        if self.unfinished.contains_key(&seq) {
+            self.redeliveries.push(Reverse((Instant::now() + delay, seq)));
+        }
+    }
+
+    /// Up to `max` redeliveries due by `now`, in due order.
+    pub fn due(&mut self, max: usize, now: Instant) -> Vec<(Seq, Bytes)> {
+        let mut out = Vec::new();
+        while out.len() < max
+            && let Some(Reverse((at, seq))) = self.redeliveries.peek().copied()
+            && at <= now
+        {
+            self.redeliveries.pop();
+            if let Some(payload) = self.unfinished.get(&seq) {
+                out.push((seq, payload.clone()));
+            }
+        }
+        out
+    }
+
+    /// Resolves once the consumer has something to hand out: a redelivery
+    /// that is due, or, with room in the window, what `fresh` waits for (a
+    /// new durable record). With the window full and no redelivery queued
+    /// it never resolves.
+    ///
+    /// # Errors
+    ///
+    /// What `fresh` fails with.
+    pub async fn wait(&self, fresh: impl Future<Output = Result<(), LogError>>) -> Result<(), LogError> {
+        let redelivery = self.next_due();
+        if self.room(1) == 0 {
+            match redelivery {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending::<()>().await,
+            }
+            return Ok(());
+        }
+        match redelivery {
+            None => fresh.await,
+            Some(at) => tokio::select! {
+                r = fresh => r,
+                () = tokio::time::sleep_until(at) => Ok(()),
+            },
+        }
+    }
+
+    /// When the next redelivery is due.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.redeliveries.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Sets how many records may be unfinished before no new one is handed
+    /// out (JetStream's `max_ack_pending`); redeliveries still are.
+    pub fn set_window(&mut self, window: usize) {
+        self.window = window.max(1);
+    }
+
+    /// How many new records may be handed out now, at most `max`.
+    pub fn room(&self, max: usize) -> usize {
+        max.min(self.window.saturating_sub(self.unfinished.len()))
+    }
+
+    /// Records handed out and not finished.
     pub fn in_flight(&self) -> usize {
         self.unfinished.len()
     }
 
     /// The position to save when the reader is at `read`: the first
-    /// unfinished event, else `read`.
+    /// unfinished record, else `read`.
     pub fn position(&self, read: Seq) -> Seq {
-        self.unfinished.first().copied().unwrap_or(read)
+        self.unfinished.keys().next().copied().unwrap_or(read)
     }
 
     /// The position to save, if it moved since the last save.
@@ -66,7 +152,7 @@ mod tests {
         let mut p = Progress::new(100);
         // Three calls in flight: 100..110, 110..120, 120..130.
         for seq in 100..130 {
-            p.started(seq);
+            p.started(seq, Bytes::new());
         }
         assert_eq!(p.to_save(130), None, "nothing finished yet");
         // The third call finishes first, then the second.
@@ -92,5 +178,42 @@ mod tests {
         assert_eq!(p.to_save(9), Some(9), "read past filtered-out events");
         p.saved(9);
         assert_eq!(p.to_save(9), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn redeliveries_come_back_when_due_by_time_then_log_order() {
+        let mut p = Progress::new(0);
+        for seq in 0..10 {
+            p.started(seq, Bytes::from(format!("r{seq}")));
+        }
+        let t0 = Instant::now();
+        p.redeliver(5, Duration::from_secs(2));
+        p.redeliver(9, Duration::from_secs(1));
+        p.redeliver(3, Duration::from_secs(1));
+        p.redeliver(42, Duration::from_secs(1));
+        assert!(p.due(10, t0).is_empty());
+        assert_eq!(p.next_due(), Some(t0 + Duration::from_secs(1)));
+        let later = t0 + Duration::from_secs(1);
+        assert_eq!(p.due(1, later), vec![(3, Bytes::from("r3"))]);
+        assert_eq!(p.due(10, later), vec![(9, Bytes::from("r9"))], "42 was never handed out");
+        // A record finished before its redelivery is due is not handed out.
+        p.finished(5);
+        assert!(p.due(10, t0 + Duration::from_secs(5)).is_empty());
+        assert_eq!(p.next_due(), None);
+        assert_eq!(p.in_flight(), 9);
+    }
+
+    #[test]
+    fn the_window_bounds_new_records_only() {
+        let mut p = Progress::new(0);
+        assert_eq!(p.room(100), 100, "no window yet");
+        p.set_window(3);
+        p.started(0, Bytes::new());
+        p.started(1, Bytes::new());
+        assert_eq!(p.room(100), 1);
+        p.started(2, Bytes::new());
+        assert_eq!(p.room(100), 0);
+        p.finished(0);
+        assert_eq!(p.room(100), 1);
     }
 }

@@ -6,12 +6,14 @@
 //! subscription wants, and gathers a batch (up to `max_events`, or whatever
 //! arrived within `linger_ms` of the first event). It calls the plugin's
 //! `deliver` and acts on each event's outcome: delivered is final; rejected
-//! goes to the dead letters; a retry waits a jittered exponential backoff
-//! (or the delay the plugin asked for) until the retry horizon, then goes to
-//! the dead letters. The cursor advances only over events whose outcome is
-//! final, so after a crash everything unfinished is delivered again
+//! goes to the dead letters; a retry is handed back to the log's consumer
+//! (`nak`) to come back after a jittered exponential backoff (or the delay
+//! the plugin asked for), until the retry horizon, then goes to the dead
+//! letters. The cursor advances only over events whose outcome is final,
+//! so after a crash everything unfinished is delivered again
 //! (at-least-once). At most `window` events are in flight or waiting for a
-//! retry; past that the worker stops reading and memory stays flat.
+//! retry; past that the consumer hands out no new ones and memory stays
+//! flat.
 //!
 //! Up to `quota.max_concurrent_calls` batches are in flight at once, each in
 //! its own sandboxed instance (idle instances are kept for the next batch);
@@ -33,7 +35,7 @@
 //! `watch` channel when the operator reloads. Calls in flight finish on the
 //! version they started with (their instances are then dropped); the next
 //! batch goes to the new one. Events in flight or waiting for a retry stay
-//! in the worker, so a swap loses nothing, and duplicates only what a
+//! unfinished in the consumer, so a swap loses nothing, and duplicates only what a
 //! plugin had sent before its call was cut short. A paused worker starts
 //! no new calls; its events wait in the log.
 //!
@@ -43,8 +45,10 @@
 //! are unit-tested on their own under paused time: [`retry`] (backoff,
 //! requested delays, the horizon), [`quarantine`] (the circuit breaker and
 //! its probes) and [`pacing`] (`events_per_second`). Where the destination
-//! stands in the log — acks in any order, the committed position — is its
-//! [`Consumer`] of the log.
+//! stands in the log — acks in any order, naks with their delays, the
+//! window, the committed position — is its [`Consumer`] of the log; the
+//! worker itself runs against any [`EventLog`] (its tests use the
+//! in-memory one).
 
 pub mod pacing;
 pub mod quarantine;
@@ -53,12 +57,13 @@ pub mod subscription;
 
 pub use subscription::Subscription;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use pacing::Pacer;
 use quarantine::Breaker;
-use retry::{Next, Pending, RetryQueue, next_attempt};
+use retry::{Next, Pending, next_attempt};
 use switchyard_log::{Consumer, EventLog, Seq};
 use switchyard_runtime::{CallError, Grants, Instance, Outcome, Plugin};
 use tokio::sync::watch;
@@ -116,8 +121,9 @@ struct Worker<C: Consumer> {
     /// Instances of the current deploy not in a call, ready for the next
     /// batch.
     idle: Vec<Instance>,
-    retries: RetryQueue,
-    window: usize,
+    /// Events nak'd for a retry, by log position: their failed attempts so
+    /// far and when the first failed (the consumer holds the records).
+    retrying: HashMap<Seq, (u32, Option<Instant>)>,
     /// The batch being gathered, kept here so that gathering can be
     /// interrupted (by a finished call) without dropping events.
     forming: Vec<Pending>,
@@ -149,16 +155,17 @@ pub async fn run_worker<L: EventLog>(spec: WorkerSpec<L>, shutdown: watch::Recei
     };
     let start = consumer.position();
     let deploy = deploys.borrow_and_update().clone();
+    let mut consumer = consumer;
+    consumer.set_window(window_for(&deploy));
     let mut w: Worker<L::Consumer> = Worker {
         name: name.clone(),
-        window: window_for(&deploy),
         pacer: pacer_for(&deploy),
         deploy,
         stats,
         dead_letters,
         consumer,
         idle: Vec::new(),
-        retries: RetryQueue::default(),
+        retrying: HashMap::new(),
         forming: Vec::new(),
         deadline: None,
         breaker: Breaker::default(),
@@ -211,7 +218,7 @@ pub async fn run_worker<L: EventLog>(spec: WorkerSpec<L>, shutdown: watch::Recei
         }
     }
     w.save_cursor();
-    let waiting = w.retries.len() + w.forming.len();
+    let waiting = w.retrying.len() + w.forming.len();
     if waiting > 0 {
         tracing::info!(
             destination = &*name,
@@ -242,16 +249,16 @@ impl<C: Consumer> Worker<C> {
             "new deploy adopted; the next batch goes to it"
         );
         self.idle.clear();
-        self.window = window_for(&next);
+        self.consumer.set_window(window_for(&next));
         self.pacer = pacer_for(&next);
         self.breaker.reset();
         self.stats.update_status(|s| s.quarantined = None);
         self.deploy = next;
     }
 
-    /// Gathers the next batch: due retries first, then new events from the
-    /// log, until the batch is full or `linger_ms` has passed since it got
-    /// its first event.
+    /// Gathers the next batch from the consumer (due retries first, then
+    /// new events), until the batch is full or `linger_ms` has passed since
+    /// it got its first event.
     ///
     /// Cancel-safe: the batch grows in `self.forming`, so a gather that is
     /// interrupted resumes where it stopped.
@@ -259,15 +266,8 @@ impl<C: Consumer> Worker<C> {
         let max = self.deploy.batch.max_events;
         let linger = Duration::from_millis(self.deploy.batch.linger_ms);
         loop {
-            let now = Instant::now();
-            while self.forming.len() < max
-                && let Some(p) = self.retries.pop_due(now)
-            {
-                self.forming.push(p);
-            }
-            if self.forming.len() < max && self.consumer.in_flight() < self.window {
-                let room = (max - self.forming.len()).min(self.window - self.consumer.in_flight());
-                match self.consumer.try_batch(room).await {
+            if self.forming.len() < max {
+                match self.consumer.try_batch(max - self.forming.len()).await {
                     Ok(records) => {
                         for (seq, payload) in records {
                             self.admit(seq, &payload);
@@ -280,33 +280,25 @@ impl<C: Consumer> Worker<C> {
                 }
             }
             if !self.forming.is_empty() {
-                let d = *self.deadline.get_or_insert(now + linger);
+                let d = *self.deadline.get_or_insert(Instant::now() + linger);
                 if self.forming.len() >= max || Instant::now() >= d {
                     self.deadline = None;
                     return std::mem::take(&mut self.forming);
                 }
             }
-            // Wait for new records, the next retry, or the linger deadline.
-            let next_retry = self.retries.next_due();
-            let wake = match (self.deadline, next_retry) {
-                (Some(d), Some(r)) => Some(d.min(r)),
-                (d, r) => d.or(r),
-            };
-            let can_read = self.consumer.in_flight() < self.window;
-            match (wake, can_read) {
-                (Some(at), true) => {
+            // Wait for a record (new, or a retry due) or the linger deadline.
+            match self.deadline {
+                Some(at) => {
                     tokio::select! {
                         _ = self.consumer.wait() => {}
                         () = tokio::time::sleep_until(at) => {}
                     }
                 }
-                (Some(at), false) => tokio::time::sleep_until(at).await,
-                (None, true) => {
+                None => {
                     if self.consumer.wait().await.is_err() {
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 }
-                (None, false) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         }
     }
@@ -322,13 +314,18 @@ impl<C: Consumer> Worker<C> {
                 return;
             }
         };
+        let retried = self.retrying.remove(&seq);
         if !self.deploy.subscription.wants(&event) {
             EventFiltered { stats: &self.stats }.emit();
             self.consumer.ack(seq);
             return;
         }
-        EventReceived { stats: &self.stats }.emit();
-        self.forming.push(Pending::new(seq, Arc::new(event)));
+        let mut pending = Pending::new(seq, Arc::new(event));
+        match retried {
+            Some((attempts, first_failure)) => (pending.attempts, pending.first_failure) = (attempts, first_failure),
+            None => EventReceived { stats: &self.stats }.emit(),
+        }
+        self.forming.push(pending);
     }
 
     /// Starts a plugin call for `batch` on an idle instance, or a new one.
@@ -460,7 +457,7 @@ impl<C: Consumer> Worker<C> {
                     reason,
                 }
                 .emit();
-                self.retries.push(at, pending);
+                self.retry_at(at, pending);
             }
         }
     }
@@ -478,9 +475,16 @@ impl<C: Consumer> Worker<C> {
                 tracing::error!(destination = &*name, error = %e, "cannot store dead letter; will retry the event");
                 pending.attempts += 1;
                 let at = Instant::now() + self.deploy.retry.backoff(pending.attempts, 0.5);
-                self.retries.push(at, pending);
+                self.retry_at(at, pending);
             }
         }
+    }
+
+    /// Hands `pending` back to the consumer, to come back at `at`; the
+    /// worker keeps only its attempt count.
+    fn retry_at(&mut self, at: Instant, pending: Pending) {
+        self.retrying.insert(pending.seq, (pending.attempts, pending.first_failure));
+        self.consumer.nak(pending.seq, at.saturating_duration_since(Instant::now()));
     }
 
     /// Commits the consumer's position (the first unfinished event, or the
@@ -502,9 +506,27 @@ async fn new_instance(plugin: &Plugin, grants: Arc<Grants>, settings: &str) -> R
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use std::sync::Arc;
+    use std::path::PathBuf;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
 
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use switchyard_log::{EventLog, MemoryLog, Record};
+    use switchyard_runtime::capabilities::Caller;
+    use switchyard_runtime::capabilities::http::{HttpCtx, HttpPolicy, Origin, Transport, TransportFuture};
+    use switchyard_runtime::capabilities::log::LogCtx;
+    use switchyard_runtime::capabilities::warehouse::WarehouseCtx;
+    use switchyard_runtime::redact::Redactor;
+    use switchyard_runtime::{Grants, Runtime, RuntimeOptions};
+    use tokio::sync::watch;
+
+    use super::{Deploy, Subscription, WorkerSpec, run_worker};
+    use crate::config::{BatchConfig, QuarantineConfig, RetryConfig};
+    use crate::deadletter::DeadLetters;
+    use crate::metrics::DestinationStats;
     use crate::normalize::{Envelope, EventType};
+    use crate::record::encode_envelope;
 
     /// A track event whose messageId names `seq`.
     pub(crate) fn event(seq: u64) -> Arc<Envelope> {
@@ -517,8 +539,132 @@ pub(crate) mod tests {
             timestamp_ms: 0,
             source: Arc::from("test"),
             integrations: None,
-            json: "{}".into(),
+            json: format!(r#"{{"type":"track","event":"Tested","userId":"u1","messageId":"m{seq}"}}"#),
             only_for: None,
         })
+    }
+
+    /// The webhook example plugin, as `./x plugins` builds it.
+    fn webhook_wasm() -> PathBuf {
+        let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace.join("target"), PathBuf::from);
+        let path = target.join("wasm32-wasip2/plugin/webhook_destination.wasm");
+        assert!(path.exists(), "{} is missing: build the plugins first (./x plugins)", path.display());
+        path
+    }
+
+    /// A receiver that answers 503 to its first `failures` requests, then
+    /// 200, and records each request's messageIds with its status.
+    struct Flaky {
+        failures: usize,
+        seen: Requests,
+    }
+
+    /// Each request's status and messageIds, in order.
+    type Requests = Arc<Mutex<Vec<(u16, Vec<String>)>>>;
+
+    impl Transport for Flaky {
+        fn send(&self, req: hyper::Request<Full<Bytes>>, _max: usize) -> TransportFuture {
+            let (seen, failures) = (self.seen.clone(), self.failures);
+            Box::pin(async move {
+                let body = http_body_util::BodyExt::collect(req.into_body()).await.map(|b| b.to_bytes());
+                let json: serde_json::Value = serde_json::from_slice(&body.unwrap_or_default()).unwrap_or_default();
+                let ids = json["batch"]
+                    .as_array()
+                    .map(|b| b.iter().filter_map(|e| e["messageId"].as_str().map(str::to_owned)).collect())
+                    .unwrap_or_default();
+                let mut seen = seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let status = if seen.len() < failures { 503 } else { 200 };
+                seen.push((status, ids));
+                Ok(hyper::Response::builder().status(status).body(Bytes::new()).expect("response"))
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_worker_on_the_memory_log_retries_through_its_consumer_until_every_event_is_delivered() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = Runtime::new(&RuntimeOptions {
+            cache_dir: dir.path().join("cache"),
+            max_instances: 4,
+            max_memory_bytes: 64 << 20,
+            pooling: false,
+            epoch_interruption: true,
+        })
+        .unwrap();
+        let plugin = runtime.load(&webhook_wasm()).unwrap();
+        let seen: Requests = Arc::default();
+        let receiver = Flaky { failures: 2, seen: seen.clone() };
+        let origin = "http://127.0.0.1:9";
+        let grants = Arc::new(Grants {
+            caller: Caller { name: Arc::from("hook"), redactor: Redactor::default() },
+            http: HttpCtx::new(
+                HttpPolicy {
+                    allow: vec![Origin::parse(origin).unwrap()],
+                    timeout: Duration::from_secs(5),
+                    max_response_bytes: 1 << 20,
+                },
+                Arc::new(receiver),
+                None,
+            ),
+            log: LogCtx::unlimited(),
+            warehouse: WarehouseCtx::default(),
+            memory_bytes: 64 << 20,
+            cpu_ticks: 1000,
+            call_timeout: Duration::from_secs(30),
+        });
+        let deploy = Arc::new(Deploy {
+            generation: 1,
+            plugin,
+            grants,
+            settings_json: format!(r#"{{"url":"{origin}/hook"}}"#),
+            subscription: Subscription { name: "hook".into(), types: EventType::ALL.into_iter().collect() },
+            batch: BatchConfig { max_events: 10, linger_ms: 5 },
+            retry: RetryConfig { initial_backoff_ms: 10, max_backoff_ms: 40, ..RetryConfig::default() },
+            max_concurrent_calls: 2,
+            events_per_second: None,
+            quarantine: QuarantineConfig { after_failures: 100, ..QuarantineConfig::default() },
+        });
+
+        let log = Arc::new(MemoryLog::new());
+        // The destination exists before the events arrive (a new consumer
+        // starts at the end).
+        drop(log.consumer("hook").unwrap());
+        log.append((0..30).map(|i| Record { id: i, payload: encode_envelope(&event(i)) }).collect()).await.unwrap();
+        let stats = Arc::new(DestinationStats::new("hook"));
+        let (_deploy_tx, deploy_rx) = watch::channel(deploy);
+        let (_pause_tx, pause_rx) = watch::channel(false);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let spec = WorkerSpec {
+            name: Arc::from("hook"),
+            deploy: deploy_rx,
+            paused: pause_rx,
+            stats: stats.clone(),
+            log: log.clone(),
+            dead_letters: Arc::new(DeadLetters::open(&dir.path().join("dead")).unwrap()),
+        };
+        let worker = tokio::spawn(run_worker(spec, stop_rx));
+        tokio::time::timeout(Duration::from_secs(60), async {
+            while log.backlog("hook") != Some(0) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the backlog drains");
+        stop_tx.send_replace(true);
+        worker.await.unwrap();
+
+        let seen: Vec<(u16, Vec<String>)> = seen.lock().unwrap().clone();
+        let failed: Vec<&String> = seen.iter().filter(|(s, _)| *s == 503).flat_map(|(_, ids)| ids).collect();
+        let mut delivered: Vec<&String> = seen.iter().filter(|(s, _)| *s == 200).flat_map(|(_, ids)| ids).collect();
+        delivered.sort();
+        let mut want: Vec<String> = (0..30).map(|i| format!("m{i}")).collect();
+        want.sort();
+        assert_eq!(delivered, want.iter().collect::<Vec<_>>(), "each event delivered exactly once");
+        assert!(!failed.is_empty() && failed.iter().all(|id| want.contains(id)), "{seen:?}");
+        assert_eq!(stats.received.get(), 30, "a redelivered retry is not received again");
+        assert_eq!(stats.delivered.get(), 30);
+        assert_eq!(stats.retried.get(), failed.len() as u64);
+        assert_eq!(stats.dead_lettered.get(), 0);
     }
 }

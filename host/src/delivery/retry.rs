@@ -7,8 +7,6 @@
 //! attempt would come later than `retry.horizon_secs` after its first
 //! failure is dead-lettered instead.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,62 +63,6 @@ pub fn next_attempt(
         return Next::DeadLetter(format!("retry horizon passed after {} attempts: {reason}", pending.attempts));
     }
     Next::RetryAt(now + delay)
-}
-
-/// Events waiting for their next attempt, by due time, then log order.
-#[derive(Debug, Default)]
-pub struct RetryQueue {
-    heap: BinaryHeap<Reverse<Due>>,
-}
-
-#[derive(Debug)]
-struct Due(Instant, Pending);
-
-impl PartialEq for Due {
-    fn eq(&self, o: &Self) -> bool {
-        (self.0, self.1.seq) == (o.0, o.1.seq)
-    }
-}
-impl Eq for Due {}
-impl PartialOrd for Due {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Due {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (self.0, self.1.seq).cmp(&(o.0, o.1.seq))
-    }
-}
-
-impl RetryQueue {
-    /// Queues `pending` for `at`.
-    pub fn push(&mut self, at: Instant, pending: Pending) {
-        self.heap.push(Reverse(Due(at, pending)));
-    }
-
-    /// The next event due at or before `now`.
-    pub fn pop_due(&mut self, now: Instant) -> Option<Pending> {
-        if self.next_due()? > now {
-            return None;
-        }
-        self.heap.pop().map(|Reverse(Due(_, p))| p)
-    }
-
-    /// When the next event is due.
-    pub fn next_due(&self) -> Option<Instant> {
-        self.heap.peek().map(|Reverse(Due(at, _))| *at)
-    }
-
-    /// Events waiting.
-    pub fn len(&self) -> usize {
-        self.heap.len()
-    }
-
-    /// Whether none wait.
-    pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
-    }
 }
 
 #[cfg(test)]
@@ -189,23 +131,5 @@ mod tests {
         assert_eq!(reason, "retry horizon passed after 10 attempts: HTTP 503");
         let elapsed = Instant::now() - e.first_failure.unwrap();
         assert!(elapsed <= Duration::from_secs(60), "{elapsed:?}");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_queue_yields_due_events_by_time_then_log_order() {
-        let mut q = RetryQueue::default();
-        let t0 = Instant::now();
-        q.push(t0 + Duration::from_secs(2), pending(5));
-        q.push(t0 + Duration::from_secs(1), pending(9));
-        q.push(t0 + Duration::from_secs(1), pending(3));
-        assert!(q.pop_due(t0).is_none());
-        assert_eq!(q.next_due(), Some(t0 + Duration::from_secs(1)));
-        let later = t0 + Duration::from_secs(1);
-        assert_eq!(q.pop_due(later).map(|p| p.seq), Some(3));
-        assert_eq!(q.pop_due(later).map(|p| p.seq), Some(9));
-        assert!(q.pop_due(later).is_none());
-        assert_eq!(q.len(), 1);
-        assert_eq!(q.pop_due(t0 + Duration::from_secs(5)).map(|p| p.seq), Some(5));
-        assert!(q.is_empty());
     }
 }

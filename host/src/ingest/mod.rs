@@ -35,7 +35,7 @@ use tokio::sync::watch;
 use crate::metrics::{Metrics, SourceStats};
 use crate::normalize::{self, BatchMeta, Envelope, EventType};
 use crate::sink::EventSink;
-use crate::telemetry::{EventInvalid, EventsAccepted, InternalEvent, RequestRefused};
+use crate::telemetry::{EventDeduplicated, EventInvalid, EventsAccepted, InternalEvent, RequestRefused};
 
 /// A source: a write key and its counters.
 #[derive(Clone)]
@@ -250,14 +250,21 @@ impl<S: EventSink> Ingest<S> {
     }
 
     async fn accept(&self, source: &Source, events: Vec<Arc<Envelope>>) -> Reply {
-        let n = events.len() as u64;
-        if n > 0
-            && let Err(e) = self.sink.submit(events).await
-        {
-            tracing::error!(source = &*source.name, error = %e, "could not accept events");
-            return reply(StatusCode::SERVICE_UNAVAILABLE, error_body("unavailable", &e.to_string()));
+        let n = events.len();
+        if n > 0 {
+            match self.sink.submit(events).await {
+                Ok(duplicates) => {
+                    for event in &duplicates {
+                        EventDeduplicated { source: &source.stats, message_id: &event.message_id }.emit();
+                    }
+                    EventsAccepted { source: &source.stats, count: (n - duplicates.len()) as u64 }.emit();
+                }
+                Err(e) => {
+                    tracing::error!(source = &*source.name, error = %e, "could not accept events");
+                    return reply(StatusCode::SERVICE_UNAVAILABLE, error_body("unavailable", &e.to_string()));
+                }
+            }
         }
-        EventsAccepted { source: &source.stats, count: n }.emit();
         reply(StatusCode::OK, Bytes::from_static(br#"{"success":true}"#))
     }
 

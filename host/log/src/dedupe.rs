@@ -11,18 +11,44 @@
 //! rewrote every id under the lock, stalling ingest for tens of ms). Both
 //! journals are replayed on start. A crash can lose the journal's last
 //! writes: the worst case is a duplicate delivered, never a lost event.
+//!
+//! The log backends own it: [`EventLog::append`](crate::EventLog::append)
+//! drops the records whose id was appended within the window (or earlier
+//! in the same batch) and remembers the others once they are durable, so
+//! a client's retry after a failed append is never taken for a duplicate.
+//! A backend with dedupe of its own (JetStream's `Nats-Msg-Id` within the
+//! stream's duplicate window) uses that instead.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::Record;
+
+/// How long and how many ids are remembered.
+#[derive(Debug, Clone)]
+pub struct DedupeOptions {
+    /// An id is remembered for between one and two windows.
+    pub window: Duration,
+    /// At most this many ids are kept (the window shortens when reached).
+    pub max_ids: usize,
+}
+
+impl Default for DedupeOptions {
+    /// Segment's: at least 24 hours.
+    fn default() -> Self {
+        DedupeOptions { window: Duration::from_secs(24 * 3600), max_ids: 10_000_000 }
+    }
+}
 
 /// The dedupe state.
 pub struct Dedupe {
     state: Mutex<State>,
-    path: PathBuf,
+    /// The journal; `None` keeps the ids in memory only.
+    path: Option<PathBuf>,
     window_ms: i64,
     max_ids: usize,
 }
@@ -52,12 +78,11 @@ impl Dedupe {
     /// # Errors
     ///
     /// When the journal cannot be opened.
-    pub fn open(path: &Path, window: Duration, max_ids: usize) -> std::io::Result<Dedupe> {
+    pub fn open(path: &Path, opts: &DedupeOptions) -> std::io::Result<Dedupe> {
         let now = now_ms();
-        let window_ms = window.as_millis() as i64;
-        let d =
-            Dedupe { state: Mutex::new(State::default()), path: path.to_owned(), window_ms, max_ids: max_ids.max(2) };
-        let previous = load(&d.previous_path(), now, window_ms)?;
+        let d = Dedupe { path: Some(path.to_owned()), ..Dedupe::in_memory(opts) };
+        let window_ms = d.window_ms;
+        let previous = load(&previous_path(path), now, window_ms)?;
         let current = load(path, now, window_ms)?;
         let journal = Some(BufWriter::new(OpenOptions::new().create(true).append(true).open(path)?));
         if let Ok(mut s) = d.state.lock() {
@@ -66,10 +91,32 @@ impl Dedupe {
         Ok(d)
     }
 
-    fn previous_path(&self) -> PathBuf {
-        let mut name = self.path.file_name().unwrap_or_default().to_owned();
-        name.push(".prev");
-        self.path.with_file_name(name)
+    /// Dedupe state that is not persisted (the in-memory log, tests).
+    pub fn in_memory(opts: &DedupeOptions) -> Dedupe {
+        Dedupe {
+            state: Mutex::new(State { started_ms: now_ms(), ..State::default() }),
+            path: None,
+            window_ms: opts.window.as_millis() as i64,
+            max_ids: opts.max_ids.max(2),
+        }
+    }
+
+    /// Splits `records` into those to append and the indexes of the
+    /// duplicates: ids seen within the window, or earlier in the batch.
+    pub fn split(&self, records: Vec<Record>) -> (Vec<Record>, Vec<usize>) {
+        let ids: Vec<u64> = records.iter().map(|r| r.id).collect();
+        let seen = self.seen_each(&ids);
+        let mut in_batch = std::collections::HashSet::with_capacity(records.len());
+        let mut fresh = Vec::with_capacity(records.len());
+        let mut duplicates = Vec::new();
+        for (i, (record, seen)) in records.into_iter().zip(seen).enumerate() {
+            if seen || !in_batch.insert(record.id) {
+                duplicates.push(i);
+            } else {
+                fresh.push(record);
+            }
+        }
+        (fresh, duplicates)
     }
 
     /// Whether `key` was seen within the window.
@@ -116,13 +163,20 @@ impl Dedupe {
 
     /// Makes the current journal the previous one and starts a new one.
     fn rotate(&self, s: &mut State) -> std::io::Result<()> {
+        let Some(path) = &self.path else { return Ok(()) };
         if let Some(mut j) = s.journal.take() {
             j.flush()?;
         }
-        std::fs::rename(&self.path, self.previous_path())?;
-        s.journal = Some(BufWriter::new(OpenOptions::new().create(true).append(true).open(&self.path)?));
+        std::fs::rename(path, previous_path(path))?;
+        s.journal = Some(BufWriter::new(OpenOptions::new().create(true).append(true).open(path)?));
         Ok(())
     }
+}
+
+fn previous_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(".prev");
+    path.with_file_name(name)
 }
 
 /// The ids in the journal at `path` still within the window (none when it
@@ -148,25 +202,29 @@ fn load(path: &Path, now: i64, window_ms: i64) -> std::io::Result<HashMap<u64, i
 }
 
 fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn opts(window_secs: u64, max_ids: usize) -> DedupeOptions {
+        DedupeOptions { window: Duration::from_secs(window_secs), max_ids }
+    }
+
     #[test]
     fn remembers_across_reopen_and_rotates_within_bound() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("dedupe.journal");
-        let d = Dedupe::open(&path, Duration::from_secs(3600), 1000).unwrap();
+        let d = Dedupe::open(&path, &opts(3600, 1000)).unwrap();
         let (a, b) = (key("web", "m1"), key("web", "m2"));
         assert_ne!(a, key("ios", "m1"), "keys are per source");
         assert!(!d.seen(a));
         d.remember(&[a]);
         assert!(d.seen(a) && !d.seen(b));
         drop(d);
-        let d = Dedupe::open(&path, Duration::from_secs(3600), 1000).unwrap();
+        let d = Dedupe::open(&path, &opts(3600, 1000)).unwrap();
         assert!(d.seen(a), "survives a restart");
         for i in 0..2000 {
             d.remember(&[key("web", &format!("x{i}"))]);
@@ -178,7 +236,7 @@ mod tests {
         // Both generations survive a restart: the latest ids are still seen.
         let last = key("web", "x1999");
         drop(d);
-        let d = Dedupe::open(&path, Duration::from_secs(3600), 1000).unwrap();
+        let d = Dedupe::open(&path, &opts(3600, 1000)).unwrap();
         assert!(d.seen(last));
         assert!(d.seen(key("web", "x1700")), "from the previous generation");
     }
@@ -191,7 +249,7 @@ mod tests {
         old.extend_from_slice(&key("web", "old").to_le_bytes());
         old.extend_from_slice(&(now_ms() - 10_000).to_le_bytes());
         std::fs::write(&path, old).unwrap();
-        let d = Dedupe::open(&path, Duration::from_secs(5), 100).unwrap();
+        let d = Dedupe::open(&path, &opts(5, 100)).unwrap();
         assert!(!d.seen(key("web", "old")));
     }
 }
