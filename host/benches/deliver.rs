@@ -122,6 +122,7 @@ fn sandboxed_runtime(pooling: bool, epoch_interruption: bool, cache: &std::path:
         max_memory_bytes: 256 << 20,
         pooling,
         epoch_interruption,
+        keep_resident_bytes: 16 << 20,
     })
     .expect("runtime")
 }

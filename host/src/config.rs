@@ -102,15 +102,30 @@ pub struct RuntimeConfig {
     /// Largest linear memory any one instance may grow to, in MiB. Each
     /// destination's `quota.memory_mb` must fit under it.
     pub max_memory_mb: u32,
+    /// Memory, in MiB, an idle instance slot keeps resident and resets in
+    /// place instead of handing back to the kernel (default 16): a plugin
+    /// re-instantiated over and over (after traps) then costs no page
+    /// faults. At most 16 idle slots keep it.
+    pub memory_keep_resident_mb: u32,
     /// Nice value (0–19) of the threads that run destinations, so that the
     /// tracking API wins the cores when they are busy (see
     /// [`crate::executor`]); default 19, the lowest priority.
     pub destination_nice: i32,
+    /// Whether those threads also take Linux's `SCHED_IDLE` policy: they
+    /// run only on CPU time no other thread wants, and any other thread
+    /// that wakes up preempts them at once. Default on.
+    pub destination_idle: bool,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig { max_instances: 64, max_memory_mb: 512, destination_nice: 19 }
+        RuntimeConfig {
+            max_instances: 64,
+            max_memory_mb: 512,
+            memory_keep_resident_mb: 16,
+            destination_nice: 19,
+            destination_idle: true,
+        }
     }
 }
 

@@ -6,7 +6,7 @@
 //! | threads | what runs there | how many |
 //! |---|---|---|
 //! | the API runtime | the tracking API and the admin API (`/metrics`, `/ready`, …) | `server.api_threads` (default: one per core) |
-//! | one runtime per destination | its delivery worker, its plugin calls and its outbound HTTP connections | `min(quota.max_concurrent_calls, cores)`, fixed when the destination starts, at nice `runtime.destination_nice` (19) |
+//! | one runtime per destination | its delivery worker, its plugin calls and its outbound HTTP connections | `min(quota.max_concurrent_calls, cores)`, fixed when the destination starts, under `SCHED_IDLE` at nice `runtime.destination_nice` (19) |
 //! | the control runtime (the process's main one) | reloads, the file watcher, `init` checks of new plugin versions | tokio's default |
 //! | `log-writer`, `log-prealloc` | the durable log's group commit and spare segments | one each |
 //! | `epoch-ticker` | the CPU clock of every sandbox ([`switchyard_runtime::EPOCH_TICK`]) | one |
@@ -22,9 +22,11 @@
 //! Its HTTP connections live on its runtime too, so a destination's
 //! connection pool is its own.
 //!
-//! Destination threads run at the lowest priority (nice 19 by default,
-//! `runtime.destination_nice`): when the cores are busy the kernel gives
-//! the API's threads the CPU first, so acknowledging events comes before
+//! Destination threads run at the lowest priority (Linux's `SCHED_IDLE`,
+//! `runtime.destination_idle`, at nice 19, `runtime.destination_nice`):
+//! an API thread that wakes preempts them at once — under plain nice 19
+//! it could wait for a spinning plugin's slice — and when the cores are
+//! busy the kernel gives the API's threads the CPU first, so acknowledging events comes before
 //! delivering them — they are durable by then, and delivery catches up
 //! whenever ingest waits (on fsync, on clients). Between destinations the
 //! share stays equal. Measured on 2 cores (`cargo bench --bench ingest`):
@@ -43,6 +45,8 @@ use std::num::NonZeroUsize;
 
 use tokio::runtime::{Builder, Handle, Runtime};
 use tokio::task::JoinHandle;
+
+use crate::config::RuntimeConfig;
 
 /// Threads a destination's runtime keeps for blocking work (the embedded
 /// warehouse's SQLite loads).
@@ -78,20 +82,20 @@ impl Executor {
     }
 
     /// The runtime for one destination: `min(max_concurrent_calls, cores)`
-    /// threads named after it, each at nice value `nice` (0 to 19; a
-    /// thread may always lower its own priority).
+    /// threads named after it, each at `priority` (a thread may always
+    /// lower its own).
     ///
     /// # Errors
     ///
     /// When the threads cannot be started.
-    pub fn for_destination(name: &str, max_concurrent_calls: usize, nice: i32) -> std::io::Result<Executor> {
+    pub fn for_destination(name: &str, max_concurrent_calls: usize, priority: Priority) -> std::io::Result<Executor> {
         // Thread names are cut to 15 bytes by Linux; keep the destination's.
         let short: String = name.chars().take(10).collect();
         let runtime = Builder::new_multi_thread()
             .worker_threads(max_concurrent_calls.clamp(1, cores()))
             .max_blocking_threads(MAX_BLOCKING_THREADS)
             .thread_name(format!("dest-{short}"))
-            .on_thread_start(move || lower_priority(nice))
+            .on_thread_start(move || priority.apply())
             .enable_all()
             .build()?;
         let handle = runtime.handle().clone();
@@ -113,18 +117,42 @@ impl Executor {
     }
 }
 
-/// Sets the calling thread's nice value to `nice` (Linux: nice is per
-/// thread). A failure is logged and the thread runs at the default.
-fn lower_priority(nice: i32) {
-    #[cfg(target_os = "linux")]
-    {
-        let tid = rustix::thread::gettid();
-        if let Err(e) = rustix::process::setpriority_process(Some(tid), nice.clamp(0, 19)) {
-            tracing::warn!(error = %e, nice, "cannot lower a destination thread's priority");
-        }
+/// How destination threads are scheduled against the API's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Priority {
+    /// Nice value, 0 to 19.
+    pub nice: i32,
+    /// Linux's `SCHED_IDLE` policy on top.
+    pub idle: bool,
+}
+
+impl Priority {
+    /// The priority `[runtime]` asks for.
+    pub fn of(config: &RuntimeConfig) -> Priority {
+        Priority { nice: config.destination_nice, idle: config.destination_idle }
     }
-    #[cfg(not(target_os = "linux"))]
-    let _ = nice;
+
+    /// Applies it to the calling thread (Linux: priorities are per
+    /// thread). A failure is logged and the thread runs at the default.
+    fn apply(self) {
+        #[cfg(target_os = "linux")]
+        {
+            use thread_priority::{NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy};
+            if self.idle {
+                let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+                let native = thread_priority::thread_native_id();
+                if let Err(e) = thread_priority::set_thread_priority_and_policy(native, ThreadPriority::Min, idle) {
+                    tracing::warn!(error = %e, "cannot put a destination thread under SCHED_IDLE");
+                }
+            }
+            let tid = rustix::thread::gettid();
+            if let Err(e) = rustix::process::setpriority_process(Some(tid), self.nice.clamp(0, 19)) {
+                tracing::warn!(error = %e, nice = self.nice, "cannot lower a destination thread's priority");
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = self;
+    }
 }
 
 impl Drop for Executor {
@@ -157,19 +185,31 @@ mod tests {
 
     #[tokio::test]
     async fn a_destination_gets_at_most_one_thread_per_core() {
-        let exec = Executor::for_destination("a-destination-with-a-long-name", 1000, 10).unwrap();
+        let exec =
+            Executor::for_destination("a-destination-with-a-long-name", 1000, Priority { nice: 10, idle: false })
+                .unwrap();
         assert_eq!(exec.handle().metrics().num_workers(), cores());
         let name = exec.spawn(async { std::thread::current().name().map(str::to_owned) }).await.unwrap();
         assert_eq!(name.as_deref(), Some("dest-a-destinat"));
-        assert_eq!(Executor::for_destination("d", 0, 10).unwrap().handle().metrics().num_workers(), 1);
+        assert_eq!(
+            Executor::for_destination("d", 0, Priority { nice: 10, idle: false })
+                .unwrap()
+                .handle()
+                .metrics()
+                .num_workers(),
+            1
+        );
     }
 
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn destination_threads_run_at_the_lower_priority() {
-        let exec = Executor::for_destination("nice", 1, 7).unwrap();
+        let exec = Executor::for_destination("nice", 1, Priority { nice: 7, idle: true }).unwrap();
         let nice = exec.spawn(async { rustix::process::getpriority_process(Some(rustix::thread::gettid())) });
         assert_eq!(nice.await.unwrap().unwrap(), 7);
+        let policy = exec.spawn(async { thread_priority::thread_schedule_policy() }).await.unwrap().unwrap();
+        let idle = thread_priority::ThreadSchedulePolicy::Normal(thread_priority::NormalThreadSchedulePolicy::Idle);
+        assert_eq!(policy, idle);
         let here = rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap();
         assert_eq!(here, 0, "the caller's thread is untouched");
     }

@@ -80,6 +80,16 @@ pub enum CallError {
     Init(String),
 }
 
+impl CallError {
+    /// The quota the call overstepped, if that is why it failed.
+    pub fn quota_kind(&self) -> Option<QuotaKind> {
+        match self {
+            CallError::Quota(kind, _) => Some(*kind),
+            _ => None,
+        }
+    }
+}
+
 /// The engine and linker every plugin shares.
 pub struct Runtime {
     engine: Engine,
@@ -103,7 +113,15 @@ pub struct RuntimeOptions {
     /// to measure what they cost: without them a spinning guest is stopped
     /// by the call timeout alone.
     pub epoch_interruption: bool,
+    /// Memory a pooling slot keeps resident when its instance is dropped,
+    /// reset in place for the next one (0: every reset hands it back).
+    /// What an idle slot costs in RSS at most, up to [`MAX_WARM_SLOTS`]
+    /// idle slots.
+    pub keep_resident_bytes: usize,
 }
+
+/// Idle pooling slots kept warm (with their resident memory) at most.
+pub const MAX_WARM_SLOTS: u32 = 16;
 
 impl Runtime {
     /// Builds the engine (pooling allocator, epoch interruption), the linker
@@ -129,6 +147,16 @@ impl Runtime {
                 .max_core_instances_per_component(16)
                 .max_tables_per_component(8)
                 .max_memory_size(opts.max_memory_bytes);
+            // A slot's memory is reset in place (only its dirty pages, with
+            // Linux's PAGEMAP_SCAN where there is one) instead of being
+            // handed back with `madvise`, up to `keep_resident_bytes`: a
+            // plugin that traps and is re-instantiated over and over then
+            // takes no page faults and sends no TLB-shootdown IPIs, kernel
+            // work that the scheduler's priorities do not cover and that
+            // slowed the tracking API beside it (BENCHMARKS.md, issue 12).
+            pool.linear_memory_keep_resident(opts.keep_resident_bytes)
+                .pagemap_scan(wasmtime::Enabled::Auto)
+                .max_unused_warm_slots(MAX_WARM_SLOTS.min(n));
             config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
         let engine = match Engine::new(&config) {

@@ -390,10 +390,7 @@ impl<C: Consumer> Worker<C> {
                 }
             }
             Err(err) => {
-                let quota = match &err {
-                    CallError::Quota(kind, _) => Some(*kind),
-                    _ => None,
-                };
+                let quota = err.quota_kind();
                 CallFailed { stats: &self.stats, error: &err, quota, events: batch.len(), current }.emit();
                 if current {
                     self.call_failed(&err);
@@ -590,6 +587,7 @@ pub(crate) mod tests {
             max_memory_bytes: 64 << 20,
             pooling: false,
             epoch_interruption: true,
+            keep_resident_bytes: 0,
         })
         .unwrap();
         let plugin = runtime.load(&webhook_wasm()).unwrap();

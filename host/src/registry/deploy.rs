@@ -37,6 +37,7 @@ pub fn runtime_for(config: &Config) -> anyhow::Result<Runtime> {
         max_memory_bytes: config.runtime.max_memory_mb as usize * 1024 * 1024,
         pooling: true,
         epoch_interruption: true,
+        keep_resident_bytes: config.runtime.memory_keep_resident_mb as usize * 1024 * 1024,
     })
 }
 

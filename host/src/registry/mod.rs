@@ -38,7 +38,7 @@ use crate::config::{Config, DestinationConfig};
 use crate::deadletter::DeadLetters;
 use crate::delivery::Subscription;
 use crate::delivery::{Deploy, WorkerSpec, run_worker};
-use crate::executor::Executor;
+use crate::executor::{Executor, Priority};
 use crate::ingest::{Source, Sources};
 use crate::metrics::{DestinationStats, Metrics, Refusal, SourceStats};
 use crate::telemetry::{InternalEvent, ReloadApplied, ReloadRefused};
@@ -334,7 +334,7 @@ impl<L: EventLog> Registry<L> {
                 .map_err(|e| anyhow::anyhow!("destination `{name}`: opening dead letters: {e}"))?,
         );
         let executor =
-            Executor::for_destination(&name, c.config.quota.max_concurrent_calls, config.runtime.destination_nice)
+            Executor::for_destination(&name, c.config.quota.max_concurrent_calls, Priority::of(&config.runtime))
                 .map_err(|e| anyhow::anyhow!("destination `{name}`: starting its threads: {e}"))?;
         let transport = (self.shared.transports)();
         let stats = Arc::new(DestinationStats::new(&name));
