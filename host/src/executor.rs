@@ -46,8 +46,6 @@ use std::num::NonZeroUsize;
 use tokio::runtime::{Builder, Handle, Runtime};
 use tokio::task::JoinHandle;
 
-use crate::config::RuntimeConfig;
-
 /// Threads a destination's runtime keeps for blocking work (the embedded
 /// warehouse's SQLite loads).
 const MAX_BLOCKING_THREADS: usize = 8;
@@ -127,11 +125,6 @@ pub struct Priority {
 }
 
 impl Priority {
-    /// The priority `[runtime]` asks for.
-    pub fn of(config: &RuntimeConfig) -> Priority {
-        Priority { nice: config.destination_nice, idle: config.destination_idle }
-    }
-
     /// Applies it to the calling thread (Linux: priorities are per
     /// thread). A failure is logged and the thread runs at the default.
     fn apply(self) {

@@ -333,9 +333,12 @@ impl<L: EventLog> Registry<L> {
             DeadLetters::open(&self.data_dir.join("dead-letters").join(&name))
                 .map_err(|e| anyhow::anyhow!("destination `{name}`: opening dead letters: {e}"))?,
         );
-        let executor =
-            Executor::for_destination(&name, c.config.quota.max_concurrent_calls, Priority::of(&config.runtime))
-                .map_err(|e| anyhow::anyhow!("destination `{name}`: starting its threads: {e}"))?;
+        let executor = Executor::for_destination(
+            &name,
+            c.config.quota.max_concurrent_calls,
+            Priority { nice: config.runtime.destination_nice, idle: config.runtime.destination_idle },
+        )
+        .map_err(|e| anyhow::anyhow!("destination `{name}`: starting its threads: {e}"))?;
         let transport = (self.shared.transports)();
         let stats = Arc::new(DestinationStats::new(&name));
         set_plugin_status(&stats, &c.plugin);
