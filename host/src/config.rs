@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use switchyard_log::DedupeOptions;
 use switchyard_runtime::capabilities::http::Origin;
 use switchyard_runtime::redact::Redactor;
 use switchyard_warehouse::WarehouseUrl;
@@ -83,8 +84,8 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("data"),
             max_request_bytes: 500 * 1024,
             max_event_bytes: 32 * 1024,
-            dedupe_window_secs: 24 * 3600,
-            dedupe_max_ids: 1_000_000,
+            dedupe_window_secs: DedupeOptions::default().window.as_secs(),
+            dedupe_max_ids: DedupeOptions::default().max_ids,
             log_segment_mb: 64,
             watch: true,
             watch_debounce_ms: 200,

@@ -38,9 +38,10 @@ pub struct DedupeOptions {
 }
 
 impl Default for DedupeOptions {
-    /// Segment's: at least 24 hours.
+    /// Segment's window (at least 24 hours) and a million ids; also the
+    /// defaults of `server.dedupe_window_secs` and `server.dedupe_max_ids`.
     fn default() -> Self {
-        DedupeOptions { window: Duration::from_secs(24 * 3600), max_ids: 10_000_000 }
+        DedupeOptions { window: Duration::from_secs(24 * 3600), max_ids: 1_000_000 }
     }
 }
 
