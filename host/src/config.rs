@@ -113,8 +113,11 @@ pub struct RuntimeConfig {
     /// [`crate::executor`]); default 19, the lowest priority.
     pub destination_nice: i32,
     /// Whether those threads also take Linux's `SCHED_IDLE` policy: they
-    /// run only on CPU time no other thread wants, and any other thread
-    /// that wakes up preempts them at once. Default on.
+    /// run only on CPU time no other thread *of the machine* wants, and any
+    /// other thread that wakes up preempts them at once. Best ingest
+    /// latency beside a CPU-hungry plugin on a dedicated host; off by
+    /// default, because on a shared host any busy process then stalls
+    /// delivery outright (nice 19 still gives it a share).
     pub destination_idle: bool,
 }
 
@@ -125,7 +128,7 @@ impl Default for RuntimeConfig {
             max_memory_mb: 512,
             memory_keep_resident_mb: 16,
             destination_nice: 19,
-            destination_idle: true,
+            destination_idle: false,
         }
     }
 }

@@ -6,7 +6,7 @@
 //! | threads | what runs there | how many |
 //! |---|---|---|
 //! | the API runtime | the tracking API and the admin API (`/metrics`, `/ready`, …) | `server.api_threads` (default: one per core) |
-//! | one runtime per destination | its delivery worker, its plugin calls and its outbound HTTP connections | `min(quota.max_concurrent_calls, cores)`, fixed when the destination starts, under `SCHED_IDLE` at nice `runtime.destination_nice` (19) |
+//! | one runtime per destination | its delivery worker, its plugin calls and its outbound HTTP connections | `min(quota.max_concurrent_calls, cores)`, fixed when the destination starts, at nice `runtime.destination_nice` (19), optionally under `SCHED_IDLE` |
 //! | the control runtime (the process's main one) | reloads, the file watcher, `init` checks of new plugin versions | tokio's default |
 //! | `log-writer`, `log-prealloc` | the durable log's group commit and spare segments | one each |
 //! | `epoch-ticker` | the CPU clock of every sandbox ([`switchyard_runtime::EPOCH_TICK`]) | one |
@@ -22,11 +22,12 @@
 //! Its HTTP connections live on its runtime too, so a destination's
 //! connection pool is its own.
 //!
-//! Destination threads run at the lowest priority (Linux's `SCHED_IDLE`,
-//! `runtime.destination_idle`, at nice 19, `runtime.destination_nice`):
-//! an API thread that wakes preempts them at once — under plain nice 19
-//! it could wait for a spinning plugin's slice — and when the cores are
-//! busy the kernel gives the API's threads the CPU first, so acknowledging events comes before
+//! Destination threads run at the lowest priority (nice 19,
+//! `runtime.destination_nice`; with `runtime.destination_idle` also Linux's
+//! `SCHED_IDLE`, under which an API thread that wakes preempts them at
+//! once, where under plain nice 19 it may wait for a spinning plugin's
+//! slice — off by default, since it stalls delivery whenever anything
+//! else on the machine is busy), and when the cores are busy the kernel gives the API's threads the CPU first, so acknowledging events comes before
 //! delivering them — they are durable by then, and delivery catches up
 //! whenever ingest waits (on fsync, on clients). Between destinations the
 //! share stays equal. Measured on 2 cores (`cargo bench --bench ingest`):
