@@ -12,4 +12,5 @@ mod secrets;
 mod startup;
 mod statsig;
 mod warehouse;
+mod warehouse_latest;
 mod webhook;

@@ -30,10 +30,42 @@
 //!    backends, with the column type `reserved`;
 //! 4. insert rows idempotently by the key: a key already in the table adds
 //!    no row (`ON CONFLICT (id) DO NOTHING`); for [`upsert`](TableRows::upsert)
-//!    tables (`users`) the existing row takes the new row's non-null values
-//!    (`COALESCE(excluded.col, t.col)`), keeping the earlier ones where the
-//!    new row has NULL. Rows of one plan with the same key of an upsert
-//!    table are merged the same way first.
+//!    tables (`users`), see below.
+//!
+//! # Upsert tables: the latest state
+//!
+//! An upsert table (`users`: one row per user, one plan row per identify)
+//! keeps the latest state, whatever order the rows arrive in — a
+//! redelivered batch, a replay from an older cursor, two batches loaded out
+//! of order. Rows are ordered by their [`ORDER_COLUMNS`]: `timestamp` (the
+//! event's time), ties broken by `received_at`. A new row for a key already
+//! stored is applied only when it is not older than the stored row; then
+//! the stored row takes its non-null values (`COALESCE(excluded.col,
+//! t.col)`), keeping its own where the new row has NULL ("not sent"),
+//! `timestamp` and `received_at` included. An older row changes nothing.
+//! The comparison and the update are one statement (`INSERT … ON CONFLICT
+//! (id) DO UPDATE SET … WHERE (older) IS NOT TRUE`), so a concurrent load
+//! of the same user cannot slip in between.
+//!
+//! - An older row does not fill in the traits the stored row lacks either:
+//!   the row is the latest state, and an older identify's traits are not
+//!   that (they stay in `identifies`). A trait only an older identify sent
+//!   is missing from `users` when that identify is loaded after a newer
+//!   one; loaded in order, it would be there.
+//! - Equal times (both columns the same) apply the new row, so the later of
+//!   two identifies of one request in the same millisecond wins, as sent;
+//!   redelivering the very row stored rewrites the same values.
+//! - A NULL time, or a table without the column, never makes a row older:
+//!   rows stored before `users` had a `timestamp`, and plans without the
+//!   columns, behave as plain upserts. Two NULL timestamps count as equal,
+//!   so `received_at` decides.
+//! - Within one plan, a key's rows are applied one after the other, oldest
+//!   first (plan order among equal times), each by the same rule against
+//!   the row as the previous ones left it: PostgreSQL's `ON CONFLICT DO
+//!   UPDATE` cannot touch one row twice in a statement, so the rows go in
+//!   rounds, round `r` holding each key's `r`-th row. A plan is thus
+//!   loaded as if its rows had come one by one in time order: a row older
+//!   than the stored one is left out, the newer ones are applied in turn.
 //!
 //! # Types
 //!
@@ -87,6 +119,12 @@ pub use sqlite::SqliteWarehouse;
 /// later one for the same cell (an upserted user) replaces it.
 pub const DISCARDS_TABLE: &str = "discards";
 
+/// The columns an [`upsert`](TableRows::upsert) table's rows are ordered
+/// by, most significant first: the event's `timestamp`, then its
+/// `received_at` (see the [module docs](self)). A table with one of them
+/// is ordered by that one; with neither, its rows are applied as they come.
+pub const ORDER_COLUMNS: [&str; 2] = ["timestamp", "received_at"];
+
 /// The longest identifier, in bytes: PostgreSQL's `NAMEDATALEN - 1`
 /// (longer names would be truncated silently by the server).
 pub const MAX_IDENTIFIER_LEN: usize = 63;
@@ -110,10 +148,11 @@ pub struct LoadReport {
     /// Rows added.
     pub inserted: u64,
     /// Rows ignored because their key was already in the table (or earlier
-    /// in the same table of the plan).
+    /// in the same table of the plan); for upsert tables, rows older than
+    /// the row they would update (see the [module docs](self)).
     pub duplicates: u64,
-    /// Rows of upsert tables merged into an existing row (or into an
-    /// earlier row of the plan with the same key).
+    /// Rows of upsert tables applied to an existing row (or to an earlier
+    /// row of the plan with the same key).
     pub upserted: u64,
     /// Values stored as NULL and recorded in the [`DISCARDS_TABLE`].
     pub discarded: u64,

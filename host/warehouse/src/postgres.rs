@@ -192,7 +192,6 @@ async fn run(conn: &mut Conn, plan: &LoadPlan) -> Result<LoadReport, WarehouseEr
         let none = shape::Columns::new();
         let shaped = shape::shape(table, catalog.table(schema, name).unwrap_or(&none), now, &mut discards)?;
         report.discarded += shaped.discarded;
-        report.upserted += shaped.merged;
 
         let width = shaped.columns.len();
         let per_statement = (MAX_PARAMETERS / width).clamp(1, MAX_ROWS_PER_STATEMENT);
@@ -202,7 +201,9 @@ async fn run(conn: &mut Conn, plan: &LoadPlan) -> Result<LoadReport, WarehouseEr
             shape::qualified(schema, name),
             shape::quote(&shaped.columns[shaped.key])
         );
-        for chunk in shaped.rows.chunks(per_statement) {
+        // The rounds one after the other: an upsert table's later rows for
+        // a key see the earlier ones.
+        for chunk in shaped.rounds.iter().flat_map(|round| round.chunks(per_statement)) {
             let sql = || {
                 shape::insert_sql(
                     Dialect::Postgres,
@@ -227,12 +228,17 @@ async fn run(conn: &mut Conn, plan: &LoadPlan) -> Result<LoadReport, WarehouseEr
             let params: Vec<&(dyn ToSql + Sync)> = chunk.iter().flatten().map(|c| c as &(dyn ToSql + Sync)).collect();
             let rows = chunk.len() as u64;
             if table.upsert {
+                // A chunk holds each key once: the rows not there are
+                // inserted, the rest updated unless older (then left out,
+                // and not counted by the statement).
                 let ids: Vec<&str> = chunk.iter().filter_map(|r| r.get(shaped.key).and_then(Cell::as_text)).collect();
                 let there: i64 = tx.query_one(&count_sql, &[&ids]).await.map_err(error)?.try_get(0).map_err(error)?;
                 let there = u64::try_from(there).unwrap_or(0).min(rows);
-                tx.execute(&statement, &params).await.map_err(error)?;
-                report.upserted += there;
+                let written = tx.execute(&statement, &params).await.map_err(error)?.clamp(rows - there, rows);
+                let updated = written - (rows - there);
                 report.inserted += rows - there;
+                report.upserted += updated;
+                report.duplicates += there - updated;
             } else {
                 let inserted = tx.execute(&statement, &params).await.map_err(error)?.min(rows);
                 report.inserted += inserted;

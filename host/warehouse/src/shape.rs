@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use switchyard_types::time::Timestamp;
 
-use super::{ColumnType, DISCARDS_TABLE, LoadPlan, MAX_IDENTIFIER_LEN, TableRows, Value, WarehouseError};
+use super::{
+    ColumnType, DISCARDS_TABLE, LoadPlan, MAX_IDENTIFIER_LEN, ORDER_COLUMNS, TableRows, Value, WarehouseError,
+};
 
 /// PostgreSQL's system columns: a table cannot have a column of these
 /// names, so their values are discarded (in both backends alike).
@@ -340,7 +342,10 @@ fn values_list(dialect: Dialect, width: usize, rows: usize) -> String {
 
 /// An idempotent multi-row INSERT of `rows` rows into `columns`, keyed on
 /// `columns[key]`: a repeated key does nothing or, with `upsert`, sets the
-/// columns the new row has non-null.
+/// columns the new row has non-null — unless the new row is older than the
+/// stored one by the [`ORDER_COLUMNS`] it has: an earlier `timestamp`, or
+/// the same `timestamp` (both NULL counts as the same) and an earlier
+/// `received_at`. A NULL on either side never makes a row older.
 pub(crate) fn insert_sql(
     dialect: Dialect,
     schema: &str,
@@ -359,7 +364,8 @@ pub(crate) fn insert_sql(
         .map(|(_, c)| format!("{c} = COALESCE(excluded.{c}, t.{c})"))
         .collect();
     let on_conflict = if upsert && !updates.is_empty() {
-        format!("ON CONFLICT ({key_name}) DO UPDATE SET {}", updates.join(", "))
+        let unless = older_sql(columns, key).map(|older| format!(" WHERE ({older}) IS NOT TRUE")).unwrap_or_default();
+        format!("ON CONFLICT ({key_name}) DO UPDATE SET {}{unless}", updates.join(", "))
     } else {
         format!("ON CONFLICT ({key_name}) DO NOTHING")
     };
@@ -369,6 +375,32 @@ pub(crate) fn insert_sql(
         names.join(", "),
         values_list(dialect, columns.len(), rows)
     )
+}
+
+/// The index in `columns` of order column `name`, unless it is the key.
+fn order_column(columns: &[String], key: usize, name: &str) -> Option<usize> {
+    columns.iter().position(|c| c == name).filter(|&i| i != key)
+}
+
+/// The condition under which the proposed row (`excluded`) is older than
+/// the stored one (`t`), by the [`ORDER_COLUMNS`] among `columns` (the key
+/// excepted); [`None`] when there are none. It is NULL, not true, when a
+/// time it needs is NULL. Both dialects: SQLite knows `IS NOT DISTINCT
+/// FROM` since 3.39.
+fn older_sql(columns: &[String], key: usize) -> Option<String> {
+    let order: Vec<String> = ORDER_COLUMNS
+        .iter()
+        .filter(|name| order_column(columns, key, name).is_some())
+        .map(|name| quote(name))
+        .collect();
+    // (a, b) < (c, d): a < c OR (a = c AND b < d), with NULL = NULL for the tie.
+    order.iter().rev().fold(None, |later: Option<String>, c| {
+        let earlier = format!("excluded.{c} < t.{c}");
+        Some(match later {
+            None => earlier,
+            Some(later) => format!("{earlier} OR (excluded.{c} IS NOT DISTINCT FROM t.{c} AND ({later}))"),
+        })
+    })
 }
 
 /// An INSERT of `rows` discards: a cell already discarded takes the new
@@ -483,19 +515,22 @@ pub(crate) struct Shaped {
     pub columns: Vec<String>,
     /// The key's index in `columns`.
     pub key: usize,
-    /// One cell per column; the key is a [`Cell::Text`]. For an upsert
-    /// table, one row per key.
-    pub rows: Vec<Vec<Cell>>,
-    /// Rows of an upsert table merged into an earlier row of the plan.
-    pub merged: u64,
+    /// The rows, one cell per column (the key is a [`Cell::Text`]), in the
+    /// rounds to apply them in, one after the other. For an upsert table
+    /// round `r` holds the `r`-th row of each key, a key's rows taken oldest
+    /// first by the [`ORDER_COLUMNS`] (plan order among equals): so no
+    /// statement touches a row twice, and a user's identifies of one plan go
+    /// in as they happened. For any other table, one round of all the rows
+    /// in plan order.
+    pub rounds: Vec<Vec<Vec<Cell>>>,
     /// Values discarded.
     pub discarded: u64,
 }
 
 /// Fits `table`'s rows to its `existing` columns: values that do not fit go
-/// to `discards` (NULL in the row); rows of an upsert table with one key
-/// are merged, a later non-null value replacing an earlier one. `now` is
-/// the discards' `received_at` when the row has no valid one.
+/// to `discards` (NULL in the row); the rows of an upsert table are laid
+/// out in rounds, a key's rows oldest first (see [`Shaped::rounds`]). `now`
+/// is the discards' `received_at` when the row has no valid one.
 ///
 /// # Errors
 ///
@@ -528,8 +563,7 @@ pub(crate) fn shape(
     let received = table.columns.iter().position(|(n, _)| n == "received_at");
 
     let mut rows: Vec<Vec<Cell>> = Vec::with_capacity(table.rows.len());
-    let mut by_key: HashMap<String, usize> = HashMap::new();
-    let (mut merged, mut discarded) = (0, 0);
+    let mut discarded = 0;
     for row in &table.rows {
         let id = plan_key.and_then(|k| row.get(k)).and_then(Value::to_text).unwrap_or_default();
         let received_at = || match received.and_then(|r| row.get(r)) {
@@ -567,21 +601,44 @@ pub(crate) fn shape(
                 discard(name, RESERVED, value);
             }
         }
-        if table.upsert {
-            if let Some(&at) = by_key.get(&id) {
-                merged += 1;
-                for (old, new) in rows[at].iter_mut().zip(cells) {
-                    if new != Cell::Null {
-                        *old = new;
-                    }
-                }
-                continue;
-            }
-            by_key.insert(id.clone(), rows.len());
-        }
         rows.push(cells);
     }
-    Ok(Shaped { columns, key, rows, merged, discarded })
+    let rounds = if table.upsert { rounds(&columns, key, rows) } else { vec![rows] };
+    Ok(Shaped { columns, key, rounds, discarded })
+}
+
+/// The rows of an upsert table in rounds: round `r` holds the `r`-th row of
+/// each key, a key's rows sorted (stably) by the [`ORDER_COLUMNS`] found in
+/// `columns`, a NULL or unfit time first. Keys keep the order they first
+/// appear in.
+fn rounds(columns: &[String], key: usize, rows: Vec<Vec<Cell>>) -> Vec<Vec<Vec<Cell>>> {
+    let [timestamp, received_at] = ORDER_COLUMNS.map(|name| order_column(columns, key, name));
+    let time = |row: &[Cell], at: Option<usize>| match at.and_then(|at| row.get(at)) {
+        Some(Cell::Timestamp(t)) => Some(*t),
+        _ => None,
+    };
+    let mut by_key: Vec<Vec<Vec<Cell>>> = Vec::new();
+    let mut at: HashMap<String, usize> = HashMap::new();
+    for row in rows {
+        let id = row.get(key).and_then(Cell::as_text).unwrap_or_default().to_owned();
+        let slot = *at.entry(id).or_insert_with(|| {
+            by_key.push(Vec::new());
+            by_key.len() - 1
+        });
+        by_key[slot].push(row);
+    }
+    let mut rounds: Vec<Vec<Vec<Cell>>> = Vec::new();
+    for mut user in by_key {
+        // Stable: plan order among equal times.
+        user.sort_by_key(|row| (time(row, timestamp), time(row, received_at)));
+        for (r, row) in user.into_iter().enumerate() {
+            if rounds.len() == r {
+                rounds.push(Vec::new());
+            }
+            rounds[r].push(row);
+        }
+    }
+    rounds
 }
 
 // ---------------------------------------------------------------- time
@@ -635,6 +692,58 @@ mod unit {
         assert!(check_identifier(&"a".repeat(64)).is_err());
         assert_eq!(quote("order"), "\"order\"");
         assert_eq!(quote("a\"b"), "\"a\"\"b\"");
+    }
+
+    #[test]
+    fn an_upsert_updates_only_from_a_row_that_is_not_older() {
+        let columns: Vec<String> = ["id", "received_at", "timestamp", "plan"].map(str::to_owned).into();
+        let sql = insert_sql(Dialect::Postgres, "web", "users", &columns, 0, true, 1);
+        assert!(
+            sql.ends_with(
+                "WHERE (excluded.\"timestamp\" < t.\"timestamp\" OR (excluded.\"timestamp\" IS NOT DISTINCT FROM \
+                 t.\"timestamp\" AND (excluded.\"received_at\" < t.\"received_at\"))) IS NOT TRUE"
+            ),
+            "{sql}"
+        );
+        let only_received = insert_sql(Dialect::Sqlite, "web", "users", &columns[..2], 0, true, 1);
+        assert!(only_received.ends_with("WHERE (excluded.\"received_at\" < t.\"received_at\") IS NOT TRUE"));
+        let untimed = insert_sql(Dialect::Sqlite, "web", "users", &["id".to_owned(), "plan".to_owned()], 0, true, 1);
+        assert!(untimed.ends_with("\"plan\" = COALESCE(excluded.\"plan\", t.\"plan\")"), "{untimed}");
+        let tracks = insert_sql(Dialect::Sqlite, "web", "tracks", &columns, 0, false, 2);
+        assert!(tracks.ends_with("ON CONFLICT (\"id\") DO NOTHING"), "{tracks}");
+    }
+
+    #[test]
+    fn a_keys_rows_go_in_rounds_oldest_first() {
+        let columns: Vec<String> = ["id", "timestamp", "received_at"].map(str::to_owned).into();
+        let at = |s: &str| parse_timestamp(s).map_or(Cell::Null, Cell::Timestamp);
+        let row = |id: &str, t: &str, r: &str| vec![Cell::Text(id.to_owned()), at(t), at(r)];
+        let (t9, t10, t11) = ("2024-05-01T09:00:00Z", "2024-05-01T10:00:00Z", "2024-05-01T11:00:00Z");
+        let got = rounds(
+            &columns,
+            0,
+            vec![row("a", t11, t9), row("b", t10, t9), row("a", t10, t11), row("a", t10, t9), row("a", "", t9)],
+        );
+        let ids: Vec<Vec<(String, Cell, Cell)>> = got
+            .into_iter()
+            .map(|round| {
+                round
+                    .into_iter()
+                    .map(|r| (r[0].as_text().unwrap_or_default().to_owned(), r[1].clone(), r[2].clone()))
+                    .collect()
+            })
+            .collect();
+        let cell = |id: &str, t: &str, r: &str| (id.to_owned(), at(t), at(r));
+        assert_eq!(
+            ids,
+            [
+                vec![cell("a", "", t9), cell("b", t10, t9)],
+                vec![cell("a", t10, t9)],
+                vec![cell("a", t10, t11)],
+                vec![cell("a", t11, t9)],
+            ],
+            "a NULL time first, then by timestamp, then received_at; keys in order of first appearance"
+        );
     }
 
     #[test]

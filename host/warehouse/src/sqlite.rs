@@ -245,7 +245,6 @@ fn run(state: &mut State, dir: &Path, plan: &LoadPlan) -> Result<LoadReport, War
         let none = shape::Columns::new();
         let shaped = shape::shape(table, catalog.table(schema, name).unwrap_or(&none), now, &mut discards)?;
         report.discarded += shaped.discarded;
-        report.upserted += shaped.merged;
 
         // One row a statement: in-process, a cached statement per row is as
         // fast as a multi-row one, and tells inserted from ignored.
@@ -257,15 +256,16 @@ fn run(state: &mut State, dir: &Path, plan: &LoadPlan) -> Result<LoadReport, War
         );
         let mut insert = tx.prepare_cached(&insert).map_err(error)?;
         let mut exists = tx.prepare_cached(&exists).map_err(error)?;
-        for row in &shaped.rows {
+        for row in shaped.rounds.iter().flatten() {
             if table.upsert {
+                // Inserted, updated, or left out as older (no change).
                 let key = row.get(shaped.key).and_then(Cell::as_text).unwrap_or_default();
                 let there = exists.query_row([key], |_| Ok(())).optional().map_err(error)?.is_some();
-                insert.execute(params_from_iter(row)).map_err(error)?;
-                if there {
-                    report.upserted += 1;
-                } else {
-                    report.inserted += 1;
+                let written = insert.execute(params_from_iter(row)).map_err(error)? > 0;
+                match (there, written) {
+                    (false, _) => report.inserted += 1,
+                    (true, true) => report.upserted += 1,
+                    (true, false) => report.duplicates += 1,
                 }
             } else if insert.execute(params_from_iter(row)).map_err(error)? > 0 {
                 report.inserted += 1;

@@ -582,6 +582,304 @@ async fn users_are_upserted_keeping_earlier_non_null_traits() {
     }
 }
 
+/// One identify: its `identifies` row and its `users` row.
+struct Identify {
+    message_id: String,
+    user: String,
+    timestamp: Option<String>,
+    received_at: String,
+    plan: Option<String>,
+    email: Option<String>,
+}
+
+const IDENTIFIES: [(&str, ColumnType); 6] = [
+    ("id", T::Text),
+    ("user_id", T::Text),
+    ("received_at", T::Timestamp),
+    ("timestamp", T::Timestamp),
+    ("plan", T::Text),
+    ("email", T::Text),
+];
+
+const USERS: [(&str, ColumnType); 5] = [
+    ("id", T::Text),
+    ("received_at", T::Timestamp),
+    ("timestamp", T::Timestamp),
+    ("plan", T::Text),
+    ("email", T::Text),
+];
+
+/// An identify of `user` at `timestamp`, received at `received_at`, with
+/// no traits yet.
+fn identify(message_id: &str, user: &str, timestamp: &str, received_at: &str) -> Identify {
+    Identify {
+        message_id: message_id.to_owned(),
+        user: user.to_owned(),
+        timestamp: Some(timestamp.to_owned()),
+        received_at: received_at.to_owned(),
+        plan: None,
+        email: None,
+    }
+}
+
+impl Identify {
+    fn plan(mut self, plan: &str) -> Identify {
+        self.plan = Some(plan.to_owned());
+        self
+    }
+
+    fn email(mut self, email: &str) -> Identify {
+        self.email = Some(email.to_owned());
+        self
+    }
+}
+
+/// The plan of a batch of identifies, as the warehouse plugin makes it:
+/// one `identifies` row and one `users` row each, in batch order.
+fn identifies(batch: &[Identify]) -> LoadPlan {
+    let opt = |v: &Option<String>| v.as_deref().map_or(Value::Null, s);
+    let time = |v: &Option<String>| v.as_deref().map_or(Value::Null, ts);
+    let calls = batch
+        .iter()
+        .map(|i| {
+            vec![s(&i.message_id), s(&i.user), ts(&i.received_at), time(&i.timestamp), opt(&i.plan), opt(&i.email)]
+        })
+        .collect();
+    let users = batch
+        .iter()
+        .map(|i| vec![s(&i.user), ts(&i.received_at), time(&i.timestamp), opt(&i.plan), opt(&i.email)])
+        .collect();
+    web(vec![table("identifies", &IDENTIFIES, calls), table("users", &USERS, users)])
+}
+
+impl Backend {
+    /// `users` row `id`: timestamp, received_at, plan, email.
+    async fn user(&self, id: &str) -> Rows {
+        self.query(&format!(
+            "SELECT {}, {}, plan, email FROM web.users WHERE id = '{id}'",
+            self.iso("\"timestamp\""),
+            self.iso("received_at")
+        ))
+        .await
+    }
+
+    /// The message ids in `identifies`, sorted, with how often each is there.
+    async fn identify_ids(&self) -> Rows {
+        self.query("SELECT id, count(*) FROM web.identifies GROUP BY id ORDER BY id").await
+    }
+}
+
+#[tokio::test]
+async fn users_keep_the_newer_identify_when_an_older_one_is_redelivered() {
+    for b in backends().await {
+        let older =
+            || identify("m-old", "u1", "2024-05-01T10:00:00Z", "2024-05-01T10:00:01Z").plan("free").email("a@x");
+        let newer = || identify("m-new", "u1", "2024-05-01T11:00:00Z", "2024-05-01T11:00:01Z").plan("pro");
+        // In order: the older, then the newer.
+        assert_eq!(b.load(&identifies(&[older()])).await.inserted, 2, "{}", b.name);
+        let report = b.load(&identifies(&[newer()])).await;
+        assert_eq!((report.inserted, report.upserted), (1, 1), "{}", b.name);
+        let expected = rows(&[&[
+            Some("2024-05-01T11:00:00.000000Z"),
+            Some("2024-05-01T11:00:01.000000Z"),
+            Some("pro"),
+            Some("a@x"),
+        ]]);
+        assert_eq!(b.user("u1").await, expected, "{}", b.name);
+
+        // The older batch redelivered (a replay, a restart from an older
+        // cursor): nothing changes, its users row is left out.
+        let report = b.load(&identifies(&[older()])).await;
+        assert_eq!(report, LoadReport { duplicates: 2, ..LoadReport::default() }, "{}", b.name);
+        assert_eq!(b.user("u1").await, expected, "{}", b.name);
+        // The newer one redelivered rewrites the same values.
+        let report = b.load(&identifies(&[newer()])).await;
+        assert_eq!((report.inserted, report.upserted, report.duplicates), (0, 1, 1), "{}", b.name);
+        assert_eq!(b.user("u1").await, expected, "{}", b.name);
+
+        assert_eq!(b.identify_ids().await, rows(&[&[Some("m-new"), Some("1")], &[Some("m-old"), Some("1")]]));
+        assert_eq!(b.count("web.users").await, 1, "{}", b.name);
+    }
+}
+
+#[tokio::test]
+async fn out_of_order_batches_keep_the_newer_values() {
+    for b in backends().await {
+        // Two batches of u1 finishing out of order (max_concurrent_calls = 2):
+        // the newer first.
+        let newer = [identify("m2", "u1", "2024-05-01T11:00:00Z", "2024-05-01T11:00:05Z").plan("pro")];
+        let older = [
+            identify("m0", "u1", "2024-05-01T09:00:00Z", "2024-05-01T11:00:02Z").plan("trial"),
+            identify("m1", "u1", "2024-05-01T10:00:00Z", "2024-05-01T11:00:03Z").plan("free").email("a@x"),
+        ];
+        b.load(&identifies(&newer)).await;
+        let report = b.load(&identifies(&older)).await;
+        assert_eq!((report.inserted, report.upserted, report.duplicates), (2, 0, 2), "{}", b.name);
+        // The newer values stay; an older identify fills in nothing either
+        // (its traits are not the latest state; `identifies` has them).
+        let expected =
+            rows(&[&[Some("2024-05-01T11:00:00.000000Z"), Some("2024-05-01T11:00:05.000000Z"), Some("pro"), None]]);
+        assert_eq!(b.user("u1").await, expected, "{}", b.name);
+        assert_eq!(
+            b.identify_ids().await,
+            rows(&[&[Some("m0"), Some("1")], &[Some("m1"), Some("1")], &[Some("m2"), Some("1")]]),
+            "{}",
+            b.name
+        );
+
+        // The same identifies in order, for u2: every one applied in turn.
+        let in_order = [
+            identify("n0", "u2", "2024-05-01T09:00:00Z", "2024-05-01T11:00:02Z").plan("trial"),
+            identify("n1", "u2", "2024-05-01T10:00:00Z", "2024-05-01T11:00:03Z").plan("free").email("a@x"),
+        ];
+        b.load(&identifies(&in_order)).await;
+        b.load(&identifies(&[identify("n2", "u2", "2024-05-01T11:00:00Z", "2024-05-01T11:00:05Z").plan("pro")])).await;
+        assert_eq!(
+            b.user("u2").await,
+            rows(&[&[
+                Some("2024-05-01T11:00:00.000000Z"),
+                Some("2024-05-01T11:00:05.000000Z"),
+                Some("pro"),
+                Some("a@x")
+            ]]),
+            "{}",
+            b.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_timestamp_tie_is_broken_by_received_at() {
+    for b in backends().await {
+        let at = "2024-05-01T10:00:00Z";
+        // Same event time; the later received first, the earlier after it.
+        b.load(&identifies(&[identify("m2", "u1", at, "2024-05-01T10:00:09Z").plan("pro")])).await;
+        let report = b.load(&identifies(&[identify("m1", "u1", at, "2024-05-01T10:00:05Z").plan("free")])).await;
+        assert_eq!((report.upserted, report.duplicates), (0, 1), "{}", b.name);
+        assert_eq!(b.scalar("SELECT plan FROM web.users WHERE id = 'u1'").await.as_deref(), Some("pro"), "{}", b.name);
+
+        // Both times equal: the row loaded last wins (two identifies of one
+        // request in the same millisecond, in the order sent).
+        let report = b.load(&identifies(&[identify("m3", "u1", at, "2024-05-01T10:00:09Z").plan("team")])).await;
+        assert_eq!((report.upserted, report.duplicates), (1, 0), "{}", b.name);
+        assert_eq!(b.scalar("SELECT plan FROM web.users WHERE id = 'u1'").await.as_deref(), Some("team"), "{}", b.name);
+
+        // A later timestamp wins whatever its received_at.
+        b.load(&identifies(&[identify("m4", "u1", "2024-05-01T10:00:01Z", "2024-05-01T10:00:00Z").plan("ent")])).await;
+        assert_eq!(b.scalar("SELECT plan FROM web.users WHERE id = 'u1'").await.as_deref(), Some("ent"), "{}", b.name);
+        assert_eq!(b.count("web.identifies").await, 4, "{}", b.name);
+    }
+}
+
+#[tokio::test]
+async fn a_plan_applies_a_users_rows_oldest_first_each_against_the_stored_row() {
+    for b in backends().await {
+        // Stored: u1 as of 10:00.
+        b.load(&identifies(&[identify("s", "u1", "2024-05-01T10:00:00Z", "2024-05-01T10:00:01Z").email("mid@x")]))
+            .await;
+        // One plan, in batch order: u1 newer, u2 newer, u1 older than the
+        // stored row (a late device), u2 oldest, u1 newest.
+        let batch = [
+            identify("a", "u1", "2024-05-01T11:00:00Z", "2024-05-01T12:00:00Z").plan("pro"),
+            identify("b", "u2", "2024-05-01T11:00:00Z", "2024-05-01T12:00:00Z").plan("pro"),
+            identify("c", "u1", "2024-05-01T09:00:00Z", "2024-05-01T12:00:00Z").plan("free").email("old@x"),
+            identify("d", "u2", "2024-05-01T09:00:00Z", "2024-05-01T12:00:00Z").plan("free").email("b@x"),
+            identify("e", "u1", "2024-05-01T11:30:00Z", "2024-05-01T12:00:00Z").plan("team"),
+        ];
+        let report = b.load(&identifies(&batch)).await;
+        // identifies: 5 new. users: u2 inserted, then updated by its newer
+        // row; u1 updated twice, its older row left out.
+        assert_eq!((report.inserted, report.upserted, report.duplicates), (6, 3, 1), "{}", b.name);
+        assert_eq!(
+            b.user("u1").await,
+            rows(&[&[
+                Some("2024-05-01T11:30:00.000000Z"),
+                Some("2024-05-01T12:00:00.000000Z"),
+                Some("team"),
+                Some("mid@x")
+            ]]),
+            "{}: the older row did not bring back its email",
+            b.name
+        );
+        assert_eq!(
+            b.user("u2").await,
+            rows(&[&[
+                Some("2024-05-01T11:00:00.000000Z"),
+                Some("2024-05-01T12:00:00.000000Z"),
+                Some("pro"),
+                Some("b@x")
+            ]]),
+            "{}: oldest first, as if they had come one by one",
+            b.name
+        );
+        assert_eq!(b.count("web.identifies").await, 6, "{}", b.name);
+
+        // The whole plan again: nothing changes.
+        b.load(&identifies(&batch)).await;
+        assert_eq!(b.user("u1").await[0][2].as_deref(), Some("team"), "{}", b.name);
+        assert_eq!(b.user("u2").await[0][2].as_deref(), Some("pro"), "{}", b.name);
+        assert_eq!(b.count("web.identifies").await, 6, "{}", b.name);
+    }
+}
+
+#[tokio::test]
+async fn a_users_row_without_a_time_is_a_plain_upsert() {
+    for b in backends().await {
+        // A users table from before `timestamp` was one of its columns.
+        b.load(&web(vec![table(
+            "users",
+            &[("id", T::Text), ("received_at", T::Timestamp), ("plan", T::Text)],
+            vec![vec![s("u1"), ts("2024-05-01T12:00:00Z"), s("legacy")]],
+        )]))
+        .await;
+        // An older identify, but the stored row has no timestamp to say so.
+        let older = identify("m1", "u1", "2024-05-01T09:00:00Z", "2024-05-01T09:00:01Z").plan("free");
+        let report = b.load(&identifies(&[older])).await;
+        assert_eq!((report.upserted, report.columns_added), (1, 2), "{}", b.name);
+        let expected =
+            rows(&[&[Some("2024-05-01T09:00:00.000000Z"), Some("2024-05-01T09:00:01.000000Z"), Some("free"), None]]);
+        assert_eq!(b.user("u1").await, expected, "{}", b.name);
+
+        // From now on it is ordered; a row without a timestamp still applies.
+        let mut untimed = identify("m2", "u1", "", "2024-05-01T08:00:00Z").plan("pro");
+        untimed.timestamp = None;
+        assert_eq!(b.load(&identifies(&[untimed])).await.upserted, 1, "{}", b.name);
+        let got = b.user("u1").await;
+        assert_eq!(got[0][0].as_deref(), Some("2024-05-01T09:00:00.000000Z"), "{}: kept", b.name);
+        assert_eq!(got[0][2].as_deref(), Some("pro"), "{}", b.name);
+    }
+}
+
+#[tokio::test]
+async fn concurrent_loads_of_one_user_keep_the_newer() {
+    for b in backends().await {
+        let url = match &b.probe {
+            Probe::Postgres { url, .. } => url.clone(),
+            Probe::Sqlite { .. } => format!("sqlite:{}", b.sqlite_dir().display()),
+        };
+        let other = Warehouse::connect(&url).await.unwrap();
+        // The tables made, both loaders' catalogs read.
+        let seed = identifies(&[identify("seed", "seed", "2024-05-01T09:00:00Z", "2024-05-01T09:00:01Z").plan("x")]);
+        b.load(&seed).await;
+        other.load(&seed).await.unwrap();
+        for round in 0..10 {
+            let user = format!("u{round}");
+            let newer = identify(&format!("n{round}"), &user, "2024-05-01T11:00:00Z", "2024-05-01T11:00:01Z");
+            let older = identify(&format!("o{round}"), &user, "2024-05-01T10:00:00Z", "2024-05-01T10:00:01Z");
+            let (newer, older) = (identifies(&[newer.plan("pro")]), identifies(&[older.plan("free")]));
+            // Two loaders at once, either one first: the newer stays.
+            let (first, second) = if round % 2 == 0 { (&newer, &older) } else { (&older, &newer) };
+            let (x, y) = tokio::join!(b.warehouse.load(first), other.load(second));
+            if let Err(e) = x.and(y) {
+                panic!("{}: {e}", b.name);
+            }
+            let sql = format!("SELECT plan FROM web.users WHERE id = '{user}'");
+            assert_eq!(b.scalar(&sql).await.as_deref(), Some("pro"), "{} round {round}", b.name);
+        }
+        assert_eq!(b.count("web.identifies").await, 21, "{}", b.name);
+    }
+}
+
 #[tokio::test]
 async fn keywords_and_odd_characters_work_as_names() {
     for b in backends().await {

@@ -16,7 +16,7 @@
 //! | `tracks` | track | `event`, `event_text` |
 //! | `<event>` (e.g. `order_completed`) | track of that event | `event`, `event_text`, properties |
 //! | `identifies` | identify | traits |
-//! | `users` | user id (upserted) | only `id`, `received_at` and traits |
+//! | `users` | user id (upserted, latest identify wins) | only `id`, `received_at`, `timestamp` and traits |
 //! | `pages`, `screens` | page / screen | `name`, properties |
 //! | `groups` | group | `group_id`, traits |
 //! | `aliases` | alias | `previous_id` |

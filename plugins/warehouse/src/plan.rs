@@ -33,7 +33,9 @@
 //! - `groups`: `group_id`, and the traits;
 //! - `aliases`: `previous_id`.
 //!
-//! `users` holds only `id` (the `userId`), `received_at` and the traits.
+//! `users` holds only `id` (the `userId`), `received_at`, `timestamp` and
+//! the traits. `timestamp` is not in Segment's `users` table: it is there
+//! so the loader can tell a newer identify from an older one (see Keys).
 //!
 //! After the fixed columns come the others (`context_*`, properties,
 //! traits) sorted by name. Each is the [`naming::sql_name`](crate::naming::sql_name) of the JSON path
@@ -87,14 +89,16 @@
 //!
 //! Rows are keyed on `id`. For every table but `users` that is the
 //! `messageId` and a repeated key is ignored, so a redelivered batch loads
-//! no duplicates. `users` is keyed on the `userId` and upserted: the plan
-//! holds one row per user, at the place the user first appears in the
-//! batch, with the traits of all the batch's identifies merged (a later
-//! non-null value replaces an earlier one, a trait an identify does not send
-//! keeps its earlier value), `received_at` of the last of them, and that
-//! last identify as its source. Across batches a loader should merge the
-//! same way: a [`Value::Null`] in a `users` row means "not sent", so update
-//! with `COALESCE(new, old)`.
+//! no duplicates. `users` is keyed on the `userId` and upserted, and keeps
+//! the latest state of each user: the plan holds one row per identify with
+//! a `userId`, in batch order, each with its own `timestamp` and
+//! `received_at` (the plan merges nothing: only the loader knows the row
+//! already stored). The loader (the host's `warehouse` capability) applies
+//! a user's rows oldest first, by `timestamp` then `received_at`, each only
+//! when it is not older than the row stored, taking its non-null values: a
+//! [`Value::Null`] in a `users` row means "not sent", so it updates with
+//! `COALESCE(new, old)`. An identify older than the stored row (a replay, a
+//! late batch) changes nothing there; `identifies` keeps it.
 //!
 //! # Events that cannot be mapped
 //!
@@ -106,7 +110,7 @@
 //! without `userId` is not one of them: it goes to `identifies` and only the
 //! `users` row is skipped, as in Segment.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value as Json};
 use switchyard_plugin_sdk::time::Timestamp;
@@ -122,9 +126,8 @@ pub use switchyard_plugin_sdk::warehouse::{ColumnType, TableRows, Value};
 /// Every row has the same set of columns, listed in `columns` (name, type)
 /// — a column absent from an event is [`Value::Null`] in that row. `key` is
 /// `id` everywhere (for `users`, the user id); `upsert` is true only for
-/// `users`, whose later row with the same key replaces the earlier one (the
-/// plan itself already merges a batch's `users` rows into one per key; see
-/// the [module docs](self) on how to merge). Reads through to the
+/// `users`, where a key may have several rows, one per identify, applied
+/// newest last (see the [module docs](self) on how). Reads through to the
 /// [`TableRows`] it loads, so `table.rows` and `table.column("id")` work on
 /// it directly.
 #[derive(Debug, Clone, PartialEq)]
@@ -235,7 +238,11 @@ impl Kind {
     /// The columns every row of the table has, in order.
     fn fixed_columns(self) -> Vec<(&'static str, ColumnType)> {
         match self {
-            Kind::Users => vec![("id", ColumnType::Text), ("received_at", ColumnType::Timestamp)],
+            Kind::Users => vec![
+                ("id", ColumnType::Text),
+                ("received_at", ColumnType::Timestamp),
+                ("timestamp", ColumnType::Timestamp),
+            ],
             _ => COMMON.iter().chain(self.extra()).copied().collect(),
         }
     }
@@ -263,26 +270,14 @@ struct Draft {
     kind: Kind,
     rows: Vec<BTreeMap<String, Value>>,
     sources: Vec<usize>,
-    /// For `users`: the row of each key.
-    by_key: HashMap<String, usize>,
 }
 
 impl Draft {
     fn new(kind: Kind) -> Draft {
-        Draft { kind, rows: Vec::new(), sources: Vec::new(), by_key: HashMap::new() }
+        Draft { kind, rows: Vec::new(), sources: Vec::new() }
     }
 
     fn push(&mut self, source: usize, values: BTreeMap<String, Value>) {
-        if self.kind == Kind::Users
-            && let Some(Value::Text(key)) = values.get("id")
-        {
-            if let Some(&at) = self.by_key.get(key) {
-                self.rows[at].extend(values);
-                self.sources[at] = source;
-                return;
-            }
-            self.by_key.insert(key.clone(), self.rows.len());
-        }
         self.rows.push(values);
         self.sources.push(source);
     }
@@ -400,6 +395,7 @@ fn map_event(event: &Event, now: &str) -> Result<Vec<Row>, String> {
                 let mut user = traits.clone();
                 user.insert("id".to_owned(), Value::Text(user_id));
                 put(&mut user, "received_at", time(&obj, "receivedAt"));
+                put(&mut user, "timestamp", time(&obj, "timestamp"));
                 rows.push(row("users", Kind::Users, user));
             }
             let mut identify = common;

@@ -273,6 +273,7 @@ fn identify_lands_in_identifies_and_users() {
         [
             "id",
             "received_at",
+            "timestamp",
             "address_city",
             "address_postal_code",
             "birthday",
@@ -284,7 +285,11 @@ fn identify_lands_in_identifies_and_users() {
             "plan"
         ]
     );
-    let mut expected = vec![("id", text("user-1")), ("received_at", ts("2024-05-01T12:00:01.000Z"))];
+    let mut expected = vec![
+        ("id", text("user-1")),
+        ("received_at", ts("2024-05-01T12:00:01.000Z")),
+        ("timestamp", ts("2024-05-01T12:00:00.000Z")),
+    ];
     expected.extend(traits.into_iter().filter(|(n, _)| !n.starts_with("context_")));
     assert_eq!(cells(users, 0), expected);
     assert_eq!(users.column_type("created_at"), Some(ColumnType::Timestamp));
@@ -306,34 +311,51 @@ fn identify_without_user_id_has_no_users_row() {
 }
 
 #[test]
-fn users_are_one_row_per_user_with_traits_merged() {
+fn users_are_one_row_per_identify_with_its_times_for_the_loader_to_order() {
     let batch = [
         ev(with(base("identify", "m0"), json!({"traits": {"plan": "free", "email": "a@example.com"}}))),
         ev(with(base("identify", "m1"), json!({"userId": "user-2", "traits": {"plan": "pro"}}))),
         ev(with(base("track", "m2"), json!({"event": "Upgraded"}))),
+        // Later in the batch, but an older call (a device that was offline).
         ev(with(
             base("identify", "m3"),
-            json!({"receivedAt": "2024-05-01T13:00:00.000Z", "traits": {"plan": "pro", "seats": 3, "email": null}}),
+            json!({"timestamp": "2024-04-30T09:00:00.000Z", "receivedAt": "2024-05-01T13:00:00.000Z",
+                   "traits": {"plan": "pro", "seats": 3, "email": null}}),
         )),
     ];
     let plan = run(&batch);
     let users = table(&plan, "users");
-    assert_eq!(users.rows.len(), 2, "one row per user id");
-    assert_eq!(users.sources, [3, 1], "the row sits where the user first appears; its source is the last identify");
+    assert_eq!(users.rows.len(), 3, "one row per identify with a user id: the loader orders and merges them");
+    assert_eq!(users.sources, [0, 1, 3], "batch order");
     assert_eq!(
         cells(users, 0),
         [
             ("id", text("user-1")),
-            ("received_at", ts("2024-05-01T13:00:00.000Z")),
+            ("received_at", ts("2024-05-01T12:00:01.000Z")),
+            ("timestamp", ts("2024-05-01T12:00:00.000Z")),
             ("email", text("a@example.com")),
-            ("plan", text("pro")),
-            ("seats", Value::BigInt(3)),
-        ],
-        "later values win, traits not sent (or sent as null) keep theirs"
+            ("plan", text("free")),
+        ]
     );
     assert_eq!(
         cells(users, 1),
-        [("id", text("user-2")), ("received_at", ts("2024-05-01T12:00:01.000Z")), ("plan", text("pro"))]
+        [
+            ("id", text("user-2")),
+            ("received_at", ts("2024-05-01T12:00:01.000Z")),
+            ("timestamp", ts("2024-05-01T12:00:00.000Z")),
+            ("plan", text("pro")),
+        ]
+    );
+    assert_eq!(
+        cells(users, 2),
+        [
+            ("id", text("user-1")),
+            ("received_at", ts("2024-05-01T13:00:00.000Z")),
+            ("timestamp", ts("2024-04-30T09:00:00.000Z")),
+            ("plan", text("pro")),
+            ("seats", Value::BigInt(3)),
+        ],
+        "its own times and traits; a trait sent as null is not sent"
     );
     assert_eq!(users.value(1, "seats"), Some(&Value::Null));
     // identifies keeps every call.
@@ -754,6 +776,7 @@ fn reserved_columns_are_never_overwritten_by_properties_or_traits() {
     let users = table(&plan, "users");
     assert_eq!(users.value(0, "id"), Some(&text("user-1")));
     assert_eq!(users.value(0, "received_at"), Some(&ts("2024-05-01T12:00:01.000Z")));
+    assert_eq!(users.value(0, "timestamp"), Some(&ts("2024-05-01T12:00:00.000Z")), "the order key is the event's");
     assert_eq!(users.column("user_id"), None);
     assert_eq!(users.column("uuid_ts"), None);
     assert_eq!(users.column("context_ip"), None);
