@@ -176,13 +176,98 @@ async fn all_six_types_arrive_mapped() {
     assert_eq!(um[0].form_field("api_key").as_deref(), Some(KEY));
     assert_eq!(mock.user_mappings(), vec![json!({"user_id": "anon-0001", "global_user_id": "user-0001"})]);
 
+    // By default revenue stays on the order (here there is none: a Checkout
+    // without `revenue`), so the product events carry no revenue fields;
+    // see the revenue tests below.
     let products = mock.event("amp-products").unwrap();
     assert_eq!(products["event_type"], "Checkout");
     let p0 = mock.event("amp-products-product-0").unwrap();
     assert_eq!(p0["event_type"], "Product Purchased");
-    assert_eq!((&p0["price"], &p0["quantity"], &p0["productId"]), (&json!(10), &json!(2), &json!("p-1")));
+    assert_eq!(p0["event_properties"], json!({"product_id": "p-1", "price": 10, "quantity": 2}));
     let p1 = mock.event("amp-products-product-1").unwrap();
-    assert_eq!((&p1["price"], &p1["quantity"], &p1["productId"]), (&json!(5), &json!(1), &json!("p-2")));
+    assert_eq!(p1["event_properties"], json!({"product_id": "p-2", "price": 5}));
+    for e in [&products, &p0, &p1] {
+        assert_eq!(revenue_fields(e), Vec::<&str>::new(), "{e}");
+    }
+}
+
+/// Amplitude's revenue fields `event` carries.
+fn revenue_fields(event: &Value) -> Vec<&'static str> {
+    ["revenue", "price", "quantity", "productId", "revenueType"]
+        .into_iter()
+        .filter(|k| event.get(*k).is_some())
+        .collect()
+}
+
+/// The revenue Amplitude counts for `events`: `price` × `quantity` (default
+/// 1) where a price is set, else `revenue`.
+fn counted_revenue(events: &[Value]) -> f64 {
+    events
+        .iter()
+        .map(|e| match e["price"].as_f64() {
+            Some(price) => price * e["quantity"].as_f64().unwrap_or(1.0),
+            None => e["revenue"].as_f64().unwrap_or(0.0),
+        })
+        .sum()
+}
+
+/// An `Order Completed` of 30 (total 35) whose two products have prices
+/// adding up to the same 30.
+fn priced_order() -> Value {
+    json!({"type": "track", "event": "Order Completed", "userId": "user-0001", "messageId": "order-1",
+           "properties": {"order_id": "o-1", "revenue": 30, "total": 35, "currency": "EUR",
+                          "products": [{"product_id": "p-1", "price": 10, "quantity": 2},
+                                       {"product_id": "p-2", "price": 5, "quantity": 2, "revenueType": "Gift"}]}})
+}
+
+/// Sends [`priced_order`] to a destination with `settings` and returns the
+/// order event and its two product events as Amplitude received them.
+async fn deliver_priced_order(settings: &str) -> (Value, Value, Value, Vec<Value>) {
+    let mock = AmplitudeMock::start(KEY).await;
+    let sy = Switchyard::start(&config(&mock, KEY, settings, "")).await;
+    send(&sy, vec![priced_order()]).await;
+    eventually(WAIT, "the order and its 2 products", || mock.events().len() >= 3).await;
+    assert_eq!(sy.wait_metric("switchyard_destination_delivered_total{destination=\"amp\"}", 1).await, 1);
+    assert_eq!(metric(&sy, "dead_lettered").await, 0, "{}", sy.logs());
+    let events = mock.events();
+    assert_eq!(events.len(), 3, "{events:?}");
+    let order = mock.event("order-1").unwrap();
+    assert_eq!(order["event_type"], "Order Completed");
+    assert_eq!(order["event_properties"]["revenue"], 30, "the properties are kept in both modes");
+    let p0 = mock.event("order-1-product-0").unwrap();
+    let p1 = mock.event("order-1-product-1").unwrap();
+    for p in [&p0, &p1] {
+        assert_eq!(p["event_type"], "Product Purchased");
+        assert_eq!(p["user_id"], "user-0001");
+    }
+    (order, p0, p1, events)
+}
+
+#[tokio::test]
+async fn order_revenue_is_counted_once_on_the_order_by_default() {
+    let (order, p0, p1, events) = deliver_priced_order("").await;
+    assert_eq!(order["revenue"], 30, "properties.revenue, on the order event");
+    assert_eq!(order["revenueType"], "Purchase");
+    for p in [&p0, &p1] {
+        assert_eq!(revenue_fields(p), Vec::<&str>::new(), "no revenue on the product events: {p}");
+    }
+    assert_eq!(p0["event_properties"], json!({"product_id": "p-1", "price": 10, "quantity": 2}));
+    assert_eq!(counted_revenue(&events), 30.0, "counted once: {events:?}");
+}
+
+#[tokio::test]
+async fn track_revenue_per_product_counts_revenue_on_the_products() {
+    let (order, p0, p1, events) = deliver_priced_order(", track_revenue_per_product = true").await;
+    assert_eq!(revenue_fields(&order), Vec::<&str>::new(), "no revenue on the order event: {order}");
+    assert_eq!(
+        (&p0["price"], &p0["quantity"], &p0["productId"], &p0["revenueType"]),
+        (&json!(10), &json!(2), &json!("p-1"), &json!("Purchase"))
+    );
+    assert_eq!(
+        (&p1["price"], &p1["quantity"], &p1["productId"], &p1["revenueType"]),
+        (&json!(5), &json!(2), &json!("p-2"), &json!("Gift"))
+    );
+    assert_eq!(counted_revenue(&events), 30.0, "counted once: {events:?}");
 }
 
 #[tokio::test]

@@ -32,6 +32,7 @@
 //! | `group_value_trait` | string | none | group trait holding the group value |
 //! | `default_group_type` | string | `"group"` | group type otherwise |
 //! | `track_products` | bool | `true` | one `Product Purchased` per product |
+//! | `track_revenue_per_product` | bool | `false` | revenue on the product events instead of the order |
 //! | `max_events_per_request` | integer | 2000 | 1..=2000 |
 //! | `max_bytes_per_request` | integer | 1000000 | 1024..=1000000 |
 

@@ -344,14 +344,29 @@ fn text(props: &Properties, keys: &[&str]) -> Option<String> {
 /// A track: the event itself plus, with `track_products`, one `Product
 /// Purchased` event per object of `properties.products`.
 ///
-/// Revenue rule (avoid double counting, as Segment's Amplitude integration
-/// with per-product revenue): when product events are emitted and at least
-/// one product has a `price`, revenue is counted on the product events
-/// (`price` × `quantity`) and the track itself carries no `revenue`,
-/// `price`, `quantity`, `productId` or `revenueType`. Otherwise the track
-/// carries `revenue` (`properties.revenue`, else `properties.total` for
-/// `Order Completed`), `price`, `quantity`, `productId` and `revenueType`
-/// (default `Purchase` when a revenue or price is sent).
+/// Revenue is counted once, on the order or on its products, never on both
+/// (Segment's Amplitude "Log Purchase", whose *Track Revenue Per Product*
+/// is off by default):
+///
+/// - By default the track carries the order's revenue fields: `revenue`
+///   (`properties.revenue`, else `properties.total` for `Order Completed`),
+///   `price`, `quantity`, `productId` and `revenueType` (default `Purchase`
+///   when a revenue or price is sent). The product events carry none of
+///   them (a product's `price` stays in its `event_properties`, which are
+///   not revenue fields).
+/// - With `track_revenue_per_product`, when product events are emitted and
+///   at least one product has a `price`, the product events carry the
+///   revenue fields (see [`product_revenue`]) and the track none of them.
+///   When no product has a price the track keeps its revenue fields as by
+///   default.
+///
+/// Where Segment differs or is silent: with per-product revenue Segment
+/// takes revenue off the order whenever it has products, priced or not;
+/// here an order whose products have no price keeps its revenue, so it is
+/// not lost. By default product prices are not added up into the order's
+/// revenue (nor are they in Segment): an order without `revenue` (or
+/// `total`) counts none. The `total` fallback is this plugin's; Segment's
+/// mapping reads `properties.revenue` only.
 fn track(base: &Base, name: &str, props: &Properties, integrations: &Properties, config: &Config) -> Vec<Part> {
     let mut main = base.view_or_track(name, props, integrations);
     let products: Vec<(usize, &Properties)> = if config.track_products {
@@ -363,7 +378,8 @@ fn track(base: &Base, name: &str, props: &Properties, integrations: &Properties,
     } else {
         Vec::new()
     };
-    let per_product = products.iter().any(|(_, p)| number(p.get("price")).is_some());
+    let per_product =
+        config.track_revenue_per_product && products.iter().any(|(_, p)| number(p.get("price")).is_some());
     let order_revenue_type = text(props, &["revenueType", "revenue_type"]);
     if !per_product {
         let mut revenue = json_number(props.get("revenue"));
@@ -396,22 +412,32 @@ fn track(base: &Base, name: &str, props: &Properties, integrations: &Properties,
         if let Some(groups) = groups(base.raw, Some(props)) {
             out.insert("groups".into(), Value::Object(groups));
         }
-        if let Some(price) = json_number(product.get("price")) {
-            out.insert("price".into(), price);
-            out.insert("quantity".into(), quantity(product).unwrap_or(1).into());
-        } else if let Some(q) = quantity(product) {
-            out.insert("quantity".into(), q.into());
+        if config.track_revenue_per_product {
+            product_revenue(&mut out, product, order_revenue_type.as_deref());
         }
-        if let Some(id) = text(product, &["product_id", "productId", "sku", "id"]) {
-            out.insert("productId".into(), id.into());
-        }
-        let kind = text(product, &["revenueType", "revenue_type"])
-            .or_else(|| order_revenue_type.clone())
-            .unwrap_or_else(|| "Purchase".to_owned());
-        out.insert("revenueType".into(), kind.into());
         parts.push(Part::Event(out));
     }
     parts
+}
+
+/// Adds a product's revenue fields to its `Product Purchased` event (with
+/// `track_revenue_per_product` only): `price`, `quantity` (default 1 when
+/// a price is set), `productId` (`product_id`, `productId`, `sku` or `id`)
+/// and `revenueType` (the product's, else the order's, else `Purchase`).
+fn product_revenue(out: &mut Map<String, Value>, product: &Properties, order_revenue_type: Option<&str>) {
+    if let Some(price) = json_number(product.get("price")) {
+        out.insert("price".into(), price);
+        out.insert("quantity".into(), quantity(product).unwrap_or(1).into());
+    } else if let Some(q) = quantity(product) {
+        out.insert("quantity".into(), q.into());
+    }
+    if let Some(id) = text(product, &["product_id", "productId", "sku", "id"]) {
+        out.insert("productId".into(), id.into());
+    }
+    let kind = text(product, &["revenueType", "revenue_type"])
+        .or_else(|| order_revenue_type.map(str::to_owned))
+        .unwrap_or_else(|| "Purchase".to_owned());
+    out.insert("revenueType".into(), kind.into());
 }
 
 /// `quantity` as the integer Amplitude requires (rounded).

@@ -43,6 +43,11 @@ pub struct Settings {
     /// Emit one `Product Purchased` event per product of a track's `products`.
     #[serde(default = "yes")]
     pub track_products: bool,
+    /// Where an order's revenue is counted: once on the track itself (its
+    /// `revenue`) when false, on its `Product Purchased` events (`price` ×
+    /// `quantity`) when true.
+    #[serde(default)]
+    pub track_revenue_per_product: bool,
     /// Events per `/2/httpapi` request (1..=2000).
     #[serde(default = "default_max_events")]
     pub max_events_per_request: usize,
@@ -101,6 +106,7 @@ pub struct Config {
     pub group_value_trait: Option<String>,
     pub default_group_type: String,
     pub track_products: bool,
+    pub track_revenue_per_product: bool,
     pub max_events: usize,
     pub max_bytes: usize,
 }
@@ -162,6 +168,7 @@ impl TryFrom<Settings> for Config {
             group_value_trait: s.group_value_trait,
             default_group_type: s.default_group_type,
             track_products: s.track_products,
+            track_revenue_per_product: s.track_revenue_per_product,
             max_events: s.max_events_per_request,
             max_bytes: s.max_bytes_per_request,
         })

@@ -23,10 +23,15 @@ fn harness_with(extra: Value) -> Harness<Amplitude> {
     Harness::new(settings).expect("valid settings")
 }
 
-fn harness() -> Harness<Amplitude> {
-    let mut h = harness_with(json!({}));
+/// A harness with `extra` settings whose every request is answered 200.
+fn ok_harness(extra: Value) -> Harness<Amplitude> {
+    let mut h = harness_with(extra);
     h.respond(|_| Ok(Response::new(200, r#"{"code":200,"events_ingested":1}"#)));
     h
+}
+
+fn harness() -> Harness<Amplitude> {
+    ok_harness(json!({}))
 }
 
 fn body(req: &Request) -> Value {
@@ -401,24 +406,68 @@ fn order_completed_without_products_uses_total() {
     assert_eq!(ev["revenueType"], "Purchase");
 }
 
-#[test]
-fn order_completed_emits_product_purchased_with_revenue_per_product() {
-    let mut h = harness();
-    let e = event(json!({"type": "track", "event": "Order Completed", "userId": "user-1", "messageId": "order-1",
+/// The five Amplitude revenue fields.
+const REVENUE_FIELDS: [&str; 5] = ["revenue", "price", "quantity", "productId", "revenueType"];
+
+/// An `Order Completed` with revenue, total and three priced products (and
+/// a non-object entry, skipped).
+fn priced_order() -> Event {
+    event(json!({"type": "track", "event": "Order Completed", "userId": "user-1", "messageId": "order-1",
     "properties": {"order_id": "o1", "revenue": 30, "total": 35, "revenueType": "Sale",
         "products": [
             {"product_id": "p1", "sku": "S1", "price": 10, "quantity": 2, "name": "Shoe"},
             {"sku": "S2", "price": "10.5"},
             {"id": "p3", "price": 1, "quantity": 1.6, "revenueType": "Gift"},
             "not an object"
-        ]}}));
-    assert_eq!(h.deliver(vec![e]), vec![Outcome::Delivered]);
+        ]}}))
+}
+
+#[test]
+fn order_revenue_is_counted_on_the_order_by_default() {
+    let mut h = harness();
+    assert_eq!(h.deliver(vec![priced_order()]), vec![Outcome::Delivered]);
+    let evs = events(&h.requests()[0]);
+    assert_eq!(evs.len(), 4);
+    let order = &evs[0];
+    assert_eq!(order["event_type"], "Order Completed");
+    assert_eq!(order["revenue"], 30, "properties.revenue wins over total");
+    assert_eq!(order["revenueType"], "Sale");
+    for p in &evs[1..] {
+        assert_eq!(p["event_type"], "Product Purchased");
+        for key in REVENUE_FIELDS {
+            assert!(p.get(key).is_none(), "product carries no {key}: revenue is on the order: {p}");
+        }
+    }
+    let p = &evs[1];
+    assert_eq!(p["insert_id"], "order-1-product-0");
+    assert_eq!(p["user_id"], "user-1");
+    assert_eq!(
+        p["event_properties"],
+        json!({"product_id": "p1", "sku": "S1", "price": 10, "quantity": 2, "name": "Shoe"})
+    );
+    assert_eq!(evs[3]["insert_id"], "order-1-product-2");
+
+    // Without revenue or total, the products' prices are not added up.
+    let mut h = harness();
+    h.deliver(vec![event(json!({"type": "track", "event": "Checkout", "userId": "user-1", "messageId": "c",
+        "properties": {"products": [{"product_id": "p1", "price": 10}]}}))]);
+    let evs = events(&h.requests()[0]);
+    assert_eq!(evs.len(), 2);
+    for (ev, key) in evs.iter().flat_map(|e| REVENUE_FIELDS.map(|k| (e, k))) {
+        assert!(ev.get(key).is_none(), "{key}: {ev}");
+    }
+}
+
+#[test]
+fn track_revenue_per_product_moves_revenue_to_the_products() {
+    let mut h = ok_harness(json!({"track_revenue_per_product": true}));
+    assert_eq!(h.deliver(vec![priced_order()]), vec![Outcome::Delivered]);
     let evs = events(&h.requests()[0]);
     assert_eq!(evs.len(), 4);
     let order = &evs[0];
     assert_eq!(order["event_type"], "Order Completed");
     assert_eq!(order["insert_id"], "order-1");
-    for key in ["revenue", "price", "quantity", "productId", "revenueType"] {
+    for key in REVENUE_FIELDS {
         assert!(order.get(key).is_none(), "order carries no {key}: revenue is per product");
     }
     assert_eq!(order["event_properties"]["revenue"], 30, "the properties themselves are kept");
@@ -441,17 +490,42 @@ fn order_completed_emits_product_purchased_with_revenue_per_product() {
 }
 
 #[test]
+fn track_revenue_per_product_without_product_events_keeps_revenue_on_the_order() {
+    let mut h = ok_harness(json!({"track_revenue_per_product": true, "track_products": false}));
+    h.deliver(vec![priced_order()]);
+    let ev = one(&h);
+    assert_eq!((ev["revenue"].clone(), ev["revenueType"].clone()), (json!(30), json!("Sale")));
+}
+
+#[test]
 fn products_without_prices_keep_revenue_on_the_order() {
+    let order = || {
+        event(json!({"type": "track", "event": "Order Completed", "userId": "user-1", "messageId": "o",
+        "properties": {"revenue": 12, "products": [{"product_id": "p1", "quantity": 3}]}}))
+    };
+    // Default: the product event carries no revenue field at all.
     let mut h = harness();
-    h.deliver(vec![event(json!({"type": "track", "event": "Order Completed", "userId": "user-1", "messageId": "o",
-        "properties": {"revenue": 12, "products": [{"product_id": "p1"}]}}))]);
+    h.deliver(vec![order()]);
+    let evs = events(&h.requests()[0]);
+    assert_eq!(evs.len(), 2);
+    assert_eq!(evs[0]["revenue"], 12);
+    assert_eq!(evs[0]["revenueType"], "Purchase");
+    for key in REVENUE_FIELDS {
+        assert!(evs[1].get(key).is_none(), "{key}: {}", evs[1]);
+    }
+    // Per product: no product has a price, so the order keeps its revenue;
+    // the product event has its id, quantity and type but no price.
+    let mut h = ok_harness(json!({"track_revenue_per_product": true}));
+    h.deliver(vec![order()]);
     let evs = events(&h.requests()[0]);
     assert_eq!(evs.len(), 2);
     assert_eq!(evs[0]["revenue"], 12);
     assert_eq!(evs[0]["revenueType"], "Purchase");
     assert_eq!(evs[1]["productId"], "p1");
+    assert_eq!(evs[1]["quantity"], 3);
     assert_eq!(evs[1]["revenueType"], "Purchase");
     assert!(evs[1].get("price").is_none());
+    assert!(evs[1].get("revenue").is_none());
 }
 
 #[test]
@@ -981,6 +1055,8 @@ fn settings_errors_name_the_setting() {
     assert!(init_err(json!({"api_key": KEY, "min_id_length": 0})).contains("min_id_length"));
     assert!(init_err(json!({"api_key": KEY, "group_type_trait": ""})).contains("group_type_trait"));
     assert!(init_err(json!({"api_key": KEY, "alias_usermap": "yes"})).contains("alias_usermap"));
+    let m = init_err(json!({"api_key": KEY, "track_revenue_per_product": "true"}));
+    assert!(m.contains("track_revenue_per_product"), "{m}");
 }
 
 #[test]
@@ -1000,7 +1076,7 @@ fn settings_defaults_and_variants() {
     let c = h.destination().config().clone();
     assert_eq!(c.urls.httpapi, US_HTTPAPI);
     assert_eq!((c.max_events, c.max_bytes, c.min_id_length), (2000, 1_000_000, None));
-    assert!(c.track_products && !c.alias_usermap);
+    assert!(c.track_products && !c.alias_usermap && !c.track_revenue_per_product);
     assert_eq!(c.default_group_type, "group");
     let mut h = Harness::<Amplitude>::new(json!({"api_key": KEY, "region": "US"})).unwrap();
     assert_eq!(h.destination().config().urls.usermap, "https://api.amplitude.com/usermap");
