@@ -3,9 +3,15 @@
 //! The folders holding the watched files are watched (not the files), so a
 //! change is seen however it was written: in place, or to a temporary file
 //! renamed over the old one as editors and `cp`-then-`mv` deploys do.
-//! Changes are debounced — a reload runs once the files have been quiet for
-//! `server.watch_debounce_ms` — and after each reload the set of watched
-//! files is recomputed, since the config may name new plugins.
+//! Changes are debounced — a reload runs once the watched files have been
+//! quiet for `server.watch_debounce_ms` — and after each reload the set of
+//! watched files is recomputed, since the config may name new plugins.
+//!
+//! Only events naming a watched file (the config, a configured plugin, or
+//! a name renamed onto one of them) start or extend the debounce. Other
+//! files in the same folders are ignored: a server log beside the config,
+//! written every few milliseconds, once held every reload back for as
+//! long as it kept growing.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -56,8 +62,10 @@ async fn run(
         }
         // Let the writes settle: editors and deploy scripts touch a file
         // several times.
+        let mut quiet_until = tokio::time::Instant::now() + debounce;
         loop {
-            match tokio::time::timeout(debounce, events.recv()).await {
+            match tokio::time::timeout_at(quiet_until, events.recv()).await {
+                Ok(Some(e)) if relevant(&e, &files) => quiet_until = tokio::time::Instant::now() + debounce,
                 Ok(Some(_)) => {}
                 Ok(None) => return,
                 Err(_) => break,
