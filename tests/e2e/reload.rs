@@ -166,6 +166,67 @@ async fn twenty_plugin_swaps_under_load_lose_nothing() {
     assert_eq!(sy.metric("switchyard_reloads_total{result=\"refused\"}").await, 0, "{}", sy.logs());
 }
 
+/// A file beside the plugin written every 50 ms (a server log, say) does
+/// not hold a reload back: a new version renamed into place meanwhile is
+/// adopted and delivering while the writes go on. Prints how long that
+/// took (BENCHMARKS.md).
+#[tokio::test]
+async fn a_busy_file_beside_the_plugin_does_not_hold_back_its_reload() {
+    let receiver = Receiver::always(200).await;
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = dir.path().join("hook.wasm");
+    std::fs::write(&wasm, webhook_version(0)).unwrap();
+    let sy = Switchyard::start(&webhook(head(), "hook", &wasm, &receiver).build()).await;
+    let first = sha256(&webhook_version(0));
+    wait_destination(&sy, "hook", "on the first version", |d| d["plugin"]["hash"] == first.as_str()).await;
+
+    let noisy = Arc::new(AtomicBool::new(true));
+    let writer = {
+        let (noisy, path) = (noisy.clone(), dir.path().join("server.log"));
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut log = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+            let mut lines = 0u64;
+            while noisy.load(Ordering::SeqCst) {
+                writeln!(log, "line {lines}").unwrap();
+                lines += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            lines
+        })
+    };
+    let (stop, load) = continuous_load(&sy);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let next = webhook_version(1);
+    let hash = sha256(&next);
+    let renamed = Instant::now();
+    replace_file(&wasm, &next);
+    wait_destination(&sy, "hook", "on the new version", |d| d["plugin"]["hash"] == hash.as_str()).await;
+    let adopted = renamed.elapsed();
+    wait_destination(&sy, "hook", "delivering with the new version", |d| {
+        d["delivered_by_plugin"][hash.as_str()].as_u64().unwrap_or(0) > 0
+    })
+    .await;
+    let delivering = renamed.elapsed();
+    assert!(noisy.load(Ordering::SeqCst), "the writes went on throughout");
+    noisy.store(false, Ordering::SeqCst);
+    let lines = writer.join().unwrap();
+    stop.store(true, Ordering::SeqCst);
+    let accepted = load.await.unwrap();
+    assert!(lines >= 10, "the neighbour file kept being written: {lines} lines");
+    eventually(WAIT, "every accepted event is delivered", || {
+        let got: HashSet<String> = receiver.message_ids().into_iter().collect();
+        accepted.iter().all(|id| got.contains(id))
+    })
+    .await;
+    println!(
+        "reload beside a file written every 50 ms: adopted {} ms, delivering {} ms after the rename",
+        adopted.as_millis(),
+        delivering.as_millis()
+    );
+}
+
 /// A version that is not a component, then one whose `init` refuses the
 /// settings: each is refused, visibly, while the old version keeps
 /// delivering; a good version after them is adopted.
