@@ -13,6 +13,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -26,7 +27,7 @@ use tokio::sync::watch;
 
 use crate::admin_api::{
     DeadLetterPage, DeadLetterView, DestinationList, DestinationView, ErrorReply, HealthReply, PauseReply, PluginView,
-    PurgeReply, RefusalView, ReloadChanges, ReloadReply, ReplayReply,
+    PurgeReply, ReadyReply, RefusalView, ReloadChanges, ReloadReply, ReplayReply,
 };
 use crate::metrics::Metrics;
 use crate::registry::{ActionError, Registry};
@@ -37,6 +38,8 @@ pub struct AdminState<L: EventLog = LocalLog> {
     pub token: Option<String>,
     pub log: Arc<L>,
     pub registry: Arc<Registry<L>>,
+    /// Set once the server has begun to shut down.
+    pub stopping: Arc<AtomicBool>,
 }
 
 type Reply = Response<Full<Bytes>>;
@@ -72,14 +75,31 @@ pub async fn serve<L: EventLog>(
     }
 }
 
+/// `/ready`: 200 while ingest would accept events, else 503 with the
+/// reason ingest would give (`disk_below_floor`, `log_unavailable`,
+/// `shutting_down`). Per-destination trouble does not make the server
+/// unready: events wait in the log (see `/admin/destinations`).
+fn ready<L: EventLog>(state: &AdminState<L>) -> Reply {
+    let refusal = if state.stopping.load(Ordering::Relaxed) {
+        Some(crate::sink::SinkError { code: "shutting_down", message: "the server is shutting down".into() })
+    } else {
+        state.log.accepting().err().map(crate::sink::SinkError::from)
+    };
+    match refusal {
+        None => reply(StatusCode::OK, &ReadyReply { ready: true, reason: None, message: None }),
+        Some(e) => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &ReadyReply { ready: false, reason: Some(e.code.into()), message: Some(e.message) },
+        ),
+    }
+}
+
 async fn route<L: EventLog>(req: &Request<hyper::body::Incoming>, state: &AdminState<L>) -> Reply {
     let path = req.uri().path();
     match path {
-        "/metrics" => {
-            let backlog = |name: &str| state.log.backlog(name);
-            return text(StatusCode::OK, "text/plain; version=0.0.4", state.metrics.render(&backlog));
-        }
-        "/health" | "/ready" => return reply(StatusCode::OK, &HealthReply { status: "ok".into() }),
+        "/metrics" => return text(StatusCode::OK, "text/plain; version=0.0.4", state.metrics.render(&*state.log)),
+        "/health" => return reply(StatusCode::OK, &HealthReply { status: "ok".into() }),
+        "/ready" => return ready(state),
         _ => {}
     }
     if !authorized(req, state.token.as_deref()) {
@@ -152,6 +172,7 @@ async fn route<L: EventLog>(req: &Request<hyper::body::Incoming>, state: &AdminS
 /// Every destination's status, and the removed ones whose events are kept.
 async fn destinations<L: EventLog>(state: &AdminState<L>) -> DestinationList {
     let backlog = |name: &str| state.log.backlog(name);
+    let end = state.log.end();
     let mut destinations = Vec::new();
     for d in state.metrics.destinations() {
         let status = d.status();
@@ -165,7 +186,8 @@ async fn destinations<L: EventLog>(state: &AdminState<L>) -> DestinationList {
             name: d.name.clone(),
             state: d.state().to_owned(),
             reason: status.quarantined,
-            backlog: backlog(&d.name),
+            backlog: d.position.backlog(end).or_else(|| backlog(&d.name)),
+            log_bytes: state.log.held_bytes(&d.name),
             plugin: Some(PluginView {
                 hash: status.plugin_hash,
                 contract: status.plugin_contract,
@@ -184,6 +206,7 @@ async fn destinations<L: EventLog>(state: &AdminState<L>) -> DestinationList {
     for name in state.registry.removed().await {
         destinations.push(DestinationView {
             backlog: backlog(&name),
+            log_bytes: state.log.held_bytes(&name),
             reason: Some(
                 "removed from the config; its undelivered events are kept until purged (DELETE /admin/destinations/{name})"
                     .into(),

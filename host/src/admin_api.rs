@@ -29,6 +29,10 @@ pub struct DestinationView {
     pub reason: Option<String>,
     /// Events in the log it has not finished; `None` when unknown.
     pub backlog: Option<u64>,
+    /// Bytes of the log it holds from deletion (whole segments, from the
+    /// one holding its position); `None` when the log cannot tell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_bytes: Option<u64>,
     /// The plugin version it runs; `None` for a removed destination.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugin: Option<PluginView>,
@@ -155,6 +159,17 @@ pub struct ReplayReply {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HealthReply {
     pub status: String,
+}
+
+/// `/ready`: whether ingest accepts events now, and if not why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReadyReply {
+    pub ready: bool,
+    /// `disk_below_floor`, `log_unavailable` or `shutting_down`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// Any error answer.

@@ -33,7 +33,11 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     std::fs::create_dir_all(data).with_context(|| format!("creating data_dir {}", data.display()))?;
     let runtime = Arc::new(runtime_for(&config)?);
 
-    let log_opts = LogOptions { segment_bytes: config.server.log_segment_mb.max(1) * 1024 * 1024, fsync: true };
+    let log_opts = LogOptions {
+        segment_bytes: config.server.log_segment_mb.max(1) * 1024 * 1024,
+        fsync: true,
+        min_free_bytes: config.server.min_free_disk_mb * 1024 * 1024,
+    };
     let dedupe = DedupeOptions {
         window: Duration::from_secs(config.server.dedupe_window_secs),
         max_ids: config.server.dedupe_max_ids,
@@ -65,6 +69,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         bind(config.server.listen).with_context(|| format!("binding tracking API to {}", config.server.listen))?;
     let addr = listener.local_addr()?;
     let (http_stop_tx, http_stop_rx) = watch::channel(false);
+    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut servers = Vec::new();
     let (i, stop) = (ingest.clone(), http_stop_rx.clone());
     servers.push(api.spawn(async move { i.serve(TcpListener::from_std(listener)?, stop).await }));
@@ -73,9 +78,10 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         tracing::info!(addr = %listener.local_addr()?, "admin API and /metrics listening");
         let state = Arc::new(crate::admin::AdminState {
             metrics: metrics.clone(),
-            token: config.server.admin_token.clone(),
+            token: crate::admin_token::for_server(&config.server)?,
             log: log.clone(),
             registry: registry.clone(),
+            stopping: stopping.clone(),
         });
         let stop = http_stop_rx.clone();
         servers
@@ -83,14 +89,20 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     }
     if config.server.watch {
         let debounce = Duration::from_millis(config.server.watch_debounce_ms);
-        if let Err(e) = crate::watcher::spawn(registry.clone(), debounce, http_stop_rx) {
+        if let Err(e) = crate::watcher::spawn(registry.clone(), debounce, http_stop_rx.clone()) {
             tracing::warn!(error = %e, "cannot watch the config and plugins; reload with `switchyard reload`");
         }
     }
     tracing::info!(%addr, destinations = config.destinations.len(), "tracking API listening");
+    tokio::spawn(warn_about_removed_destinations(
+        registry.clone(),
+        config.server.removed_destination_warn_mb * 1024 * 1024,
+        http_stop_rx.clone(),
+    ));
 
     shutdown.await;
     tracing::info!("shutting down: no new requests; finishing in-flight work");
+    stopping.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = http_stop_tx.send(true);
     for server in servers {
         if let Ok(Err(e)) = server.await {
@@ -104,6 +116,23 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     tracing::info!("stopped");
     Ok(())
 }
+
+/// Every [`REMOVED_CHECK_EVERY`], from start, warns about removed
+/// destinations holding more than `threshold` bytes of the log.
+async fn warn_about_removed_destinations(registry: Arc<Registry>, threshold: u64, shutdown: watch::Receiver<bool>) {
+    let stop = crate::stopped(shutdown);
+    tokio::pin!(stop);
+    let mut every = tokio::time::interval(REMOVED_CHECK_EVERY);
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            _ = every.tick() => registry.warn_removed_holding(threshold).await,
+        }
+    }
+}
+
+/// How often removed destinations that hold the log are warned about.
+const REMOVED_CHECK_EVERY: Duration = Duration::from_secs(300);
 
 /// A listening socket, not yet tied to a runtime: [`TcpListener::from_std`]
 /// on the thread that serves it registers it with that runtime's reactor.

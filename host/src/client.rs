@@ -30,7 +30,7 @@ impl AdminClient {
     /// When the config has no `server.admin_listen` or `server.admin_token`.
     pub fn new(config: &Config) -> anyhow::Result<AdminClient> {
         let Some(addr) = config.server.admin_listen else { bail!("the config has no server.admin_listen") };
-        let Some(token) = config.server.admin_token.clone() else { bail!("the config has no server.admin_token") };
+        let token = crate::admin_token::for_client(&config.server)?;
         let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
         Ok(AdminClient { addr, token, client })
     }
@@ -152,24 +152,38 @@ pub async fn dead_letters(config: &Config, destination: &str, replay: bool) -> a
 pub async fn status(config: &Config) -> anyhow::Result<()> {
     let list = AdminClient::new(config)?.destinations().await?;
     println!(
-        "{:<20} {:<12} {:>10} {:>12} {:>8}  {:<14} why",
-        "DESTINATION", "STATE", "BACKLOG", "DELIVERED", "DEAD", "PLUGIN"
+        "{:<20} {:<12} {:>10} {:>10} {:>12} {:>8}  {:<14} why",
+        "DESTINATION", "STATE", "BACKLOG", "LOG", "DELIVERED", "DEAD", "PLUGIN"
     );
     let number = |n: Option<u64>| n.map_or_else(|| "-".to_owned(), |n| n.to_string());
     for d in list.destinations {
         let why = d.why().unwrap_or_else(|| "-".into());
         let hash: String = d.plugin.as_ref().map(|p| p.hash.chars().take(12).collect()).unwrap_or_default();
         println!(
-            "{:<20} {:<12} {:>10} {:>12} {:>8}  {:<14} {why}",
+            "{:<20} {:<12} {:>10} {:>10} {:>12} {:>8}  {:<14} {why}",
             d.name,
             d.state,
             number(d.backlog),
+            d.log_bytes.map_or_else(|| "-".to_owned(), human_bytes),
             number(d.delivered),
             number(d.dead_lettered),
             hash,
         );
     }
     Ok(())
+}
+
+/// `bytes` in B, KiB, MiB or GiB, as `status` shows the log a destination
+/// holds.
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
 }
 
 /// Asks the server to reload its config and plugins; prints what changed.

@@ -1,28 +1,84 @@
 //! The operator's config file: TOML, with `${ENV}` interpolation.
 //!
-//! [`Config::load`] reads, interpolates and validates a file in one go, and
-//! every error names the file, and the line where there is one.
+//! [`Config::load`] reads, interpolates and validates a file in one go. It
+//! reports every problem it finds, not only the first, each naming the
+//! file, the line and the dotted key (`destinations[0].batch.max_events`).
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fmt;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 use switchyard_log::DedupeOptions;
 use switchyard_runtime::capabilities::http::Origin;
 use switchyard_runtime::redact::Redactor;
 use switchyard_warehouse::WarehouseUrl;
+use toml::Spanned;
+use toml::de::{DeArray, DeTable, DeValue};
 
 use crate::normalize::EventType;
 
-/// An error in a config file, naming the file and (where known) the line.
-#[derive(Debug, thiserror::Error)]
-#[error("{path}{}: {message}", line.map(|l| format!(":{l}")).unwrap_or_default())]
-pub struct ConfigError {
-    pub path: PathBuf,
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The line (1-based), where known.
     pub line: Option<usize>,
+    /// The dotted key it is about, e.g. `destinations[0].batch.max_events`.
+    pub key: Option<String>,
     pub message: String,
 }
+
+/// An invalid config file: every problem found, in file order, each
+/// displayed on a line of its own as `file:line: key: message`.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    /// Never empty.
+    pub problems: Vec<Problem>,
+}
+
+impl ConfigError {
+    fn new(path: &Path, problems: Vec<Problem>) -> ConfigError {
+        ConfigError { path: path.to_owned(), problems }
+    }
+
+    /// The first problem's line.
+    pub fn line(&self) -> Option<usize> {
+        self.problems.first().and_then(|p| p.line)
+    }
+
+    /// The first problem's message.
+    pub fn message(&self) -> &str {
+        self.problems.first().map_or("", |p| p.message.as_str())
+    }
+
+    /// Each problem as `file:line: key: message` (`file: message` when
+    /// neither is known).
+    pub fn lines(&self) -> impl Iterator<Item = String> + '_ {
+        self.problems.iter().map(|p| {
+            let line = p.line.map(|l| format!(":{l}")).unwrap_or_default();
+            let key = p.key.as_ref().map(|k| format!(" {k}:")).unwrap_or_default();
+            format!("{}{line}:{key} {}", self.path.display(), p.message)
+        })
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, line) in self.lines().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            f.write_str(&line)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
 
 /// The whole config file.
 #[derive(Debug, Clone, Deserialize)]
@@ -42,6 +98,9 @@ pub struct Config {
     /// The file it was read from: reloads read it again.
     #[serde(skip)]
     pub path: PathBuf,
+    /// Where each key is in that file, for messages about it.
+    #[serde(skip)]
+    keys: KeyLines,
 }
 
 /// `[server]`
@@ -54,6 +113,11 @@ pub struct ServerConfig {
     pub admin_listen: Option<SocketAddr>,
     /// Bearer token for the admin API.
     pub admin_token: Option<String>,
+    /// A file holding the admin token instead (relative to the config's
+    /// folder): the server writes a random one there, readable by its user
+    /// only, when the file does not exist; the CLI reads it. One of this
+    /// and `admin_token`.
+    pub admin_token_file: Option<PathBuf>,
     /// Durable log, cursors and the compiled-plugin cache.
     pub data_dir: PathBuf,
     /// Largest request body, after gzip inflation, in bytes.
@@ -73,6 +137,17 @@ pub struct ServerConfig {
     /// Threads of the tracking and admin APIs, which no plugin code runs
     /// on (see [`crate::executor`]); default: one per core.
     pub api_threads: Option<usize>,
+    /// Ingest answers 503 while less than this is free on `data_dir`'s
+    /// filesystem, MiB, so that cursors, the dedupe journal and dead
+    /// letters always have room; 0 turns the floor off.
+    pub min_free_disk_mb: u64,
+    /// Each destination persists its position at most this often, ms (and
+    /// on shutdown); after a crash, what it delivered since is delivered
+    /// again. 0 persists after every batch.
+    pub cursor_commit_ms: u64,
+    /// Warn when a destination removed from the config still holds more
+    /// than this much of the log, MiB.
+    pub removed_destination_warn_mb: u64,
 }
 
 impl Default for ServerConfig {
@@ -81,6 +156,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8088)),
             admin_listen: None,
             admin_token: None,
+            admin_token_file: None,
             data_dir: PathBuf::from("data"),
             max_request_bytes: 500 * 1024,
             max_event_bytes: 32 * 1024,
@@ -90,6 +166,9 @@ impl Default for ServerConfig {
             watch: true,
             watch_debounce_ms: 200,
             api_threads: None,
+            min_free_disk_mb: 256,
+            cursor_commit_ms: 100,
+            removed_destination_warn_mb: 1024,
         }
     }
 }
@@ -314,13 +393,12 @@ impl Config {
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] naming the file and line: unreadable file, TOML
-    /// syntax, unknown keys, an unset `${VAR}`, or an invalid value.
+    /// A [`ConfigError`] listing every problem, each naming the file, line
+    /// and key: unreadable file, TOML syntax, unknown keys, wrong types, an
+    /// unset `${VAR}`, or an invalid value.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            path: path.to_owned(),
-            line: None,
-            message: format!("cannot read: {e}"),
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(path, vec![Problem { line: None, key: None, message: format!("cannot read: {e}") }])
         })?;
         Config::parse(path, &text, &|name| std::env::var(name).ok())
     }
@@ -333,133 +411,393 @@ impl Config {
     ///
     /// As [`Config::load`].
     pub fn parse(path: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let err = |line: Option<usize>, message: String| ConfigError { path: path.to_owned(), line, message };
-        let mut value: toml::Table = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| line_of(text, s.start));
-            err(line, e.message().to_owned())
-        })?;
+        let (mut root, syntax) = DeTable::parse_recoverable(text);
+        let keys = KeyLines::index(text, &root);
+        if !syntax.is_empty() {
+            // What the parser recovered is not what was meant: report the
+            // syntax alone, one problem per line.
+            let mut problems: Vec<Problem> = syntax
+                .iter()
+                .map(|e| {
+                    let at = e.span().map(|s| s.start);
+                    Problem {
+                        line: at.map(|at| line_of(text, at)),
+                        key: at.and_then(|at| keys.key_at(line_of(text, at), at)),
+                        message: e.message().to_owned(),
+                    }
+                })
+                .collect();
+            problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
+            problems.dedup_by_key(|p| p.line);
+            return Err(ConfigError::new(path, problems));
+        }
+
         let mut redactor = Redactor::default();
-        for (_, v) in value.iter_mut() {
-            interpolate(v, env, &mut redactor).map_err(|var| {
-                let line = text.find(&format!("${{{var}}}")).map(|at| line_of(text, at));
-                err(line, format!("environment variable `{var}` is not set"))
-            })?;
+        let mut problems = Vec::new();
+        for (k, v) in root.get_mut().iter_mut() {
+            let key = push_key("", k.get_ref());
+            interpolate(v, &key, text, env, &mut redactor, &mut problems);
         }
-        // Re-serialize so serde errors carry spans into the original text.
-        let mut config: Config = Config::deserialize(toml::Value::Table(value)).map_err(|e| {
-            let line = find_key_line(text, &e.to_string());
-            err(line, e.message().to_owned())
-        })?;
-        config.redactor = redactor;
-        config.path = path.to_owned();
-        let base = path.parent().unwrap_or(Path::new("."));
-        if config.server.data_dir.is_relative() {
-            config.server.data_dir = base.join(&config.server.data_dir);
-        }
-        for d in &mut config.destinations {
-            if d.plugin.is_relative() {
-                d.plugin = base.join(&d.plugin);
+        let (config, complete) = deserialize(root, text, &keys, &mut problems);
+        if let Some(mut config) = config {
+            config.redactor = redactor.clone();
+            config.path = path.to_owned();
+            config.keys = keys.clone();
+            let base = path.parent().unwrap_or(Path::new("."));
+            if config.server.data_dir.is_relative() {
+                config.server.data_dir = base.join(&config.server.data_dir);
             }
-            if let Some(w) = &mut d.warehouse {
-                w.resolve_against(base);
+            if let Some(f) = config.server.admin_token_file.as_mut().filter(|f| f.is_relative()) {
+                *f = base.join(&*f);
+            }
+            for d in &mut config.destinations {
+                if d.plugin.is_relative() {
+                    d.plugin = base.join(&d.plugin);
+                }
+                if let Some(w) = &mut d.warehouse {
+                    w.resolve_against(base);
+                }
+            }
+            // With a source or destination dropped for its errors, the
+            // indices no longer match the file's.
+            if complete {
+                problems.extend(config.validate().into_iter().map(|(key, message)| Problem {
+                    line: keys.line(&key),
+                    key: Some(key),
+                    message,
+                }));
+            }
+            if problems.is_empty() {
+                return Ok(config);
             }
         }
-        config.validate().map_err(|(needle, message)| {
-            let line = needle.and_then(|n| text.find(&n)).map(|at| line_of(text, at));
-            err(line, message)
-        })?;
-        Ok(config)
+        // One problem per key: the first (an unset variable, say, and not
+        // the type error its placeholder then causes).
+        let mut seen = HashSet::new();
+        problems.retain(|p| p.key.as_ref().is_none_or(|k| seen.insert(k.clone())));
+        for p in &mut problems {
+            p.message = redactor.redact(&p.message);
+        }
+        problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
+        Err(ConfigError::new(path, problems))
     }
 
-    /// Checks what the types alone cannot. On error returns a snippet of the
-    /// file to locate the line by, and the message.
-    fn validate(&self) -> Result<(), (Option<String>, String)> {
+    /// `file:line: key` for `key` of this config (at the line of the
+    /// nearest enclosing key the file has), to name it in messages.
+    pub fn locate(&self, key: &str) -> String {
+        match self.keys.line(key) {
+            Some(line) => format!("{}:{line}: {key}", self.path.display()),
+            None => format!("{}: {key}", self.path.display()),
+        }
+    }
+
+    /// [`Config::locate`] for the `settings` of destination `name`.
+    pub fn locate_settings(&self, name: &str) -> String {
+        match self.destinations.iter().position(|d| d.name == name) {
+            Some(i) => self.locate(&format!("destinations[{i}].settings")),
+            None => format!("{}: destination `{name}`", self.path.display()),
+        }
+    }
+
+    /// Checks what the types alone cannot. Returns every problem, as the
+    /// dotted key and the message.
+    fn validate(&self) -> Vec<(String, String)> {
+        let mut bad = Vec::new();
         if !(0..=19).contains(&self.runtime.destination_nice) {
-            return Err((Some("destination_nice".into()), "runtime.destination_nice must be between 0 and 19".into()));
+            bad.push(("runtime.destination_nice".to_owned(), "must be between 0 and 19".to_owned()));
         }
         if self.server.api_threads == Some(0) {
-            return Err((Some("api_threads".into()), "server.api_threads must be at least 1".into()));
+            bad.push(("server.api_threads".to_owned(), "must be at least 1".to_owned()));
+        }
+        if self.server.admin_token.is_some() && self.server.admin_token_file.is_some() {
+            bad.push((
+                "server.admin_token_file".to_owned(),
+                "set admin_token or admin_token_file, not both".to_owned(),
+            ));
         }
         let mut keys = HashSet::new();
         let mut names = HashSet::new();
-        for s in &self.sources {
+        for (i, s) in self.sources.iter().enumerate() {
+            let mut fail = |field: &str, m: &str| {
+                bad.push((format!("sources[{i}].{field}"), format!("source `{}`: {m}", s.name)));
+            };
             if s.write_key.is_empty() {
-                return Err((Some(format!("\"{}\"", s.name)), format!("source `{}`: write_key is empty", s.name)));
-            }
-            if !keys.insert(&s.write_key) {
-                return Err((
-                    Some(format!("\"{}\"", s.name)),
-                    format!("source `{}`: write_key is used by another source", s.name),
-                ));
+                fail("write_key", "write_key is empty");
+            } else if !keys.insert(&s.write_key) {
+                fail("write_key", "write_key is used by another source");
             }
             if !names.insert(&s.name) {
-                return Err((Some(format!("\"{}\"", s.name)), format!("two sources are named `{}`", s.name)));
+                fail("name", "another source has this name");
             }
         }
+        let max_memory = self.runtime.max_memory_mb;
         let mut names = HashSet::new();
-        for d in &self.destinations {
-            let at = Some(format!("\"{}\"", d.name));
-            let fail = |m: String| Err((at.clone(), format!("destination `{}`: {m}", d.name)));
+        for (i, d) in self.destinations.iter().enumerate() {
+            let mut fail = |field: &str, m: String| {
+                bad.push((format!("destinations[{i}].{field}"), format!("destination `{}`: {m}", d.name)));
+            };
             if d.name.is_empty() || !d.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                return fail("name must be non-empty ASCII letters, digits, `-` or `_`".into());
-            }
-            if !names.insert(&d.name) {
-                return fail("two destinations have this name".into());
+                fail("name", "name must be non-empty ASCII letters, digits, `-` or `_`".into());
+            } else if !names.insert(&d.name) {
+                fail("name", "another destination has this name".into());
             }
             if d.batch.max_events == 0 || d.batch.max_events > 10_000 {
-                return fail("batch.max_events must be between 1 and 10000".into());
+                fail("batch.max_events", "batch.max_events must be between 1 and 10000".into());
             }
-            if d.quota.memory_mb == 0 || d.quota.memory_mb > self.runtime.max_memory_mb {
-                return fail(format!(
-                    "quota.memory_mb must be between 1 and runtime.max_memory_mb ({})",
-                    self.runtime.max_memory_mb
-                ));
-            }
-            if d.quota.cpu_ms_per_call == 0 || d.quota.call_timeout_ms == 0 {
-                return fail("quota.cpu_ms_per_call and quota.call_timeout_ms must be positive".into());
-            }
-            if d.quota.max_concurrent_calls == 0 || d.quota.max_concurrent_calls > 64 {
-                return fail("quota.max_concurrent_calls must be between 1 and 64".into());
-            }
-            if d.quota.http_requests_per_second == Some(0)
-                || d.quota.log_lines_per_second == 0
-                || d.quota.log_bytes_per_second == 0
-            {
-                return fail("quota rates (http_requests_per_second, log_*_per_second) must be positive".into());
-            }
-            if d.quarantine.after_failures == 0
-                || d.quarantine.initial_ms == 0
-                || d.quarantine.max_ms < d.quarantine.initial_ms
-            {
-                return fail(
-                    "quarantine.after_failures and initial_ms must be positive, max_ms at least initial_ms".into(),
+            if d.quota.memory_mb == 0 || d.quota.memory_mb > max_memory {
+                fail(
+                    "quota.memory_mb",
+                    format!("quota.memory_mb must be between 1 and runtime.max_memory_mb ({max_memory})"),
                 );
             }
-            if d.quota.events_per_second == Some(0) {
-                return fail("quota.events_per_second must be positive (leave it out for no limit)".into());
+            for (field, value) in [
+                ("cpu_ms_per_call", Some(d.quota.cpu_ms_per_call)),
+                ("call_timeout_ms", Some(d.quota.call_timeout_ms)),
+                ("http_requests_per_second", d.quota.http_requests_per_second.map(u64::from)),
+                ("log_lines_per_second", Some(d.quota.log_lines_per_second.into())),
+                ("log_bytes_per_second", Some(d.quota.log_bytes_per_second.into())),
+            ] {
+                if value == Some(0) {
+                    fail(&format!("quota.{field}"), format!("quota.{field} must be positive"));
+                }
             }
-            if d.retry.initial_backoff_ms == 0 || d.retry.max_backoff_ms < d.retry.initial_backoff_ms {
-                return fail("retry.initial_backoff_ms must be positive and at most retry.max_backoff_ms".into());
+            if d.quota.events_per_second == Some(0) {
+                fail(
+                    "quota.events_per_second",
+                    "quota.events_per_second must be positive (leave it out for no limit)".into(),
+                );
+            }
+            if d.quota.max_concurrent_calls == 0 || d.quota.max_concurrent_calls > 64 {
+                fail("quota.max_concurrent_calls", "quota.max_concurrent_calls must be between 1 and 64".into());
+            }
+            let q = &d.quarantine;
+            if q.after_failures == 0 {
+                fail("quarantine.after_failures", "quarantine.after_failures must be positive".into());
+            }
+            if q.initial_ms == 0 {
+                fail("quarantine.initial_ms", "quarantine.initial_ms must be positive".into());
+            } else if q.max_ms < q.initial_ms {
+                fail("quarantine.max_ms", "quarantine.max_ms must be at least quarantine.initial_ms".into());
+            }
+            if d.retry.initial_backoff_ms == 0 {
+                fail("retry.initial_backoff_ms", "retry.initial_backoff_ms must be positive".into());
+            } else if d.retry.max_backoff_ms < d.retry.initial_backoff_ms {
+                fail("retry.max_backoff_ms", "retry.max_backoff_ms must be at least retry.initial_backoff_ms".into());
             }
             if d.subscribe.types.is_empty() {
-                return fail("subscribe.types is empty: the destination would receive nothing".into());
+                fail("subscribe.types", "subscribe.types is empty: the destination would receive nothing".into());
             }
         }
-        Ok(())
+        bad
     }
 }
 
-/// Replaces `${VAR}` in every string of `value`. Returns the name of the first
-/// unset variable. Interpolated values are remembered as secrets.
+/// Deserializes `root` into a [`Config`], recording every type, unknown-key
+/// and missing-key problem: after each, the offending entry is dropped (so
+/// that its default applies) and deserializing starts again. Returns the
+/// config when one could be made, and whether all of the file's sources
+/// and destinations are in it (so that later problems can name their
+/// indices).
+fn deserialize(
+    mut root: Spanned<DeTable<'_>>,
+    text: &str,
+    keys: &KeyLines,
+    problems: &mut Vec<Problem>,
+) -> (Option<Config>, bool) {
+    // The file's index of each entry left in an array one was dropped from.
+    let mut renumbered: HashMap<String, Vec<usize>> = HashMap::new();
+    for _ in 0..100 {
+        let e = match serde_path_to_error::deserialize::<_, Config>(toml::de::Deserializer::from(root.clone())) {
+            Ok(config) => {
+                let complete = !renumbered.keys().any(|k| k == "sources" || k == "destinations");
+                return (Some(config), complete);
+            }
+            Err(e) => e,
+        };
+        let segments: Option<Vec<Seg>> = e
+            .path()
+            .iter()
+            .map(|s| match s {
+                serde_path_to_error::Segment::Seq { index } => Some(Seg::Index(*index)),
+                serde_path_to_error::Segment::Map { key } | serde_path_to_error::Segment::Enum { variant: key } => {
+                    Some(Seg::Key(key.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        let span_line = e.inner().span().map(|s| line_of(text, s.start));
+        let Some(segments) = segments else {
+            problems.push(Problem { line: span_line, key: None, message: e.inner().message().to_owned() });
+            break;
+        };
+        let key = file_key(&segments, &renumbered);
+        problems.push(Problem {
+            line: keys.line(&key).or(span_line),
+            key: (!key.is_empty()).then(|| key.clone()),
+            message: e.inner().message().to_owned(),
+        });
+        let mut table = DeValue::Table(std::mem::take(root.get_mut()));
+        let removed = remove(&mut table, &segments);
+        if let DeValue::Table(t) = table {
+            *root.get_mut() = t;
+        }
+        match (removed, segments.last()) {
+            (None, _) => break,
+            (Some(len), Some(Seg::Index(i))) => {
+                let array = file_key(&segments[..segments.len() - 1], &renumbered);
+                let left = renumbered.entry(array).or_insert_with(|| (0..len).collect());
+                if *i < left.len() {
+                    left.remove(*i);
+                }
+            }
+            _ => {}
+        }
+    }
+    (None, false)
+}
+
+/// One step of a path into the file's values.
+#[derive(Debug, Clone)]
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+/// The dotted key of `segments`, with array indices as in the file.
+fn file_key(segments: &[Seg], renumbered: &HashMap<String, Vec<usize>>) -> String {
+    let mut key = String::new();
+    for s in segments {
+        key = match s {
+            Seg::Key(k) => push_key(&key, k),
+            Seg::Index(i) => {
+                let i = renumbered.get(&key).and_then(|left| left.get(*i)).copied().unwrap_or(*i);
+                format!("{key}[{i}]")
+            }
+        };
+    }
+    key
+}
+
+/// Drops the entry at `segments` from `value`. Returns `None` when there is
+/// none, else the length the array it was in had (0 for a table).
+fn remove(value: &mut DeValue<'_>, segments: &[Seg]) -> Option<usize> {
+    match (value, segments) {
+        (DeValue::Table(t), [Seg::Key(k)]) => t.remove(k.as_str()).map(|_| 0),
+        (DeValue::Array(a), [Seg::Index(i)]) if *i < a.len() => {
+            let len = a.len();
+            let mut kept = DeArray::new();
+            for (j, item) in a.iter().enumerate() {
+                if j != *i {
+                    kept.push(item.clone());
+                }
+            }
+            *a = kept;
+            Some(len)
+        }
+        (DeValue::Table(t), [Seg::Key(k), rest @ ..]) if !rest.is_empty() => {
+            remove(t.get_mut(k.as_str())?.get_mut(), rest)
+        }
+        (DeValue::Array(a), [Seg::Index(i), rest @ ..]) if !rest.is_empty() => remove(a.get_mut(*i)?.get_mut(), rest),
+        _ => None,
+    }
+}
+
+/// `path.key`, quoting `key` unless it is bare.
+fn push_key(path: &str, key: &str) -> String {
+    let bare = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let key = if bare { key.to_owned() } else { format!("{key:?}") };
+    if path.is_empty() { key } else { format!("{path}.{key}") }
+}
+
+/// The key enclosing `key`: `a.b[0]` for `a.b[0].c`, `a.b` for `a.b[0]`;
+/// `None` for a top-level key.
+fn parent(key: &str) -> Option<&str> {
+    if key.ends_with(']') {
+        return key.rfind('[').map(|at| &key[..at]);
+    }
+    let at = match key.strip_suffix('"') {
+        Some(quoted) => quoted.rfind('"')?,
+        None => key.rfind('.').map_or(0, |at| at + 1),
+    };
+    (at > 0).then(|| key[..at].trim_end_matches('.'))
+}
+
+/// Where each key of a config file is: dotted key (with array entries as
+/// `[i]`) to its line and the byte offset it starts at.
+#[derive(Debug, Clone, Default)]
+struct KeyLines(Arc<BTreeMap<String, (usize, usize)>>);
+
+impl KeyLines {
+    fn index(text: &str, root: &Spanned<DeTable<'_>>) -> KeyLines {
+        fn walk(text: &str, path: &str, value: &DeValue<'_>, out: &mut BTreeMap<String, (usize, usize)>) {
+            match value {
+                DeValue::Table(t) => {
+                    for (k, v) in t.iter() {
+                        let key = push_key(path, k.get_ref());
+                        let at = k.span().start;
+                        out.entry(key.clone()).or_insert((line_of(text, at), at));
+                        walk(text, &key, v.get_ref(), out);
+                    }
+                }
+                DeValue::Array(a) => {
+                    for (i, v) in a.iter().enumerate() {
+                        let key = format!("{path}[{i}]");
+                        let at = v.span().start;
+                        out.insert(key.clone(), (line_of(text, at), at));
+                        walk(text, &key, v.get_ref(), out);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut out = BTreeMap::new();
+        for (k, v) in root.get_ref().iter() {
+            let key = push_key("", k.get_ref());
+            let at = k.span().start;
+            out.insert(key.clone(), (line_of(text, at), at));
+            walk(text, &key, v.get_ref(), &mut out);
+        }
+        KeyLines(Arc::new(out))
+    }
+
+    /// The line of `key`, or of the nearest key enclosing it that the file
+    /// has (a key left to its default is not in the file).
+    fn line(&self, key: &str) -> Option<usize> {
+        let mut key = key;
+        loop {
+            if let Some((line, _)) = self.0.get(key) {
+                return Some(*line);
+            }
+            key = parent(key)?;
+        }
+    }
+
+    /// The key on `line` that starts last before byte `at`.
+    fn key_at(&self, line: usize, at: usize) -> Option<String> {
+        self.0
+            .iter()
+            .filter(|(_, (l, start))| *l == line && *start <= at)
+            .max_by_key(|(_, (_, start))| *start)
+            .map(|(k, _)| k.clone())
+    }
+}
+
+/// Replaces `${VAR}` in every string of `value` (at `key`), recording each
+/// unset variable as a problem and leaving it as it was. Interpolated
+/// values are remembered as secrets.
 fn interpolate(
-    value: &mut toml::Value,
+    value: &mut Spanned<DeValue<'_>>,
+    key: &str,
+    text: &str,
     env: &dyn Fn(&str) -> Option<String>,
     redactor: &mut Redactor,
-) -> Result<(), String> {
-    match value {
-        toml::Value::String(s) if s.contains("${") => {
+    problems: &mut Vec<Problem>,
+) {
+    let span: Range<usize> = value.span();
+    match value.get_mut() {
+        DeValue::String(s) if s.contains("${") => {
             let mut out = String::with_capacity(s.len());
-            let mut rest = s.as_str();
+            let mut rest: &str = s;
             while let Some(start) = rest.find("${") {
                 out.push_str(&rest[..start]);
                 let Some(end) = rest[start..].find('}') else {
@@ -468,38 +806,44 @@ fn interpolate(
                     break;
                 };
                 let name = &rest[start + 2..start + end];
-                let v = env(name).ok_or_else(|| name.to_owned())?;
-                redactor.add(&v);
-                out.push_str(&v);
+                match env(name) {
+                    Some(v) => {
+                        redactor.add(&v);
+                        out.push_str(&v);
+                    }
+                    None => {
+                        let needle = format!("${{{name}}}");
+                        let at =
+                            text.get(span.clone()).and_then(|t| t.find(&needle)).map_or(span.start, |o| span.start + o);
+                        problems.push(Problem {
+                            line: Some(line_of(text, at)),
+                            key: Some(key.to_owned()),
+                            message: format!("environment variable `{name}` is not set"),
+                        });
+                        out.push_str(&needle);
+                    }
+                }
                 rest = &rest[start + end + 1..];
             }
             out.push_str(rest);
-            *s = out;
-            Ok(())
+            *s = out.into();
         }
-        toml::Value::Array(items) => items.iter_mut().try_for_each(|v| interpolate(v, env, redactor)),
-        toml::Value::Table(t) => t.iter_mut().try_for_each(|(_, v)| interpolate(v, env, redactor)),
-        _ => Ok(()),
+        DeValue::Array(items) => {
+            for (i, v) in items.iter_mut().enumerate() {
+                interpolate(v, &format!("{key}[{i}]"), text, env, redactor, problems);
+            }
+        }
+        DeValue::Table(t) => {
+            for (k, v) in t.iter_mut() {
+                interpolate(v, &push_key(key, k.get_ref()), text, env, redactor, problems);
+            }
+        }
+        _ => {}
     }
 }
 
 fn line_of(text: &str, byte: usize) -> usize {
     text[..byte.min(text.len())].matches('\n').count() + 1
-}
-
-/// Serde errors after interpolation have no span; locate the line of the key
-/// they name (`unknown field `foo``, `missing field `bar``) when it is in the
-/// text.
-fn find_key_line(text: &str, message: &str) -> Option<usize> {
-    let key = message.split('`').nth(1)?;
-    text.lines()
-        .position(|l| {
-            let l = l.trim_start();
-            l.starts_with(key) && l[key.len()..].trim_start().starts_with('=')
-                || l.contains(&format!("{key} ="))
-                || l.contains(&format!("{key}="))
-        })
-        .map(|i| i + 1)
 }
 
 /// `allow_http`: each entry parsed as an [`Origin`].
@@ -553,22 +897,130 @@ batch = { max_events = 10, linger_ms = 5 }
     #[test]
     fn syntax_error_names_file_and_line() {
         let e = parse("[server]\nlisten = \n").unwrap_err();
-        assert_eq!(e.line, Some(2), "{e}");
-        assert!(e.to_string().starts_with("/etc/sy/switchyard.toml:2: "), "{e}");
+        assert_eq!(e.line(), Some(2), "{e}");
+        assert!(e.to_string().starts_with("/etc/sy/switchyard.toml:2: server.listen: "), "{e}");
     }
 
     #[test]
     fn unset_variable_names_line() {
         let e = parse("[[sources]]\nname = \"a\"\nwrite_key = \"${NOPE}\"\n").unwrap_err();
-        assert_eq!(e.line, Some(3));
-        assert!(e.message.contains("`NOPE` is not set"), "{e}");
+        assert_eq!(e.line(), Some(3));
+        assert!(e.message().contains("`NOPE` is not set"), "{e}");
+        assert_eq!(e.problems[0].key.as_deref(), Some("sources[0].write_key"), "{e}");
     }
 
     #[test]
     fn unknown_key_names_line() {
         let e = parse("[server]\nlisten = \"127.0.0.1:1\"\nbogus = 1\n").unwrap_err();
-        assert!(e.message.contains("bogus"), "{e}");
-        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.message().contains("unknown field `bogus`"), "{e}");
+        assert_eq!(e.line(), Some(3), "{e}");
+        assert_eq!(e.problems[0].key.as_deref(), Some("server.bogus"), "{e}");
+    }
+
+    /// The line of the first line of `text` containing `needle`.
+    fn line(text: &str, needle: &str) -> usize {
+        text.lines().position(|l| l.contains(needle)).expect(needle) + 1
+    }
+
+    fn keys(e: &ConfigError) -> Vec<(Option<usize>, &str)> {
+        e.problems.iter().map(|p| (p.line, p.key.as_deref().unwrap_or(""))).collect()
+    }
+
+    #[test]
+    fn a_wrong_type_names_line_and_dotted_key() {
+        let text = GOOD.replace("max_events = 10", "max_events = \"lots\"");
+        let e = parse(&text).unwrap_err();
+        let at = line(&text, "lots");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "/etc/sy/switchyard.toml:{at}: destinations[0].batch.max_events: invalid type: string \"lots\", \
+                 expected usize"
+            )
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_in_file_order() {
+        let text = format!(
+            "{GOOD}\
+             [destinations.quota]\n\
+             max_concurrent_calls = 0\n\
+             \n\
+             [[destinations]]\n\
+             name = \"second\"\n\
+             plugin = \"p.wasm\"\n\
+             bogus = true\n\
+             subscribe.types = [\"track\", \"purchase\"]\n\
+             batch.max_events = -1\n\
+             \n\
+             [runtime]\n\
+             destination_nice = 40\n\
+             max_instances = \"many\"\n"
+        );
+        let e = parse(&text).unwrap_err();
+        assert_eq!(
+            keys(&e),
+            [
+                (Some(line(&text, "max_concurrent_calls")), "destinations[0].quota.max_concurrent_calls"),
+                (Some(line(&text, "bogus")), "destinations[1].bogus"),
+                (Some(line(&text, "purchase")), "destinations[1].subscribe.types[1]"),
+                (Some(line(&text, "max_events = -1")), "destinations[1].batch.max_events"),
+                (Some(line(&text, "destination_nice")), "runtime.destination_nice"),
+                (Some(line(&text, "many")), "runtime.max_instances"),
+            ],
+            "{e}"
+        );
+        assert_eq!(e.to_string().lines().count(), 6, "one problem per line: {e}");
+        assert!(e.to_string().lines().all(|l| l.starts_with("/etc/sy/switchyard.toml:")), "{e}");
+    }
+
+    #[test]
+    fn a_destination_missing_a_key_does_not_hide_the_next_ones_problems() {
+        let text = "[[destinations]]\nplugin = \"a.wasm\"\n\n[[destinations]]\nname = \"b\"\nplugin = \"b.wasm\"\n\
+                    batch = { linger_ms = \"soon\" }\n";
+        let e = parse(text).unwrap_err();
+        assert_eq!(keys(&e), [(Some(1), "destinations[0]"), (Some(7), "destinations[1].batch.linger_ms")], "{e}");
+        assert!(e.message().contains("missing field `name`"), "{e}");
+    }
+
+    #[test]
+    fn every_unset_variable_is_reported() {
+        let text = "[server]\nadmin_token = \"${TOKEN}\"\n\n[[sources]]\nname = \"a\"\nwrite_key = \"${NOPE}\"\n";
+        let e = parse(text).unwrap_err();
+        assert_eq!(keys(&e), [(Some(2), "server.admin_token"), (Some(6), "sources[0].write_key")], "{e}");
+        assert!(e.problems[1].message.contains("`NOPE` is not set"), "{e}");
+    }
+
+    #[test]
+    fn every_syntax_error_is_reported() {
+        let e =
+            parse("[server]\nlisten = \"127.0.0.1:1\"\nwatch = tru\n\n[runtime]\nmax_instances = 1 2\n").unwrap_err();
+        assert_eq!(keys(&e), [(Some(3), "server.watch"), (Some(6), "runtime.max_instances")], "{e}");
+    }
+
+    #[test]
+    fn a_secret_in_a_wrong_type_is_redacted() {
+        let text = GOOD.replace("max_events = 10", "max_events = \"${KEY}\"");
+        let e = parse(&text).unwrap_err();
+        assert!(e.to_string().contains("destinations[0].batch.max_events"), "{e}");
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+    }
+
+    #[test]
+    fn keys_are_located_for_messages_after_loading() {
+        let c = parse(GOOD).unwrap();
+        let at = line(GOOD, "settings =");
+        assert_eq!(c.locate_settings("hook"), format!("/etc/sy/switchyard.toml:{at}: destinations[0].settings"));
+        // A key the file leaves to its default: the line of what encloses it.
+        let at = line(GOOD, "[[destinations]]");
+        assert_eq!(
+            c.locate("destinations[0].quota.memory_mb"),
+            format!("/etc/sy/switchyard.toml:{at}: destinations[0].quota.memory_mb")
+        );
+        assert_eq!(parent("a.\"b.c\""), Some("a"));
+        assert_eq!(parent("a[2]"), Some("a"));
+        assert_eq!(parent("a"), None);
     }
 
     #[test]
@@ -586,11 +1038,22 @@ batch = { max_events = 10, linger_ms = 5 }
     #[test]
     fn invalid_values_are_refused() {
         let bad_origin = GOOD.replace("allow_http = [\"http://127.0.0.1:1\"]", "allow_http = [\"ftp://x\"]");
-        assert!(parse(&bad_origin).unwrap_err().message.contains("allow_http"));
+        let e = parse(&bad_origin).unwrap_err();
+        assert!(e.message().contains("allow_http"), "{e}");
+        assert_eq!(e.problems[0].key.as_deref(), Some("destinations[0].allow_http"), "{e}");
         let bad_type = GOOD.replace("\"identify\"]", "\"purchase\"]");
         let e = parse(&bad_type).unwrap_err();
-        assert!(e.message.contains("purchase"), "{e}");
+        assert!(e.message().contains("purchase"), "{e}");
+        assert_eq!(e.problems[0].key.as_deref(), Some("destinations[0].subscribe.types[1]"), "{e}");
         let dup = format!("{GOOD}\n[[sources]]\nname = \"web2\"\nwrite_key = \"${{KEY}}\"\n");
-        assert!(parse(&dup).unwrap_err().message.contains("another source"));
+        let e = parse(&dup).unwrap_err();
+        assert!(e.message().contains("another source"), "{e}");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "/etc/sy/switchyard.toml:{}: sources[1].write_key: source `web2`: write_key is used by another source",
+                line(&dup, "name = \"web2\"") + 1
+            )
+        );
     }
 }

@@ -51,7 +51,8 @@ impl DeadLetters {
     ///
     /// I/O errors.
     pub fn open(dir: &Path) -> Result<DeadLetters, LogError> {
-        let log = SegmentLog::open(dir, LogOptions { segment_bytes: 16 * 1024 * 1024, fsync: true })?;
+        let log =
+            SegmentLog::open(dir, LogOptions { segment_bytes: 16 * 1024 * 1024, fsync: true, min_free_bytes: 0 })?;
         Ok(DeadLetters { log, replayed: dir.join("replayed.cursor") })
     }
 

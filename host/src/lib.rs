@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod admin_api;
+pub mod admin_token;
 pub mod app;
 pub mod client;
 pub mod config;

@@ -22,7 +22,8 @@ enum Command {
         config: PathBuf,
     },
     /// Check a config file: syntax, values, and that every plugin loads and
-    /// accepts its settings.
+    /// accepts its settings. Prints every problem, one per line, each with
+    /// its file, line and key.
     Validate {
         #[arg(long, short, env = "SWITCHYARD_CONFIG")]
         config: PathBuf,
@@ -103,7 +104,10 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // A config error lists each problem on a line of its own.
+            for line in format!("{e:#}").lines() {
+                eprintln!("error: {line}");
+            }
             ExitCode::FAILURE
         }
     }

@@ -93,6 +93,32 @@ pub struct DestinationStats {
     pub warehouse: Arc<WarehouseStats>,
     /// What `switchyard status` shows.
     pub status: Mutex<DestinationStatus>,
+    /// Its position in the log as its worker last saw it (the first event
+    /// not finished), ahead of the committed one by up to
+    /// `server.cursor_commit_ms`; `u64::MAX` before the worker starts.
+    pub position: LivePosition,
+}
+
+/// A worker's position in the log, published for the admin API.
+#[derive(Debug)]
+pub struct LivePosition(AtomicU64);
+
+impl Default for LivePosition {
+    fn default() -> Self {
+        LivePosition(AtomicU64::new(u64::MAX))
+    }
+}
+
+impl LivePosition {
+    pub fn set(&self, at: u64) {
+        self.0.store(at, Ordering::Relaxed);
+    }
+
+    /// Events from the position to `end`, once the worker has started.
+    pub fn backlog(&self, end: u64) -> Option<u64> {
+        let at = self.0.load(Ordering::Relaxed);
+        (at != u64::MAX).then(|| end.saturating_sub(at))
+    }
 }
 
 /// A destination's state for operators.
@@ -204,6 +230,73 @@ pub struct Metrics {
     /// Reloads applied and refused.
     pub reloads_applied: Counter,
     pub reloads_refused: Counter,
+    /// Requests answered 503 because the events could not be stored.
+    pub ingest_refused: Refusals,
+}
+
+/// Ingest refusals by reason (the `code` of the sink's error).
+#[derive(Debug, Default)]
+pub struct Refusals {
+    pub disk_below_floor: Counter,
+    pub shutting_down: Counter,
+    pub log_unavailable: Counter,
+}
+
+impl Refusals {
+    /// The reasons, in the order they are rendered.
+    pub const REASONS: [&'static str; 3] = ["disk_below_floor", "shutting_down", "log_unavailable"];
+
+    /// Counts one refusal for `reason` (anything unknown counts as
+    /// `log_unavailable`).
+    pub fn count(&self, reason: &str) {
+        self.get(reason).inc();
+    }
+
+    /// The counter of `reason`.
+    pub fn get(&self, reason: &str) -> &Counter {
+        match reason {
+            "disk_below_floor" => &self.disk_below_floor,
+            "shutting_down" => &self.shutting_down,
+            _ => &self.log_unavailable,
+        }
+    }
+}
+
+/// What `/metrics` shows of the log: read when scraped.
+pub trait LogGauges {
+    /// Every consumer the log keeps, removed destinations included.
+    fn consumers(&self) -> Vec<String>;
+    /// The sequence number the next append gets.
+    fn end(&self) -> u64;
+    /// Records consumer `name` has not finished.
+    fn backlog(&self, name: &str) -> Option<u64>;
+    /// Bytes of log consumer `name` holds from deletion.
+    fn held_bytes(&self, name: &str) -> Option<u64>;
+    /// Free bytes where the log stores records.
+    fn free_bytes(&self) -> Option<u64>;
+    /// Whether an append would be accepted now.
+    fn accepting(&self) -> bool;
+}
+
+impl<L: switchyard_log::EventLog> LogGauges for L {
+    fn consumers(&self) -> Vec<String> {
+        switchyard_log::EventLog::consumers(self)
+    }
+    fn end(&self) -> u64 {
+        switchyard_log::EventLog::end(self)
+    }
+    fn backlog(&self, name: &str) -> Option<u64> {
+        switchyard_log::EventLog::backlog(self, name)
+    }
+    fn held_bytes(&self, name: &str) -> Option<u64> {
+        switchyard_log::EventLog::held_bytes(self, name)
+    }
+    fn free_bytes(&self) -> Option<u64> {
+        switchyard_log::EventLog::free_bytes(self)
+    }
+    fn accepting(&self) -> bool {
+        switchyard_log::EventLog::accepting(self).is_ok()
+    }
 }
 
 impl Metrics {
@@ -232,9 +325,8 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition; `backlog` gives a destination's
-    /// events not yet finished.
-    pub fn render(&self, backlog: &dyn Fn(&str) -> Option<u64>) -> String {
+    /// The Prometheus text exposition, with the gauges `log` reports.
+    pub fn render(&self, log: &dyn LogGauges) -> String {
         let mut out = String::new();
         let destinations = self.destinations();
         let sources = self.sources();
@@ -259,12 +351,27 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{destination=\"{}\"}} {}", d.name, get(d));
             }
         }
+        // Every consumer of the log, removed destinations too: they hold
+        // their undelivered events until purged.
+        let consumers = log.consumers();
         let name = "switchyard_destination_backlog";
         let _ =
             writeln!(out, "# HELP {name} Events in the log not yet finished by the destination\n# TYPE {name} gauge");
-        for d in &destinations {
-            if let Some(n) = backlog(&d.name) {
-                let _ = writeln!(out, "{name}{{destination=\"{}\"}} {n}", d.name);
+        let end = log.end();
+        for c in &consumers {
+            let live = destinations.iter().find(|d| d.name == *c).and_then(|d| d.position.backlog(end));
+            if let Some(n) = live.or_else(|| log.backlog(c)) {
+                let _ = writeln!(out, "{name}{{destination=\"{c}\"}} {n}");
+            }
+        }
+        let name = "switchyard_destination_log_bytes";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Bytes of the log the destination holds from deletion (whole segments)\n# TYPE {name} gauge"
+        );
+        for c in &consumers {
+            if let Some(n) = log.held_bytes(c) {
+                let _ = writeln!(out, "{name}{{destination=\"{c}\"}} {n}");
             }
         }
         let name = "switchyard_destination_paused";
@@ -329,6 +436,23 @@ impl Metrics {
             "# HELP {name} Requests refused before reaching a source\n# TYPE {name} counter\n{name} {}",
             self.rejected_requests.get()
         );
+        let name = "switchyard_ingest_refused_total";
+        let _ =
+            writeln!(out, "# HELP {name} Requests answered 503: the events could not be stored\n# TYPE {name} counter");
+        for reason in Refusals::REASONS {
+            let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {}", self.ingest_refused.get(reason).get());
+        }
+        let name = "switchyard_log_accepting";
+        let _ = writeln!(
+            out,
+            "# HELP {name} 1 while the log accepts appends (0: disk below its floor, or unusable)\n# TYPE {name} gauge\n{name} {}",
+            u8::from(log.accepting())
+        );
+        if let Some(free) = log.free_bytes() {
+            let name = "switchyard_log_disk_free_bytes";
+            let _ =
+                writeln!(out, "# HELP {name} Free bytes on the log's filesystem\n# TYPE {name} gauge\n{name} {free}");
+        }
         let name = "switchyard_reloads_total";
         let _ = writeln!(
             out,

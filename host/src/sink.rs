@@ -8,15 +8,31 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use switchyard_log::{EventLog, Record, dedupe};
+use switchyard_log::{EventLog, LogError, Record, dedupe};
 
 use crate::normalize::Envelope;
 use crate::record::encode_envelope;
 
-/// Why a sink could not take events. Ingest answers 503: never 200.
+/// Why a sink could not take events. Ingest answers 503 with `code` and
+/// the message: never 200.
 #[derive(Debug, thiserror::Error)]
-#[error("events cannot be accepted: {0}")]
-pub struct SinkError(pub String);
+#[error("events cannot be accepted: {message}")]
+pub struct SinkError {
+    /// `disk_below_floor`, `shutting_down` or `log_unavailable`.
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl From<LogError> for SinkError {
+    fn from(e: LogError) -> Self {
+        let code = match e {
+            LogError::BelowFloor { .. } => "disk_below_floor",
+            LogError::Closed => "shutting_down",
+            LogError::Io(_) | LogError::Corrupt { .. } => "log_unavailable",
+        };
+        SinkError { code, message: e.to_string() }
+    }
+}
 
 /// Where ingest hands accepted events.
 pub trait EventSink: Send + Sync + 'static {
@@ -43,7 +59,7 @@ impl<L: EventLog> EventSink for LogSink<L> {
             .iter()
             .map(|e| Record { id: dedupe::key(&e.source, &e.message_id), payload: encode_envelope(e) })
             .collect();
-        let appended = self.log.append(records).await.map_err(|e| SinkError(e.to_string()))?;
+        let appended = self.log.append(records).await?;
         Ok(appended.duplicates.into_iter().filter_map(|i| events.get(i).cloned()).collect())
     }
 }

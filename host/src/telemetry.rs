@@ -254,6 +254,56 @@ impl InternalEvent for RequestRefused<'_> {
     }
 }
 
+/// Events the sink could not take (the request is answered 503): the
+/// disk is below its floor, the log is unusable, or the server is
+/// stopping. Falling below the floor is logged when it happens, by the
+/// log; each refusal only counts then.
+pub struct EventsRefused<'a> {
+    pub metrics: &'a Metrics,
+    pub source: &'a str,
+    pub code: &'static str,
+    pub message: &'a str,
+    pub count: usize,
+}
+
+impl InternalEvent for EventsRefused<'_> {
+    fn emit(self) {
+        self.metrics.ingest_refused.count(self.code);
+        match self.code {
+            "disk_below_floor" | "shutting_down" => {
+                tracing::debug!(source = self.source, events = self.count, reason = self.message, "events refused")
+            }
+            _ => tracing::error!(
+                source = self.source,
+                events = self.count,
+                error = self.message,
+                "could not accept events"
+            ),
+        }
+    }
+}
+
+/// A destination removed from the config still holds much of the log
+/// (`switchyard_destination_log_bytes` shows it all the time).
+pub struct RemovedDestinationHoldsLog<'a> {
+    pub name: &'a str,
+    pub bytes: u64,
+    pub records: u64,
+}
+
+impl InternalEvent for RemovedDestinationHoldsLog<'_> {
+    fn emit(self) {
+        tracing::warn!(
+            destination = self.name,
+            log_mb = self.bytes / (1024 * 1024),
+            undelivered = self.records,
+            "a destination removed from the config holds this much of the log; add it back to deliver its events, \
+             or drop them with `switchyard purge --destination {}`",
+            self.name
+        );
+    }
+}
+
 /// A warehouse load that committed.
 pub struct WarehouseLoaded<'a> {
     pub stats: &'a WarehouseStats,

@@ -6,6 +6,7 @@ mod amplitude;
 mod clients;
 mod contract;
 mod durability;
+mod faults;
 mod hostile;
 mod reload;
 mod secrets;

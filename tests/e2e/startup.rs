@@ -8,6 +8,23 @@ fn config_with_plugin(plugin_path: &str, settings: &str) -> String {
     Config::new().source("web", "wk_test").destination("hook", plugin_path, &lines).build()
 }
 
+/// The line number of the `nth` line of `text` (from 0) containing `needle`.
+fn line_of(text: &str, needle: &str, nth: usize) -> usize {
+    text.lines().enumerate().filter(|(_, l)| l.contains(needle)).nth(nth).expect(needle).0 + 1
+}
+
+/// Runs `switchyard validate` on `config`; its exit code and stderr.
+fn validate(config: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let written = switchyard_tests::write_config(config, dir.path());
+    let out = std::process::Command::new(switchyard_tests::binary())
+        .args(["validate", "--config"])
+        .arg(&written.path)
+        .output()
+        .unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
 #[tokio::test]
 async fn a_core_module_is_refused_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
@@ -46,6 +63,59 @@ async fn settings_the_plugin_refuses_stop_the_start() {
     assert_eq!(code, Some(1));
     assert!(stderr.contains("destination `hook`"), "{stderr}");
     assert!(stderr.contains("invalid settings: missing field `url`"), "{stderr}");
+    let cfg = config_with_plugin(&p.display().to_string(), "{ headers = {} }");
+    let at = format!("switchyard.toml:{}: destinations[0].settings: ", line_of(&cfg, "settings =", 0));
+    assert!(stderr.contains(&at), "names the line and key of the settings ({at}): {stderr}");
+}
+
+/// A wrong type in one destination and an unknown key in another: both
+/// named, each with its line and dotted key, by `validate` and by `run`.
+#[tokio::test]
+async fn every_config_problem_is_named_with_its_line_and_key() {
+    let p = plugin("webhook_destination");
+    let cfg = Config::new()
+        .source("web", "wk_test")
+        .webhook("a", "http://127.0.0.1:9/a", "batch = { max_events = \"lots\" }")
+        .destination("b", &p, "settings = { url = \"http://127.0.0.1:9/b\" }\nbatch_size = 10")
+        .build();
+    let wrong_type = format!(
+        "switchyard.toml:{}: destinations[0].batch.max_events: invalid type: string \"lots\", expected usize",
+        line_of(&cfg, "lots", 0)
+    );
+    let unknown = format!(
+        "switchyard.toml:{}: destinations[1].batch_size: unknown field `batch_size`",
+        line_of(&cfg, "batch_size", 0)
+    );
+
+    let (code, stderr) = validate(&cfg);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains(&wrong_type), "{wrong_type}: {stderr}");
+    assert!(stderr.contains(&unknown), "{unknown}: {stderr}");
+    assert_eq!(stderr.lines().filter(|l| l.starts_with("error: ")).count(), 2, "one line each: {stderr}");
+
+    let (code, stderr) = Switchyard::start_expecting_failure(&cfg);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains(&wrong_type), "{wrong_type}: {stderr}");
+    assert!(stderr.contains(&unknown), "{unknown}: {stderr}");
+}
+
+/// `validate` names every destination whose plugin refuses its settings,
+/// at the line of its `settings`.
+#[tokio::test]
+async fn validate_names_every_refused_settings_with_its_line() {
+    let p = plugin("webhook_destination");
+    let cfg = Config::new()
+        .source("web", "wk_test")
+        .destination("a", &p, "settings = { headers = {} }")
+        .destination("b", &p, "settings = { url = 5 }")
+        .build();
+    let (code, stderr) = validate(&cfg);
+    assert_eq!(code, Some(1), "{stderr}");
+    for (i, name) in ["a", "b"].iter().enumerate() {
+        let at = format!("switchyard.toml:{}: destinations[{i}].settings: ", line_of(&cfg, "settings =", i));
+        let line = stderr.lines().find(|l| l.contains(&format!("destination `{name}`"))).unwrap_or_default();
+        assert!(line.contains(&at) && line.contains("invalid settings"), "{at}: {stderr}");
+    }
 }
 
 #[tokio::test]
@@ -140,4 +210,43 @@ async fn bad_requests_get_precise_answers() {
     assert_eq!((status, body), (200, json!({"success": true})));
     assert_eq!(sy.metric("switchyard_source_events_failed_total{source=\"web\"}").await, 1, "{}", sy.logs());
     assert_eq!(sy.metric("switchyard_source_events_accepted_total{source=\"web\"}").await, 1);
+}
+
+/// The example config, as `./x run` starts it, works with every admin
+/// command the README shows — no token to set by hand — and the admin API
+/// still refuses requests without the token.
+#[tokio::test]
+async fn the_example_config_works_with_the_readme_commands() {
+    let root = switchyard_tests::workspace();
+    let example = std::fs::read_to_string(root.join("examples/switchyard.toml")).unwrap();
+    assert!(
+        !example.lines().any(|l| l.trim_start().starts_with("admin_token =")),
+        "the example has no token to copy around"
+    );
+    let text = example
+        .replace("127.0.0.1:8088", "127.0.0.1:{port}")
+        .replace("127.0.0.1:8089", "127.0.0.1:{admin_port}")
+        .replace("\"../data/admin.token\"", "\"{data_dir}/admin.token\"")
+        .replace("\"../data\"", "\"{data_dir}\"")
+        .replace("\"../target/", &format!("\"{}/target/", root.display()));
+    let sy = Switchyard::start(&text).await;
+    let (code, _) =
+        post_json(&sy.url("/v1/track"), Some("demo-write-key"), &json!({"userId": "u1", "event": "Signed Up"})).await;
+    assert_eq!(code, 200);
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(switchyard_tests::binary())
+            .args(args)
+            .arg("--config")
+            .arg(sy.config_path())
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "switchyard {args:?}: {text}");
+        text
+    };
+    assert!(run(&["status"]).contains("console"));
+    assert!(run(&["reload"]).contains("reloaded"));
+    assert!(run(&["dead-letters", "--destination", "console"]).contains("dead letters"));
+    let (code, _) = http(hyper::Method::GET, &sy.admin_url("/admin/destinations"), &[], Vec::new()).await;
+    assert_eq!(code, 401, "the admin API still needs the token");
 }

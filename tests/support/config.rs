@@ -24,6 +24,7 @@ use crate::free_port;
 #[derive(Debug, Clone, Default)]
 pub struct Config {
     admin_token: Option<String>,
+    data_dir: Option<PathBuf>,
     server: Vec<String>,
     sources: Vec<(String, String)>,
     destinations: Vec<String>,
@@ -39,6 +40,12 @@ impl Config {
     /// Sets `admin_token`.
     pub fn admin(mut self, token: &str) -> Config {
         self.admin_token = Some(token.to_owned());
+        self
+    }
+
+    /// Keeps the data in `dir` instead of the test's directory.
+    pub fn data_dir(mut self, dir: &Path) -> Config {
+        self.data_dir = Some(dir.to_owned());
         self
     }
 
@@ -82,7 +89,12 @@ impl Config {
         if let Some(token) = &self.admin_token {
             let _ = writeln!(out, "admin_token = \"{token}\"");
         }
-        out.push_str("data_dir = \"{data_dir}\"\n");
+        match &self.data_dir {
+            Some(dir) => {
+                let _ = writeln!(out, "data_dir = \"{}\"", dir.display());
+            }
+            None => out.push_str("data_dir = \"{data_dir}\"\n"),
+        }
         for line in &self.server {
             let _ = writeln!(out, "{line}");
         }

@@ -25,6 +25,8 @@
 //! unfinished ([`Consumer::set_window`], JetStream's `max_ack_pending`), so
 //! a failing destination holds a bounded number of records in memory.
 
+#[cfg(test)]
+mod crash_tests;
 mod cursor;
 pub mod dedupe;
 mod local;
@@ -32,13 +34,14 @@ mod memory;
 mod progress;
 mod record;
 mod segment;
+pub mod space;
 
 use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
 
-pub use cursor::Cursors;
+pub use cursor::{Cursors, Loaded};
 pub use dedupe::{Dedupe, DedupeOptions};
 pub use local::{LocalConsumer, LocalLog};
 pub use memory::{MemoryConsumer, MemoryLog};
@@ -57,6 +60,18 @@ pub enum LogError {
     Closed,
     #[error("corrupt log record at {segment} offset {offset}: {reason}")]
     Corrupt { segment: String, offset: u64, reason: String },
+    #[error(
+        "disk space below the floor: {} MiB free on the log's filesystem, the floor is {} MiB",
+        free_bytes / (1024 * 1024),
+        floor_bytes / (1024 * 1024)
+    )]
+    BelowFloor { free_bytes: u64, floor_bytes: u64 },
+}
+
+impl From<space::BelowFloor> for LogError {
+    fn from(b: space::BelowFloor) -> Self {
+        LogError::BelowFloor { free_bytes: b.free_bytes, floor_bytes: b.floor_bytes }
+    }
 }
 
 impl From<std::io::Error> for LogError {
@@ -104,6 +119,29 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// The sequence number the next append will get.
     fn end(&self) -> Seq;
+
+    /// Whether an append would be accepted now (what `/ready` reports).
+    ///
+    /// # Errors
+    ///
+    /// Why not: [`LogError::BelowFloor`], or the log is unusable.
+    fn accepting(&self) -> Result<(), LogError> {
+        Ok(())
+    }
+
+    /// Free bytes where the log keeps its records, when it knows.
+    fn free_bytes(&self) -> Option<u64> {
+        None
+    }
+
+    /// Bytes of the log consumer `name` holds from deletion (from its
+    /// committed position to the end, in whole segments where the backend
+    /// stores segments); `None` for no such consumer or when the backend
+    /// cannot tell.
+    fn held_bytes(&self, name: &str) -> Option<u64> {
+        let _ = name;
+        None
+    }
 
     /// The durable consumer `name`: it resumes where it was committed, or,
     /// new, starts at the end (a new destination gets events from now on)

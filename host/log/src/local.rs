@@ -11,8 +11,8 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::{
-    Appended, Consumer, Cursors, Dedupe, DedupeOptions, EventLog, LogError, LogOptions, LogReader, Progress, Record,
-    SegmentLog, SegmentReader, Seq,
+    Appended, Consumer, Cursors, Dedupe, DedupeOptions, EventLog, Loaded, LogError, LogOptions, LogReader, Progress,
+    Record, SegmentLog, SegmentReader, Seq,
 };
 
 /// The embedded log: segments under `<dir>/log`, cursors under
@@ -32,8 +32,9 @@ impl LocalLog {
     /// When one cannot be opened: I/O errors, or corruption before the
     /// last segment's tail.
     pub fn open(data_dir: &Path, opts: LogOptions, dedupe: &DedupeOptions) -> Result<LocalLog, LogError> {
+        let sync = opts.fsync;
         let log = Arc::new(SegmentLog::open(&data_dir.join("log"), opts)?);
-        let cursors = Cursors::open(&data_dir.join("cursors"))?;
+        let cursors = Cursors::open(&data_dir.join("cursors"), sync)?;
         let dedupe = Dedupe::open(&data_dir.join("dedupe.journal"), dedupe)?;
         Ok(LocalLog { log, cursors, dedupe })
     }
@@ -67,8 +68,38 @@ impl EventLog for LocalLog {
         self.log.end()
     }
 
+    fn accepting(&self) -> Result<(), LogError> {
+        self.log.accepting()
+    }
+
+    fn free_bytes(&self) -> Option<u64> {
+        Some(self.log.free_bytes())
+    }
+
+    fn held_bytes(&self, name: &str) -> Option<u64> {
+        self.cursors.position(name).map(|at| self.log.bytes_from(at))
+    }
+
     fn consumer(&self, name: &str) -> Result<LocalConsumer, LogError> {
-        let start = self.cursors.load(name, self.log.end())?;
+        let oldest = self.log.oldest();
+        let (start, found) = self.cursors.load(name, self.log.end(), oldest)?;
+        match found {
+            Some(Loaded::Unreadable(why)) => tracing::error!(
+                destination = name,
+                why = %why,
+                resumes_at = start,
+                "unreadable cursor file; the destination resumes from the oldest record the log holds \
+                 (events it had delivered may be delivered again, none is skipped)"
+            ),
+            Some(Loaded::Saved(at)) if at < oldest => tracing::error!(
+                destination = name,
+                cursor = at,
+                oldest,
+                "cursor behind the oldest record the log holds: records were deleted before this destination \
+                 finished them; resuming at the oldest"
+            ),
+            _ => {}
+        }
         Ok(LocalConsumer {
             name: name.to_owned(),
             reader: self.log.reader(start)?,
@@ -164,7 +195,7 @@ mod tests {
     #[tokio::test]
     async fn a_consumer_resumes_at_its_first_unacked_record_after_a_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = LogOptions { segment_bytes: 1 << 20, fsync: false };
+        let opts = LogOptions { segment_bytes: 1 << 20, fsync: false, min_free_bytes: 0 };
         let log = LocalLog::open(dir.path(), opts.clone(), &DedupeOptions::default()).unwrap();
         let mut c = log.consumer("hook").unwrap();
         log.append(records(10)).await.unwrap();

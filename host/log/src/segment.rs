@@ -24,6 +24,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::{oneshot, watch};
 
 use super::record::{self, HEADER, Parsed};
+use super::space::{self, Space};
 use super::{LogError, LogReader, Seq};
 
 /// How the log behaves.
@@ -34,11 +35,14 @@ pub struct LogOptions {
     /// `fdatasync` before acknowledging. Off only in benchmarks of the
     /// log itself.
     pub fsync: bool,
+    /// Appends are refused while less than this is free on the log's
+    /// filesystem (see [`crate::space`]); 0 never refuses.
+    pub min_free_bytes: u64,
 }
 
 impl Default for LogOptions {
     fn default() -> Self {
-        LogOptions { segment_bytes: 64 * 1024 * 1024, fsync: true }
+        LogOptions { segment_bytes: 64 * 1024 * 1024, fsync: true, min_free_bytes: 0 }
     }
 }
 
@@ -70,6 +74,10 @@ struct Shared {
     /// A spare is being zero-filled.
     filling: AtomicBool,
     segment_bytes: u64,
+    space: Arc<Space>,
+    /// Why the writer refuses every append, once a failed write could not
+    /// be undone.
+    failed: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -86,10 +94,10 @@ impl Shared {
     }
 
     /// Keeps a released segment as a spare, or deletes it when there are
-    /// enough.
+    /// enough or space is short.
     fn retire(&self, path: &Path, base: Seq) -> std::io::Result<()> {
         let Ok(mut spares) = self.spares.lock() else { return std::fs::remove_file(path) };
-        if spares.len() >= MAX_SPARES {
+        if spares.len() >= MAX_SPARES || self.space.pressed() {
             return std::fs::remove_file(path);
         }
         let spare = self.dir.join(format!("spare-{base:020}.seg"));
@@ -101,12 +109,13 @@ impl Shared {
     /// Zero-fills a new spare on a background thread, unless one is
     /// already being filled.
     fn fill_spare_in_background(self: &Arc<Self>) {
-        if self.filling.swap(true, Ordering::AcqRel) {
+        if self.space.pressed() || self.filling.swap(true, Ordering::AcqRel) {
             return;
         }
         let shared = self.clone();
         let spawned = std::thread::Builder::new().name("log-prealloc".into()).spawn(move || {
             let path = shared.dir.join(format!("spare-new-{}.seg", fastrand::u64(..)));
+            shared.space.wrote(shared.segment_bytes);
             match zero_fill(&path, shared.segment_bytes) {
                 Ok(()) => {
                     if let Ok(mut s) = shared.spares.lock() {
@@ -122,6 +131,17 @@ impl Shared {
         });
         if spawned.is_err() {
             self.filling.store(false, Ordering::Release);
+        }
+    }
+
+    /// Deletes the spares: space is short.
+    fn give_back_spares(&self) {
+        let spares: Vec<PathBuf> = self.spares.lock().map(|mut s| s.drain(..).collect()).unwrap_or_default();
+        for spare in spares {
+            match std::fs::remove_file(&spare) {
+                Ok(()) => tracing::info!(spare = %spare.display(), "disk space is short: spare log segment deleted"),
+                Err(e) => tracing::warn!(spare = %spare.display(), error = %e, "cannot delete spare log segment"),
+            }
         }
     }
 }
@@ -192,6 +212,8 @@ impl SegmentLog {
         let last = *bases.last().unwrap_or(&0);
         let (next, size) = recover_tail(&segment_path(dir, last), last)?;
         let (durable, _) = watch::channel(Durable { seq: next, base: last, offset: size });
+        let spare_room = opts.segment_bytes.saturating_mul(MAX_SPARES as u64);
+        let space = Arc::new(Space::new(dir, opts.min_free_bytes, spare_room)?);
         let shared = Arc::new(Shared {
             dir: dir.to_owned(),
             segments: Mutex::new(bases),
@@ -200,11 +222,22 @@ impl SegmentLog {
             spares: Mutex::new(spares),
             filling: AtomicBool::new(false),
             segment_bytes: opts.segment_bytes,
+            space: space.clone(),
+            failed: Mutex::new(None),
         });
+        if opts.min_free_bytes > 0 {
+            let weak = Arc::downgrade(&shared);
+            space::watch(&space, report_floor, move || {
+                if let Some(shared) = weak.upgrade() {
+                    shared.give_back_spares();
+                }
+            })?;
+        }
         let mut file = OpenOptions::new().write(true).open(shared.path(last))?;
         file.seek(SeekFrom::Start(size))?;
         let (tx, rx) = mpsc::channel::<Append>();
-        let w = Writer { shared: shared.clone(), file, base: last, size, next, opts, failed: None };
+        let allocated = file.metadata()?.len();
+        let w = Writer { shared: shared.clone(), file, base: last, size, allocated, next, opts, failed: None };
         let writer = std::thread::Builder::new().name("log-writer".into()).spawn(move || w.run(rx))?;
         Ok(SegmentLog { shared, tx: Mutex::new(Some(tx)), writer: Mutex::new(Some(writer)) })
     }
@@ -233,6 +266,16 @@ impl SegmentLog {
 impl Drop for SegmentLog {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+/// Logs the free space crossing the floor, either way.
+fn report_floor(below: bool, space: &Space) {
+    let free_mb = space.free() / (1024 * 1024);
+    if below {
+        tracing::warn!(free_mb, "refusing events: disk space below the floor (server.min_free_disk_mb)");
+    } else {
+        tracing::info!(free_mb, "disk space above the floor again: accepting events");
     }
 }
 
@@ -273,6 +316,9 @@ struct Writer {
     base: Seq,
     /// Bytes of records in the active segment; it is written at this offset.
     size: u64,
+    /// Bytes the active segment's file has allocated (a spare's whole
+    /// length): writes within them take no free space.
+    allocated: u64,
     next: Seq,
     opts: LogOptions,
     failed: Option<String>,
@@ -332,6 +378,10 @@ impl Writer {
         match written {
             Ok(()) => {
                 self.size += buf.len() as u64;
+                if self.size > self.allocated {
+                    self.shared.space.wrote(self.size - self.allocated);
+                    self.allocated = self.size;
+                }
                 self.next = seq;
                 self.shared.durable.send_replace(Durable { seq, base: self.base, offset: self.size });
                 Committed { firsts, error: None }
@@ -342,7 +392,11 @@ impl Writer {
                 // appends.
                 let undo = self.file.seek(SeekFrom::Start(self.size)).map(|_| ());
                 if let Err(u) = undo {
-                    self.failed = Some(format!("log unusable after failed write ({e}) and failed undo ({u})"));
+                    let reason = format!("log unusable after failed write ({e}) and failed undo ({u})");
+                    if let Ok(mut failed) = self.shared.failed.lock() {
+                        *failed = Some(reason.clone());
+                    }
+                    self.failed = Some(reason);
                 }
                 tracing::error!(error = %e, "log append failed");
                 Committed { firsts, error: Some(LogError::Io(e.to_string())) }
@@ -363,6 +417,7 @@ impl Writer {
             self.shared.fill_spare_in_background();
         }
         self.file = OpenOptions::new().create(true).write(true).truncate(false).open(&path)?;
+        self.allocated = self.file.metadata()?.len();
         if let Ok(dir) = File::open(&self.shared.dir) {
             let _ = dir.sync_all();
         }
@@ -392,6 +447,7 @@ impl SegmentLog {
         if records.is_empty() {
             return Ok(self.end());
         }
+        self.shared.space.check().map_err(LogError::from)?;
         let (done, rx) = oneshot::channel();
         {
             let tx = self.tx.lock().map_err(|_| LogError::Closed)?;
@@ -420,8 +476,57 @@ impl SegmentLog {
         self.shared.durable.borrow().seq
     }
 
+    /// Whether an append would be accepted now: `Err` while the free space
+    /// is below the floor, or when a failed write left the log unusable.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::BelowFloor`], or [`LogError::Io`] with the failure.
+    pub fn accepting(&self) -> Result<(), LogError> {
+        if let Some(reason) = self.shared.failed.lock().ok().and_then(|f| f.clone()) {
+            return Err(LogError::Io(reason));
+        }
+        self.shared.space.check().map_err(LogError::from)
+    }
+
+    /// Free bytes on the log's filesystem, as last measured.
+    pub fn free_bytes(&self) -> u64 {
+        self.shared.space.free()
+    }
+
+    /// Bytes of the segments holding records from `seq` on: whole
+    /// segments, from the one that holds `seq` (the most deleting every
+    /// reader behind `seq` could free).
+    pub fn bytes_from(&self, seq: Seq) -> u64 {
+        let bases = self.shared.bases();
+        let durable = *self.shared.durable.borrow();
+        let mut total = 0;
+        for (i, base) in bases.iter().enumerate() {
+            let next = bases.get(i + 1).copied().unwrap_or(Seq::MAX);
+            if next <= seq {
+                continue;
+            }
+            total += if *base == durable.base {
+                durable.offset
+            } else {
+                std::fs::metadata(self.shared.path(*base)).map(|m| m.len()).unwrap_or(0)
+            };
+        }
+        total
+    }
+
+    /// The oldest record the log holds (the first segment's base).
+    pub fn oldest(&self) -> Seq {
+        self.shared.bases().first().copied().unwrap_or(0)
+    }
+
     /// Tells the log that no reader needs records before `seq` any more;
-    /// whole segments before it are deleted (or kept as spares).
+    /// whole segments before it are deleted (or kept as spares and
+    /// overwritten).
+    ///
+    /// `seq` must be at or behind every reader's *persisted* position (the
+    /// one it restarts from after a crash), not merely the position it has
+    /// reached: [`crate::Cursors`] returns exactly that minimum.
     pub fn release(&self, seq: Seq) {
         let prev = self.shared.released.fetch_max(seq, Ordering::Relaxed);
         if seq <= prev {
@@ -633,7 +738,7 @@ mod tests {
     #[tokio::test]
     async fn append_read_roll_release_and_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = LogOptions { segment_bytes: 200, fsync: true };
+        let opts = LogOptions { segment_bytes: 200, fsync: true, min_free_bytes: 0 };
         {
             let log = SegmentLog::open(dir.path(), opts.clone()).unwrap();
             assert_eq!(log.append(recs(5, "a")).await.unwrap(), 0);
@@ -720,7 +825,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn readers_at_any_position_race_appends_rolls_and_releases() {
         let dir = tempfile::tempdir().unwrap();
-        let log = Arc::new(SegmentLog::open(dir.path(), LogOptions { segment_bytes: 700, fsync: false }).unwrap());
+        let log = Arc::new(
+            SegmentLog::open(dir.path(), LogOptions { segment_bytes: 700, fsync: false, min_free_bytes: 0 }).unwrap(),
+        );
         let payload = |seq: u64| Bytes::from(format!("r{seq}-{}", "x".repeat((seq % 37) as usize)));
         const TOTAL: u64 = 3_000;
         let writer = {
@@ -775,7 +882,7 @@ mod tests {
     #[tokio::test]
     async fn reused_segments_hide_their_old_bytes() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = LogOptions { segment_bytes: 300, fsync: true };
+        let opts = LogOptions { segment_bytes: 300, fsync: true, min_free_bytes: 0 };
         {
             let log = SegmentLog::open(dir.path(), opts.clone()).unwrap();
             let mut r = log.reader(0).unwrap();

@@ -109,6 +109,9 @@ pub struct WorkerSpec<L: EventLog> {
     pub stats: Arc<DestinationStats>,
     pub log: Arc<L>,
     pub dead_letters: Arc<DeadLetters>,
+    /// Commit the position at most this often (and on stop); zero commits
+    /// after every change.
+    pub commit_every: Duration,
 }
 
 struct Worker<C: Consumer> {
@@ -131,6 +134,28 @@ struct Worker<C: Consumer> {
     deadline: Option<Instant>,
     pacer: Pacer,
     breaker: Breaker,
+    commits: Commits,
+}
+
+/// When the worker commits its position: at most every `every`, and, if
+/// a commit failed, again [`RETRY_COMMIT`] later, whether or not events
+/// arrive (the log cannot free space until a position is persisted).
+struct Commits {
+    every: Duration,
+    /// The position last committed.
+    committed: Option<Seq>,
+    /// No commit before this.
+    not_before: Instant,
+}
+
+/// A failed commit is tried again after this long.
+const RETRY_COMMIT: Duration = Duration::from_millis(200);
+
+impl Commits {
+    /// When the next commit is due, if the position moved since the last.
+    fn due(&self, position: Seq) -> Option<Instant> {
+        (self.committed != Some(position)).then_some(self.not_before)
+    }
 }
 
 /// A finished plugin call: the instance (unless it trapped) and the deploy
@@ -145,7 +170,7 @@ struct CallDone {
 /// Runs a destination until `shutdown` turns true; the batches in flight
 /// finish and the cursor is saved.
 pub async fn run_worker<L: EventLog>(spec: WorkerSpec<L>, shutdown: watch::Receiver<bool>) {
-    let WorkerSpec { name, deploy: mut deploys, paused: mut pauses, stats, log, dead_letters } = spec;
+    let WorkerSpec { name, deploy: mut deploys, paused: mut pauses, stats, log, dead_letters, commit_every } = spec;
     let consumer = match log.consumer(&name) {
         Ok(c) => c,
         Err(e) => {
@@ -169,6 +194,7 @@ pub async fn run_worker<L: EventLog>(spec: WorkerSpec<L>, shutdown: watch::Recei
         forming: Vec::new(),
         deadline: None,
         breaker: Breaker::default(),
+        commits: Commits { every: commit_every, committed: Some(start), not_before: Instant::now() },
     };
     tracing::info!(
         destination = &*name,
@@ -186,6 +212,7 @@ pub async fn run_worker<L: EventLog>(spec: WorkerSpec<L>, shutdown: watch::Recei
         let probe_at = w.breaker.quarantine().map(|q| q.probe_at).filter(|at| *at > now);
         let held = w.pacer.held_until(now).into_iter().chain(probe_at).max();
         let limit = w.breaker.call_limit(*pauses.borrow(), w.deploy.max_concurrent_calls);
+        let commit_at = w.commits.due(w.consumer.position());
         tokio::select! {
             biased;
             () = &mut stop => break,
@@ -203,12 +230,13 @@ pub async fn run_worker<L: EventLog>(spec: WorkerSpec<L>, shutdown: watch::Recei
                 Err(e) => tracing::error!(destination = &*name, error = %e, "delivery task failed"),
             },
             () = tokio::time::sleep_until(held.unwrap_or(now)), if held.is_some() && limit > 0 => {}
+            () = tokio::time::sleep_until(commit_at.unwrap_or(now)), if commit_at.is_some_and(|at| at > now) => {}
             batch = w.gather(), if calls.len() < limit && held.is_none() => {
                 w.pacer.charge(batch.len(), Instant::now());
                 w.launch(&mut calls, batch);
             }
         }
-        w.save_cursor();
+        w.save_cursor(false);
     }
     // Let the calls in flight finish (each is bounded by the call timeout)
     // so their outcomes count; the batch being gathered is simply not sent.
@@ -217,7 +245,7 @@ pub async fn run_worker<L: EventLog>(spec: WorkerSpec<L>, shutdown: watch::Recei
             w.finish(done).await;
         }
     }
-    w.save_cursor();
+    w.save_cursor(true);
     let waiting = w.retrying.len() + w.forming.len();
     if waiting > 0 {
         tracing::info!(
@@ -485,11 +513,25 @@ impl<C: Consumer> Worker<C> {
     }
 
     /// Commits the consumer's position (the first unfinished event, or the
-    /// read position), which lets the log delete what every destination
-    /// has passed.
-    fn save_cursor(&mut self) {
-        if let Err(e) = self.consumer.commit() {
-            tracing::warn!(destination = &*self.name, error = %e, "cannot save cursor");
+    /// read position) if it moved and a commit is due (or `now`), which
+    /// lets the log delete what every destination has passed.
+    fn save_cursor(&mut self, now: bool) {
+        let position = self.consumer.position();
+        self.stats.position.set(position);
+        let at = Instant::now();
+        match self.commits.due(position) {
+            Some(due) if now || due <= at => {}
+            _ => return,
+        }
+        match self.consumer.commit() {
+            Ok(()) => {
+                self.commits.committed = Some(position);
+                self.commits.not_before = at + self.commits.every;
+            }
+            Err(e) => {
+                tracing::warn!(destination = &*self.name, error = %e, "cannot save cursor; trying again shortly");
+                self.commits.not_before = at + RETRY_COMMIT;
+            }
         }
     }
 }
@@ -640,6 +682,7 @@ pub(crate) mod tests {
             stats: stats.clone(),
             log: log.clone(),
             dead_letters: Arc::new(DeadLetters::open(&dir.path().join("dead")).unwrap()),
+            commit_every: Duration::from_millis(50),
         };
         let worker = tokio::spawn(run_worker(spec, stop_rx));
         tokio::time::timeout(Duration::from_secs(60), async {

@@ -10,7 +10,7 @@
 //! | 400 | `{"success":false,"code":…,"message":…}` | invalid JSON, oversize request or event, bad encoding |
 //! | 401 | same shape | missing or unknown write key |
 //! | 404 / 405 | same shape | unknown path / not POST |
-//! | 503 | same shape | events could not be handed on (never 200) |
+//! | 503 | same shape | events could not be stored (never 200): `code` is `disk_below_floor` (free space under `server.min_free_disk_mb`), `shutting_down` or `log_unavailable`; SDKs retry a 503 |
 
 mod body;
 
@@ -35,7 +35,7 @@ use tokio::sync::watch;
 use crate::metrics::{Metrics, SourceStats};
 use crate::normalize::{self, BatchMeta, Envelope, EventType};
 use crate::sink::EventSink;
-use crate::telemetry::{EventDeduplicated, EventInvalid, EventsAccepted, InternalEvent, RequestRefused};
+use crate::telemetry::{EventDeduplicated, EventInvalid, EventsAccepted, EventsRefused, InternalEvent, RequestRefused};
 
 /// A source: a write key and its counters.
 #[derive(Clone)]
@@ -260,8 +260,16 @@ impl<S: EventSink> Ingest<S> {
                     EventsAccepted { source: &source.stats, count: (n - duplicates.len()) as u64 }.emit();
                 }
                 Err(e) => {
-                    tracing::error!(source = &*source.name, error = %e, "could not accept events");
-                    return reply(StatusCode::SERVICE_UNAVAILABLE, error_body("unavailable", &e.to_string()));
+                    let message = e.to_string();
+                    EventsRefused {
+                        metrics: &self.metrics,
+                        source: &source.name,
+                        code: e.code,
+                        message: &message,
+                        count: n,
+                    }
+                    .emit();
+                    return reply(StatusCode::SERVICE_UNAVAILABLE, error_body(e.code, &message));
                 }
             }
         }

@@ -133,7 +133,15 @@ pub async fn load(
         instance.init(&settings_json(d)).await
     }
     .await
-    .map_err(|error| DeployError::Init { path: d.plugin.display().to_string(), error });
+    .map_err(|error| {
+        let plugin = d.plugin.display();
+        // A refusal names where the settings it refused are in the config.
+        let path = match &error {
+            CallError::Init(_) => format!("{}: {plugin}", config.locate_settings(&d.name)),
+            _ => plugin.to_string(),
+        };
+        DeployError::Init { path, error }
+    });
     Ok(Loaded { plugin, check })
 }
 
@@ -157,13 +165,16 @@ pub async fn check(
 ///
 /// # Errors
 ///
-/// The first destination that fails, named.
+/// Every destination that fails, named, one per line.
 pub async fn validate(config: &Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.server.data_dir)?;
     let runtime = Arc::new(runtime_for(config)?);
     let transports = hyper_transports();
+    let mut failed = Vec::new();
     for d in &config.destinations {
-        check(&runtime, config, d, transports()).await.map_err(|e| anyhow::anyhow!("destination `{}`: {e}", d.name))?;
+        if let Err(e) = check(&runtime, config, d, transports()).await {
+            failed.push(format!("destination `{}`: {e}", d.name));
+        }
     }
-    Ok(())
+    if failed.is_empty() { Ok(()) } else { Err(anyhow::anyhow!("{}", failed.join("\n"))) }
 }

@@ -41,7 +41,7 @@ use crate::delivery::{Deploy, WorkerSpec, run_worker};
 use crate::executor::{Executor, Priority};
 use crate::ingest::{Source, Sources};
 use crate::metrics::{DestinationStats, Metrics, Refusal, SourceStats};
-use crate::telemetry::{InternalEvent, ReloadApplied, ReloadRefused};
+use crate::telemetry::{InternalEvent, ReloadApplied, ReloadRefused, RemovedDestinationHoldsLog};
 
 /// Why a reload was refused. Nothing changed.
 #[derive(Debug, thiserror::Error)]
@@ -352,6 +352,7 @@ impl<L: EventLog> Registry<L> {
             stats: stats.clone(),
             log: self.shared.log.clone(),
             dead_letters: dead_letters.clone(),
+            commit_every: Duration::from_millis(config.server.cursor_commit_ms),
         };
         let worker = executor.spawn(run_worker(spec, stop_rx));
         // The executor lives as long as its worker.
@@ -421,6 +422,19 @@ impl<L: EventLog> Registry<L> {
     pub async fn removed(&self) -> Vec<String> {
         let state = self.state.lock().await;
         self.shared.log.consumers().into_iter().filter(|n| !state.running.contains_key(n)).collect()
+    }
+
+    /// Warns about each destination removed from the config that still
+    /// holds more than `threshold` bytes of the log (its undelivered
+    /// events are kept until purged, so the log cannot shrink past them).
+    pub async fn warn_removed_holding(&self, threshold: u64) {
+        for name in self.removed().await {
+            let bytes = self.shared.log.held_bytes(&name).unwrap_or(0);
+            if bytes > threshold {
+                let records = self.shared.log.backlog(&name).unwrap_or(0);
+                RemovedDestinationHoldsLog { name: &name, bytes, records }.emit();
+            }
+        }
     }
 
     /// Forgets a removed destination: its cursor (so the log may delete the
