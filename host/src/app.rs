@@ -60,6 +60,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         metrics: metrics.clone(),
         max_request_bytes: config.server.max_request_bytes,
         max_event_bytes: config.server.max_event_bytes,
+        public_url: config.server.public_url.clone(),
     });
 
     // The tracking and admin APIs run on threads no plugin code runs on.

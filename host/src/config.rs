@@ -19,6 +19,7 @@ use switchyard_warehouse::WarehouseUrl;
 use toml::Spanned;
 use toml::de::{DeArray, DeTable, DeValue};
 
+use crate::ingest::settings::PublicUrl;
 use crate::normalize::EventType;
 
 /// One problem in a config file.
@@ -109,6 +110,11 @@ pub struct Config {
 pub struct ServerConfig {
     /// Tracking API address.
     pub listen: SocketAddr,
+    /// The tracking API's URL as clients see it (`https://ingest.example.com`,
+    /// behind a proxy or TLS terminator); the settings answers point SDKs
+    /// there. Default: the `Host` each request came to, over http.
+    #[serde(deserialize_with = "public_url")]
+    pub public_url: Option<PublicUrl>,
     /// Admin API and `/metrics` address.
     pub admin_listen: Option<SocketAddr>,
     /// Bearer token for the admin API.
@@ -154,6 +160,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8088)),
+            public_url: None,
             admin_listen: None,
             admin_token: None,
             admin_token_file: None,
@@ -218,6 +225,19 @@ impl Default for RuntimeConfig {
 pub struct SourceConfig {
     pub name: String,
     pub write_key: String,
+    /// Which web pages may send this source's events.
+    #[serde(default)]
+    pub cors: CorsConfig,
+}
+
+/// `cors` of a source: the origins (`https://shop.example.com`) whose
+/// pages may send its events. Absent: any origin, as Segment's API
+/// allows; `allowed_origins = []`: no browser.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsConfig {
+    #[serde(default)]
+    pub allowed_origins: Option<Vec<String>>,
 }
 
 /// `[[destinations]]`: where events go.
@@ -528,6 +548,12 @@ impl Config {
             }
             if !names.insert(&s.name) {
                 fail("name", "another source has this name");
+            }
+            for (j, o) in s.cors.allowed_origins.iter().flatten().enumerate() {
+                let (scheme, host) = o.split_once("://").unwrap_or(("", ""));
+                if !matches!(scheme, "http" | "https") || host.is_empty() || host.trim_end_matches('/').contains('/') {
+                    fail(&format!("cors.allowed_origins[{j}]"), "an origin is `https://host[:port]`, with no path");
+                }
             }
         }
         let max_memory = self.runtime.max_memory_mb;
@@ -844,6 +870,12 @@ fn interpolate(
 
 fn line_of(text: &str, byte: usize) -> usize {
     text[..byte.min(text.len())].matches('\n').count() + 1
+}
+
+/// `server.public_url`, parsed.
+fn public_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<PublicUrl>, D::Error> {
+    let url = String::deserialize(d)?;
+    PublicUrl::parse(&url).map(Some).map_err(|e| serde::de::Error::custom(format!("public_url `{url}`: {e}")))
 }
 
 /// `allow_http`: each entry parsed as an [`Origin`].

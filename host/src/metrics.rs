@@ -232,6 +232,8 @@ pub struct Metrics {
     pub reloads_refused: Counter,
     /// Requests answered 503 because the events could not be stored.
     pub ingest_refused: Refusals,
+    /// The browser SDK's own metrics posts (`/v1/m`), accepted and dropped.
+    pub sdk_metrics: Counter,
 }
 
 /// Ingest refusals by reason (the `code` of the sink's error).
@@ -435,6 +437,12 @@ impl Metrics {
             out,
             "# HELP {name} Requests refused before reaching a source\n# TYPE {name} counter\n{name} {}",
             self.rejected_requests.get()
+        );
+        let name = "switchyard_sdk_metrics_requests_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} The browser SDK's own metrics posts (/v1/m), accepted and dropped\n# TYPE {name} counter\n{name} {}",
+            self.sdk_metrics.get()
         );
         let name = "switchyard_ingest_refused_total";
         let _ =

@@ -9,6 +9,7 @@ mod durability;
 mod faults;
 mod hostile;
 mod reload;
+mod sdk_wire;
 mod secrets;
 mod startup;
 mod statsig;

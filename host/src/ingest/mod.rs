@@ -13,6 +13,9 @@
 //! | 503 | same shape | events could not be stored (never 200): `code` is `disk_below_floor` (free space under `server.min_free_disk_mb`), `shutting_down` or `log_unavailable`; SDKs retry a 503 |
 
 mod body;
+pub mod cors;
+pub mod route;
+pub mod settings;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -36,12 +39,16 @@ use crate::metrics::{Metrics, SourceStats};
 use crate::normalize::{self, BatchMeta, Envelope, EventType};
 use crate::sink::EventSink;
 use crate::telemetry::{EventDeduplicated, EventInvalid, EventsAccepted, EventsRefused, InternalEvent, RequestRefused};
+use cors::Cors;
+use route::Route;
+use settings::PublicUrl;
 
-/// A source: a write key and its counters.
+/// A source: a write key, its counters and which web pages may send.
 #[derive(Clone)]
 pub struct Source {
     pub name: Arc<str>,
     pub stats: Arc<SourceStats>,
+    pub cors: Arc<Cors>,
 }
 
 /// The sources by write key; replaced whole when a reload changes them.
@@ -54,6 +61,9 @@ pub struct Ingest<S> {
     pub metrics: Arc<Metrics>,
     pub max_request_bytes: usize,
     pub max_event_bytes: usize,
+    /// What clients see as this server's URL (`server.public_url`), for
+    /// the settings answers; `None`: the request's `Host`.
+    pub public_url: Option<PublicUrl>,
 }
 
 type Reply = Response<Full<Bytes>>;
@@ -72,6 +82,15 @@ struct BatchBody<'a> {
     context: Option<Map<String, Value>>,
     #[serde(default)]
     integrations: Option<Map<String, Value>>,
+}
+
+/// What a request brought besides its body.
+struct Sent<'a> {
+    /// From Basic auth (or the query, for a beacon).
+    header_key: Option<String>,
+    /// The page's origin, for a browser's request.
+    origin: Option<&'a str>,
+    received_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// Just the write key of a single-event body (the rest is left unparsed).
@@ -130,59 +149,156 @@ impl<S: EventSink> Ingest<S> {
         Ok(())
     }
 
-    /// Handles one request.
+    /// Handles one request: routes it ([`route`]), answers it, and adds
+    /// the CORS headers a page needs to read the answer ([`cors`]).
     pub async fn handle(&self, req: Request<Incoming>) -> Reply {
-        let path = req.uri().path().trim_end_matches('/');
-        let route = match path {
-            "/v1/batch" | "/v1/import" => None,
-            p => match p.strip_prefix("/v1/").and_then(EventType::parse) {
-                Some(t) => Some(t),
-                None => {
-                    return self.refuse(StatusCode::NOT_FOUND, "not_found", format!("no such endpoint: {path}"));
-                }
-            },
+        let origin = cors::origin(req.headers()).cloned();
+        let (mut reply, source) = self.answer(req).await;
+        if let Some(origin) = origin.as_ref().and_then(|o| o.to_str().ok().map(|s| (o, s.to_owned()))) {
+            let allowed = match &source {
+                Some(s) => s.cors.allows(&origin.1),
+                None => self.any_source_allows(&origin.1),
+            };
+            if allowed {
+                cors::allow(reply.headers_mut(), origin.0);
+            }
+        }
+        reply
+    }
+
+    /// The answer, and the source the request turned out to be for.
+    async fn answer(&self, req: Request<Incoming>) -> (Reply, Option<Source>) {
+        let path = req.uri().path().to_owned();
+        let Some(route) = route::route(&path, req.uri().query()) else {
+            return (self.refuse(StatusCode::NOT_FOUND, "not_found", format!("no such endpoint: {path}")), None);
         };
-        if req.method() != Method::POST {
-            return self.refuse(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST".into());
+        let (get, methods) = match route.is_get() {
+            true => (Method::GET, "GET, HEAD, OPTIONS"),
+            false => (Method::POST, "POST, OPTIONS"),
+        };
+        if req.method() == Method::OPTIONS {
+            return (self.preflight(req.headers(), methods), None);
+        }
+        let method_ok = req.method() == get || (get == Method::GET && req.method() == Method::HEAD);
+        if !method_ok {
+            let reason = format!("use {get}");
+            return (self.refuse(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", reason), None);
+        }
+        let origin = cors::origin(req.headers()).and_then(|o| o.to_str().ok()).map(str::to_owned);
+        match route {
+            Route::Settings { write_key } => return self.settings(&write_key, req.headers()),
+            Route::SourceConfig { query_key } => {
+                return self.source_config(query_key.or_else(|| body::basic_auth_key(req.headers())));
+            }
+            Route::SdkMetrics => {
+                self.metrics.sdk_metrics.inc();
+                return (reply(StatusCode::OK, Bytes::from_static(br#"{"success":true}"#)), None);
+            }
+            Route::Batch { .. } | Route::Single(_) => {}
         }
         let (parts, incoming) = req.into_parts();
         let bytes = match body::read(&parts.headers, incoming, self.max_request_bytes).await {
             Ok(b) => b,
             Err(e @ body::BodyError::TooLarge(_)) => {
-                return self.refuse(StatusCode::BAD_REQUEST, "payload_too_large", e.to_string());
+                return (self.refuse(StatusCode::BAD_REQUEST, "payload_too_large", e.to_string()), None);
             }
-            Err(e) => return self.refuse(StatusCode::BAD_REQUEST, "invalid_body", e.to_string()),
+            Err(e) => return (self.refuse(StatusCode::BAD_REQUEST, "invalid_body", e.to_string()), None),
         };
         let header_key = body::basic_auth_key(&parts.headers);
         let received_at = chrono::Utc::now();
+        let request = Sent { header_key, origin: origin.as_deref(), received_at };
         match route {
-            None => self.batch(&bytes, header_key, received_at).await,
-            Some(kind) => self.single(kind, &bytes, header_key, received_at).await,
+            Route::Batch { query_key } => {
+                let request = Sent { header_key: request.header_key.or(query_key), ..request };
+                self.batch(&bytes, request).await
+            }
+            Route::Single(kind) => self.single(kind, &bytes, request).await,
+            _ => (self.refuse(StatusCode::NOT_FOUND, "not_found", format!("no such endpoint: {path}")), None),
         }
     }
 
-    async fn batch(
-        &self,
-        bytes: &[u8],
-        header_key: Option<String>,
-        received_at: chrono::DateTime<chrono::Utc>,
-    ) -> Reply {
+    /// A CORS preflight: allowed when some source allows the page's
+    /// origin (a preflight names no write key).
+    fn preflight(&self, headers: &hyper::HeaderMap, methods: &'static str) -> Reply {
+        let Some(origin) = cors::origin(headers) else {
+            return reply(StatusCode::NO_CONTENT, Bytes::new());
+        };
+        if !origin.to_str().is_ok_and(|o| self.any_source_allows(o)) {
+            return self.refuse(StatusCode::FORBIDDEN, "origin_not_allowed", "no source accepts this origin".into());
+        }
+        let mut resp = reply(StatusCode::NO_CONTENT, Bytes::new());
+        resp.headers_mut().remove(CONTENT_TYPE);
+        cors::allow_preflight(resp.headers_mut(), origin, headers, methods);
+        resp
+    }
+
+    fn any_source_allows(&self, origin: &str) -> bool {
+        self.sources.load().values().any(|s| s.cors.allows(origin))
+    }
+
+    /// `GET /v1/projects/{writeKey}/settings`: 404 for an unknown key.
+    fn settings(&self, write_key: &str, headers: &hyper::HeaderMap) -> (Reply, Option<Source>) {
+        let Some(source) = self.sources.load().get(write_key).cloned() else {
+            return (
+                self.refuse(StatusCode::NOT_FOUND, "unknown_write_key", "no source has this write key".into()),
+                None,
+            );
+        };
+        let public = self.public_url.clone().unwrap_or_else(|| {
+            let host = headers.get(hyper::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+            PublicUrl::from_host(host, "http")
+        });
+        let body = settings::segment(write_key, &public).to_string();
+        (reply(StatusCode::OK, Bytes::from(body)), Some(source))
+    }
+
+    /// RudderStack's `GET /sourceConfig/?writeKey=…`.
+    fn source_config(&self, key: Option<String>) -> (Reply, Option<Source>) {
+        let Some((key, source)) = key.and_then(|k| self.sources.load().get(&k).cloned().map(|s| (k, s))) else {
+            return (
+                self.refuse(StatusCode::UNAUTHORIZED, "unauthorized", "missing or unknown write key".into()),
+                None,
+            );
+        };
+        let body = settings::rudderstack(&source.name, &key).to_string();
+        (reply(StatusCode::OK, Bytes::from(body)), Some(source))
+    }
+
+    /// The source of `key`, unless the request came from a page on an
+    /// origin the source does not allow.
+    fn source_for(&self, key: Option<String>, origin: Option<&str>) -> Result<Source, Box<Reply>> {
+        let Some(source) = self.authenticate(key) else {
+            return Err(Box::new(self.refuse(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing or unknown write key".into(),
+            )));
+        };
+        if let Some(origin) = origin
+            && !source.cors.allows(origin)
+        {
+            let message = format!("source `{}` does not accept events from pages on {origin}", source.name);
+            return Err(Box::new(self.refuse(StatusCode::FORBIDDEN, "origin_not_allowed", message)));
+        }
+        Ok(source)
+    }
+
+    async fn batch(&self, bytes: &[u8], request: Sent<'_>) -> (Reply, Option<Source>) {
         let body: BatchBody<'_> = match serde_json::from_slice(bytes) {
             Ok(b) => b,
             Err(e) => {
-                return self.refuse(StatusCode::BAD_REQUEST, "invalid_json", format!("invalid JSON: {e}"));
+                return (self.refuse(StatusCode::BAD_REQUEST, "invalid_json", format!("invalid JSON: {e}")), None);
             }
         };
-        let Some(source) = self.authenticate(header_key.or(body.write_key)) else {
-            return self.refuse(StatusCode::UNAUTHORIZED, "unauthorized", "missing or unknown write key".into());
+        let source = match self.source_for(request.header_key.or(body.write_key), request.origin) {
+            Ok(s) => s,
+            Err(refused) => return (*refused, None),
         };
         if let Some(i) = body.batch.iter().position(|raw| raw.get().len() > self.max_event_bytes) {
-            return self.refuse(
-                StatusCode::BAD_REQUEST,
-                "event_too_large",
-                format!("batch[{i}] exceeds {} bytes", self.max_event_bytes),
-            );
+            let message = format!("batch[{i}] exceeds {} bytes", self.max_event_bytes);
+            return (self.refuse(StatusCode::BAD_REQUEST, "event_too_large", message), Some(source));
         }
+        let received_at = request.received_at;
         let meta = BatchMeta {
             sent_at: body.sent_at.as_deref(),
             context: body.context.as_ref(),
@@ -193,41 +309,32 @@ impl<S: EventSink> Ingest<S> {
             let event = normalize::normalize(raw.get(), None, &meta, received_at, &source.name);
             self.tally(&source, i, event, &mut accepted);
         }
-        self.accept(&source, accepted).await
+        (self.accept(&source, accepted).await, Some(source))
     }
 
-    async fn single(
-        &self,
-        kind: EventType,
-        bytes: &[u8],
-        header_key: Option<String>,
-        received_at: chrono::DateTime<chrono::Utc>,
-    ) -> Reply {
+    async fn single(&self, kind: EventType, bytes: &[u8], request: Sent<'_>) -> (Reply, Option<Source>) {
+        let invalid = |message: String| (self.refuse(StatusCode::BAD_REQUEST, "invalid_json", message), None);
         if bytes.len() > self.max_event_bytes {
-            return self.refuse(
-                StatusCode::BAD_REQUEST,
-                "event_too_large",
-                format!("event exceeds {} bytes", self.max_event_bytes),
-            );
+            let message = format!("event exceeds {} bytes", self.max_event_bytes);
+            return (self.refuse(StatusCode::BAD_REQUEST, "event_too_large", message), None);
         }
         let text = match std::str::from_utf8(bytes) {
             Ok(t) => t,
-            Err(e) => return self.refuse(StatusCode::BAD_REQUEST, "invalid_json", format!("invalid JSON: {e}")),
+            Err(e) => return invalid(format!("invalid JSON: {e}")),
         };
         let body_key = match serde_json::from_str::<KeyOnly>(text) {
             Ok(k) => k.write_key,
-            Err(e) if e.is_data() => {
-                return self.refuse(StatusCode::BAD_REQUEST, "invalid_json", "body must be a JSON object".into());
-            }
-            Err(e) => return self.refuse(StatusCode::BAD_REQUEST, "invalid_json", format!("invalid JSON: {e}")),
+            Err(e) if e.is_data() => return invalid("body must be a JSON object".into()),
+            Err(e) => return invalid(format!("invalid JSON: {e}")),
         };
-        let Some(source) = self.authenticate(header_key.or(body_key)) else {
-            return self.refuse(StatusCode::UNAUTHORIZED, "unauthorized", "missing or unknown write key".into());
+        let source = match self.source_for(request.header_key.or(body_key), request.origin) {
+            Ok(s) => s,
+            Err(refused) => return (*refused, None),
         };
         let mut accepted = Vec::with_capacity(1);
-        let event = normalize::normalize(text, Some(kind), &BatchMeta::default(), received_at, &source.name);
+        let event = normalize::normalize(text, Some(kind), &BatchMeta::default(), request.received_at, &source.name);
         self.tally(&source, 0, event, &mut accepted);
-        self.accept(&source, accepted).await
+        (self.accept(&source, accepted).await, Some(source))
     }
 
     fn authenticate(&self, key: Option<String>) -> Option<Source> {

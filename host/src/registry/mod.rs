@@ -39,6 +39,7 @@ use crate::deadletter::DeadLetters;
 use crate::delivery::Subscription;
 use crate::delivery::{Deploy, WorkerSpec, run_worker};
 use crate::executor::{Executor, Priority};
+use crate::ingest::cors::Cors;
 use crate::ingest::{Source, Sources};
 use crate::metrics::{DestinationStats, Metrics, Refusal, SourceStats};
 use crate::telemetry::{InternalEvent, ReloadApplied, ReloadRefused, RemovedDestinationHoldsLog};
@@ -386,7 +387,8 @@ impl<L: EventLog> Registry<L> {
                 .cloned()
                 .unwrap_or_else(|| Arc::new(SourceStats { name: s.name.clone(), ..Default::default() }));
             stats.push(st.clone());
-            by_key.insert(s.write_key.clone(), Source { name: Arc::from(s.name.as_str()), stats: st });
+            let cors = Arc::new(Cors::new(s.cors.allowed_origins.as_deref()));
+            by_key.insert(s.write_key.clone(), Source { name: Arc::from(s.name.as_str()), stats: st, cors });
         }
         self.shared.sources.store(Arc::new(by_key));
         if let Ok(mut s) = self.shared.metrics.sources.write() {
