@@ -3,6 +3,7 @@
 //! One test binary, so it links once.
 
 mod amplitude;
+mod browser;
 mod clients;
 mod contract;
 mod durability;
