@@ -228,6 +228,19 @@ pub struct SourceConfig {
     /// Which web pages may send this source's events.
     #[serde(default)]
     pub cors: CorsConfig,
+    /// Requests per second this source may send; over it, 429.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+}
+
+/// `rate_limit` of a source: a token bucket.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub requests_per_second: u32,
+    /// Requests allowed at once after a quiet spell; default: one second's worth.
+    #[serde(default)]
+    pub burst: Option<u32>,
 }
 
 /// `cors` of a source: the origins (`https://shop.example.com`) whose
@@ -548,6 +561,11 @@ impl Config {
             }
             if !names.insert(&s.name) {
                 fail("name", "another source has this name");
+            }
+            if let Some(r) = &s.rate_limit
+                && (r.requests_per_second == 0 || r.burst == Some(0))
+            {
+                fail("rate_limit", "rate_limit.requests_per_second and burst must be positive");
             }
             for (j, o) in s.cors.allowed_origins.iter().flatten().enumerate() {
                 let (scheme, host) = o.split_once("://").unwrap_or(("", ""));

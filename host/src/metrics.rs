@@ -214,6 +214,8 @@ pub struct SourceStats {
     pub events_failed: Counter,
     /// Repeats of a `messageId` within the dedupe window, dropped.
     pub events_deduplicated: Counter,
+    /// Requests over the source's rate limit, answered 429.
+    pub rate_limited: Counter,
 }
 
 /// A counter family: name, help text and how to read it from `T`.
@@ -416,7 +418,7 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{destination=\"{}\",quota=\"{kind}\"}} {n}", d.name);
             }
         }
-        let src: [Series<SourceStats>; 4] = [
+        let src: [Series<SourceStats>; 5] = [
             ("switchyard_source_requests_total", "Tracking API requests", |s| s.requests.get()),
             ("switchyard_source_events_accepted_total", "Events accepted", |s| s.events_accepted.get()),
             ("switchyard_source_events_failed_total", "Events failed on ingest (validation)", |s| {
@@ -424,6 +426,9 @@ impl Metrics {
             }),
             ("switchyard_source_events_deduplicated_total", "Repeated messageIds dropped on ingest", |s| {
                 s.events_deduplicated.get()
+            }),
+            ("switchyard_source_requests_rate_limited_total", "Requests over the source's rate limit (429)", |s| {
+                s.rate_limited.get()
             }),
         ];
         for (name, help, get) in src {

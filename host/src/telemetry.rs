@@ -304,6 +304,19 @@ impl InternalEvent for RemovedDestinationHoldsLog<'_> {
     }
 }
 
+/// A request over its source's rate limit, answered 429.
+pub struct RateLimited<'a> {
+    pub stats: &'a SourceStats,
+    pub retry_after_secs: u64,
+}
+
+impl InternalEvent for RateLimited<'_> {
+    fn emit(self) {
+        self.stats.rate_limited.inc();
+        tracing::debug!(source = %self.stats.name, retry_after_secs = self.retry_after_secs, "request over the rate limit");
+    }
+}
+
 /// A warehouse load that committed.
 pub struct WarehouseLoaded<'a> {
     pub stats: &'a WarehouseStats,

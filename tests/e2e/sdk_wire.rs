@@ -286,3 +286,40 @@ async fn cors_lets_allowed_pages_in_and_keeps_others_out() {
     let (status, headers, _) = raw(&sy, &head, body.as_bytes()).await;
     assert_eq!((status, header(&headers, "access-control-allow-origin")), (200, None));
 }
+
+/// A source over its rate limit gets 429 with `Retry-After` and
+/// `X-RateLimit-Reset`; a client that waits as told gets every event in,
+/// and each is delivered once.
+#[tokio::test]
+async fn over_the_rate_limit_a_source_gets_429_and_loses_nothing() {
+    let receiver = Receiver::always(200).await;
+    let sy = start(&receiver, "rate_limit = { requests_per_second = 2, burst = 2 }").await;
+    let mut limited = 0;
+    for i in 0..6 {
+        let id = format!("rl-{i}");
+        loop {
+            let body = json!({"batch": [event("track", &id)]}).to_string();
+            let head = format!(
+                "POST /v1/batch HTTP/1.1\r\nAuthorization: {}\r\nOrigin: {SHOP}\r\nContent-Type: application/json\r\nContent-Length: {}",
+                basic(KEY),
+                body.len()
+            );
+            let (status, headers, reply) = raw(&sy, &head, body.as_bytes()).await;
+            if status == 200 {
+                break;
+            }
+            assert_eq!((status, reply["code"].as_str()), (429, Some("rate_limited")), "{reply}");
+            let secs: u64 = header(&headers, "retry-after").and_then(|s| s.parse().ok()).expect("Retry-After");
+            assert_eq!(header(&headers, "x-ratelimit-reset"), Some(secs.to_string().as_str()));
+            assert_eq!(header(&headers, "access-control-allow-origin"), Some(SHOP), "a page can read the 429");
+            assert!((1..=2).contains(&secs), "{secs}");
+            limited += 1;
+            tokio::time::sleep(Duration::from_secs(secs)).await;
+        }
+    }
+    assert!(limited >= 1, "six requests at once exceed 2/s with a burst of 2");
+    assert_eq!(sy.metric("switchyard_source_requests_rate_limited_total{source=\"web\"}").await, limited);
+    eventually(WAIT, "every event delivered", || (0..6).all(|i| receiver.message_ids().contains(&format!("rl-{i}"))))
+        .await;
+    assert_eq!(receiver.message_ids().len(), 6, "each once");
+}

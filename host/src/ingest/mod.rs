@@ -14,6 +14,7 @@
 
 mod body;
 pub mod cors;
+pub mod rate_limit;
 pub mod route;
 pub mod settings;
 
@@ -38,8 +39,11 @@ use tokio::sync::watch;
 use crate::metrics::{Metrics, SourceStats};
 use crate::normalize::{self, BatchMeta, Envelope, EventType};
 use crate::sink::EventSink;
-use crate::telemetry::{EventDeduplicated, EventInvalid, EventsAccepted, EventsRefused, InternalEvent, RequestRefused};
+use crate::telemetry::{
+    EventDeduplicated, EventInvalid, EventsAccepted, EventsRefused, InternalEvent, RateLimited, RequestRefused,
+};
 use cors::Cors;
+use rate_limit::RateLimiter;
 use route::Route;
 use settings::PublicUrl;
 
@@ -49,6 +53,8 @@ pub struct Source {
     pub name: Arc<str>,
     pub stats: Arc<SourceStats>,
     pub cors: Arc<Cors>,
+    /// Its `rate_limit`, if it has one.
+    pub limiter: Option<Arc<RateLimiter>>,
 }
 
 /// The sources by write key; replaced whole when a reload changes them.
@@ -279,6 +285,16 @@ impl<S: EventSink> Ingest<S> {
         {
             let message = format!("source `{}` does not accept events from pages on {origin}", source.name);
             return Err(Box::new(self.refuse(StatusCode::FORBIDDEN, "origin_not_allowed", message)));
+        }
+        if let Some(Err(wait)) = source.limiter.as_ref().map(|l| l.take()) {
+            let secs = rate_limit::retry_after_secs(wait);
+            RateLimited { stats: &source.stats, retry_after_secs: secs }.emit();
+            let message = format!("source `{}` is over its rate limit; retry in {secs} s", source.name);
+            let mut reply = reply(StatusCode::TOO_MANY_REQUESTS, error_body("rate_limited", &message));
+            let value = HeaderValue::from(secs);
+            reply.headers_mut().insert(hyper::header::RETRY_AFTER, value.clone());
+            reply.headers_mut().insert("x-ratelimit-reset", value);
+            return Err(Box::new(reply));
         }
         Ok(source)
     }

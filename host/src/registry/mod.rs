@@ -40,6 +40,7 @@ use crate::delivery::Subscription;
 use crate::delivery::{Deploy, WorkerSpec, run_worker};
 use crate::executor::{Executor, Priority};
 use crate::ingest::cors::Cors;
+use crate::ingest::rate_limit::RateLimiter;
 use crate::ingest::{Source, Sources};
 use crate::metrics::{DestinationStats, Metrics, Refusal, SourceStats};
 use crate::telemetry::{InternalEvent, ReloadApplied, ReloadRefused, RemovedDestinationHoldsLog};
@@ -388,7 +389,12 @@ impl<L: EventLog> Registry<L> {
                 .unwrap_or_else(|| Arc::new(SourceStats { name: s.name.clone(), ..Default::default() }));
             stats.push(st.clone());
             let cors = Arc::new(Cors::new(s.cors.allowed_origins.as_deref()));
-            by_key.insert(s.write_key.clone(), Source { name: Arc::from(s.name.as_str()), stats: st, cors });
+            let limiter = s
+                .rate_limit
+                .as_ref()
+                .map(|r| Arc::new(RateLimiter::new(r.requests_per_second, r.burst.unwrap_or(r.requests_per_second))));
+            let source = Source { name: Arc::from(s.name.as_str()), stats: st, cors, limiter };
+            by_key.insert(s.write_key.clone(), source);
         }
         self.shared.sources.store(Arc::new(by_key));
         if let Ok(mut s) = self.shared.metrics.sources.write() {
