@@ -46,7 +46,12 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
 
     let metrics = Arc::new(Metrics::default());
     let sources: Sources = Arc::default();
+    let tls = match &config.server.tls {
+        Some(t) => Some(Arc::new(arc_swap::ArcSwap::new(crate::ingest::tls::load(&t.cert, &t.key)?))),
+        None => None,
+    };
     let shared = Shared {
+        tls: tls.clone(),
         runtime,
         transports: hyper_transports(),
         log: log.clone(),
@@ -61,6 +66,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         max_request_bytes: config.server.max_request_bytes,
         max_event_bytes: config.server.max_event_bytes,
         public_url: config.server.public_url.clone(),
+        tls,
     });
 
     // The tracking and admin APIs run on threads no plugin code runs on.
@@ -94,7 +100,8 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
             tracing::warn!(error = %e, "cannot watch the config and plugins; reload with `switchyard reload`");
         }
     }
-    tracing::info!(%addr, destinations = config.destinations.len(), "tracking API listening");
+    let scheme = if config.server.tls.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, scheme, destinations = config.destinations.len(), "tracking API listening");
     tokio::spawn(warn_about_removed_destinations(
         registry.clone(),
         config.server.removed_destination_warn_mb * 1024 * 1024,

@@ -115,6 +115,9 @@ pub struct ServerConfig {
     /// there. Default: the `Host` each request came to, over http.
     #[serde(deserialize_with = "public_url")]
     pub public_url: Option<PublicUrl>,
+    /// TLS on the tracking listener: PEM certificate chain and key
+    /// (relative to the config's folder), read again on every reload.
+    pub tls: Option<TlsConfig>,
     /// Admin API and `/metrics` address.
     pub admin_listen: Option<SocketAddr>,
     /// Bearer token for the admin API.
@@ -161,6 +164,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8088)),
             public_url: None,
+            tls: None,
             admin_listen: None,
             admin_token: None,
             admin_token_file: None,
@@ -241,6 +245,14 @@ pub struct RateLimitConfig {
     /// Requests allowed at once after a quiet spell; default: one second's worth.
     #[serde(default)]
     pub burst: Option<u32>,
+}
+
+/// `server.tls`: the tracking listener's certificate and key.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// `cors` of a source: the origins (`https://shop.example.com`) whose
@@ -482,6 +494,13 @@ impl Config {
             }
             if let Some(f) = config.server.admin_token_file.as_mut().filter(|f| f.is_relative()) {
                 *f = base.join(&*f);
+            }
+            if let Some(tls) = config.server.tls.as_mut() {
+                for f in [&mut tls.cert, &mut tls.key] {
+                    if f.is_relative() {
+                        *f = base.join(&*f);
+                    }
+                }
             }
             for d in &mut config.destinations {
                 if d.plugin.is_relative() {

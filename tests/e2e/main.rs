@@ -14,6 +14,7 @@ mod sdk_wire;
 mod secrets;
 mod startup;
 mod statsig;
+mod tls;
 mod warehouse;
 mod warehouse_latest;
 mod webhook;

@@ -17,6 +17,7 @@ pub mod cors;
 pub mod rate_limit;
 pub mod route;
 pub mod settings;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -46,6 +47,7 @@ use cors::Cors;
 use rate_limit::RateLimiter;
 use route::Route;
 use settings::PublicUrl;
+use tls::TlsConfigs;
 
 /// A source: a write key, its counters and which web pages may send.
 #[derive(Clone)]
@@ -70,7 +72,12 @@ pub struct Ingest<S> {
     /// What clients see as this server's URL (`server.public_url`), for
     /// the settings answers; `None`: the request's `Host`.
     pub public_url: Option<PublicUrl>,
+    /// TLS for every connection (`server.tls`), swapped on reloads.
+    pub tls: Option<TlsConfigs>,
 }
+
+/// A TLS handshake that takes longer is dropped.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 type Reply = Response<Full<Bytes>>;
 
@@ -131,19 +138,22 @@ impl<S: EventSink> Ingest<S> {
             };
             let _ = stream.set_nodelay(true);
             let this = self.clone();
-            let service = service_fn(move |req| {
-                let this = this.clone();
-                async move { Ok::<_, Infallible>(this.handle(req).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service);
-            let conn = graceful.watch(conn);
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "connection closed with error");
+            let watcher = graceful.watcher();
+            match &self.tls {
+                None => {
+                    tokio::spawn(this.serve_connection(stream, watcher));
                 }
-            });
+                Some(tls) => {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(tls.load_full());
+                    tokio::spawn(async move {
+                        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                            Ok(Ok(tls_stream)) => this.serve_connection(tls_stream, watcher).await,
+                            Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                            Err(_) => tracing::debug!("TLS handshake timed out"),
+                        }
+                    });
+                }
+            }
         }
         drop(listener);
         tokio::select! {
@@ -153,6 +163,22 @@ impl<S: EventSink> Ingest<S> {
             }
         }
         Ok(())
+    }
+
+    /// Serves HTTP/1.1 (keep-alive) on one connection, plain or TLS.
+    async fn serve_connection<I>(self: Arc<Self>, io: I, watcher: hyper_util::server::graceful::Watcher)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let service = service_fn(move |req| {
+            let this = self.clone();
+            async move { Ok::<_, Infallible>(this.handle(req).await) }
+        });
+        let conn =
+            hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(io), service);
+        if let Err(e) = watcher.watch(conn).await {
+            tracing::debug!(error = %e, "connection closed with error");
+        }
     }
 
     /// Handles one request: routes it ([`route`]), answers it, and adds

@@ -41,6 +41,7 @@ use crate::delivery::{Deploy, WorkerSpec, run_worker};
 use crate::executor::{Executor, Priority};
 use crate::ingest::cors::Cors;
 use crate::ingest::rate_limit::RateLimiter;
+use crate::ingest::tls::TlsConfigs;
 use crate::ingest::{Source, Sources};
 use crate::metrics::{DestinationStats, Metrics, Refusal, SourceStats};
 use crate::telemetry::{InternalEvent, ReloadApplied, ReloadRefused, RemovedDestinationHoldsLog};
@@ -90,6 +91,8 @@ pub struct Shared<L: EventLog = LocalLog> {
     pub metrics: Arc<Metrics>,
     /// The sources the tracking API accepts, published by the registry.
     pub sources: Sources,
+    /// The tracking listener's TLS settings, read again on each reload.
+    pub tls: Option<TlsConfigs>,
 }
 
 /// The running destinations and sources.
@@ -186,6 +189,9 @@ impl<L: EventLog> Registry<L> {
         let state = self.state.lock().await;
         let mut files = vec![self.config_path.clone()];
         files.extend(state.config.destinations.iter().map(|d| d.plugin.clone()));
+        if let Some(tls) = &state.config.server.tls {
+            files.extend([tls.cert.clone(), tls.key.clone()]);
+        }
         files
     }
 
@@ -222,6 +228,16 @@ impl<L: EventLog> Registry<L> {
         {
             tracing::warn!("changes to [server] listeners, data_dir and [runtime] take effect at the next restart");
         }
+        // The certificate and key are read on every reload (the watcher
+        // reloads when they change); TLS itself is turned on or off only
+        // by a restart.
+        let tls = match (&config.server.tls, &self.shared.tls) {
+            (Some(t), Some(_)) => {
+                Some(crate::ingest::tls::load(&t.cert, &t.key).map_err(|e| ReloadError(e.to_string()))?)
+            }
+            (None, None) => None,
+            _ => return Err(ReloadError("server.tls is turned on or off only by a restart".into())),
+        };
 
         // Check every new or changed destination before touching anything.
         let mut checked = Vec::new();
@@ -288,6 +304,9 @@ impl<L: EventLog> Registry<L> {
         // accepted as a whole.
         for r in state.running.values() {
             r.stats.update_status(|s| s.refused = None);
+        }
+        if let (Some(new), Some(current)) = (tls, &self.shared.tls) {
+            current.store(new);
         }
         report.sources_changed = config.sources != state.config.sources;
         if report.sources_changed {
