@@ -169,7 +169,9 @@ impl Default for ServerConfig {
             admin_token: None,
             admin_token_file: None,
             data_dir: PathBuf::from("data"),
-            max_request_bytes: 500 * 1024,
+            // 512 KiB: analytics-ruby and analytics-java fill batches to
+            // 512,000 bytes of events, then add the envelope.
+            max_request_bytes: 512 * 1024,
             max_event_bytes: 32 * 1024,
             dedupe_window_secs: DedupeOptions::default().window.as_secs(),
             dedupe_max_ids: DedupeOptions::default().max_ids,

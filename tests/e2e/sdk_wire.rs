@@ -319,7 +319,39 @@ async fn over_the_rate_limit_a_source_gets_429_and_loses_nothing() {
     }
     assert!(limited >= 1, "six requests at once exceed 2/s with a burst of 2");
     assert_eq!(sy.metric("switchyard_source_requests_rate_limited_total{source=\"web\"}").await, limited);
-    eventually(WAIT, "every event delivered", || (0..6).all(|i| receiver.message_ids().contains(&format!("rl-{i}"))))
-        .await;
+    let start = std::time::Instant::now();
+    while !(0..6).all(|i| receiver.message_ids().contains(&format!("rl-{i}"))) {
+        assert!(start.elapsed() < WAIT, "not every event delivered: {:?}\n{}", receiver.message_ids(), sy.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(receiver.message_ids().len(), 6, "each once");
+}
+
+/// analytics-ruby and analytics-java fill a batch up to 512,000 bytes of
+/// events and then add the envelope: such a batch is accepted whole.
+#[tokio::test]
+async fn a_full_512000_byte_batch_of_the_ruby_and_java_sdks_is_accepted() {
+    let receiver = Receiver::always(200).await;
+    let sy = start(&receiver, "").await;
+    let mut events = Vec::new();
+    let mut size: usize = 0;
+    let mut i = 0;
+    while size < 512_000 {
+        let mut e = event("track", &format!("full-{i}"));
+        let room = (512_000 - size).min(30_000);
+        e["properties"] = json!({"pad": "p".repeat(room.saturating_sub(200).max(1))});
+        size += e.to_string().len() + 1;
+        events.push(e);
+        i += 1;
+    }
+    let body = json!({"batch": events, "sentAt": "2026-12-01T10:00:00Z", "writeKey": KEY, "context": {"library": {"name": "analytics-java"}}, "sequence": 1}).to_string();
+    assert!(body.len() > 512_000, "{}", body.len());
+    let head = format!(
+        "POST /v1/import/ HTTP/1.1\r\nAuthorization: {}\r\nContent-Type: application/json; charset=UTF-8\r\nContent-Length: {}",
+        basic(KEY),
+        body.len()
+    );
+    let (status, _, reply) = raw(&sy, &head, body.as_bytes()).await;
+    assert_eq!((status, &reply), (200, &json!({"success": true})), "{} bytes", body.len());
+    eventually(WAIT, "every event of the full batch delivered", || receiver.message_ids().len() == i).await;
 }
