@@ -67,9 +67,50 @@ struct LoadResult {
     errors: u64,
 }
 
+/// What the load generator sends.
+#[derive(Clone, Copy, PartialEq)]
+enum Shape {
+    /// `/v1/batch` of [`BATCH`] events, as a server SDK; with `origin`,
+    /// also an `Origin` header (every answer then carries CORS headers).
+    Batch { origin: bool },
+    /// `/v1/t` with one event, as analytics.js in a page: `text/plain`,
+    /// `Origin`, Basic auth.
+    Browser,
+}
+
+impl Shape {
+    fn events(self) -> usize {
+        match self {
+            Shape::Batch { .. } => BATCH,
+            Shape::Browser => 1,
+        }
+    }
+
+    fn request(self) -> hyper::Request<Full<Bytes>> {
+        let (path, body, content_type, origin) = match self {
+            Shape::Batch { origin } => ("/v1/batch", body(), "application/json", origin),
+            Shape::Browser => ("/v1/t", common::track_body(), "text/plain", true),
+        };
+        let mut req = hyper::Request::post(path)
+            .header("host", "bench")
+            .header("authorization", common::AUTHORIZATION)
+            .header("content-type", content_type);
+        if origin {
+            req = req.header("origin", "https://shop.example.com");
+        }
+        req.body(Full::new(body)).expect("request")
+    }
+}
+
 /// Sends batches for `secs` over [`connections`], optionally
 /// paced to `rate` events/s in total.
 async fn load(addr: SocketAddr, secs: f64, rate: Option<f64>) -> LoadResult {
+    let origin = std::env::var("BENCH_ORIGIN").is_ok_and(|v| !v.is_empty());
+    load_shaped(addr, secs, rate, Shape::Batch { origin }).await
+}
+
+/// As [`load`], sending `shape`.
+async fn load_shaped(addr: SocketAddr, secs: f64, rate: Option<f64>, shape: Shape) -> LoadResult {
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let mut tasks = Vec::new();
     let conns = connections();
@@ -79,7 +120,7 @@ async fn load(addr: SocketAddr, secs: f64, rate: Option<f64>) -> LoadResult {
             let mut lat = Vec::new();
             let mut errors = 0u64;
             let mut n = 0u64;
-            let interval = rate.map(|r| Duration::from_secs_f64(BATCH as f64 * conns as f64 / r));
+            let interval = rate.map(|r| Duration::from_secs_f64(shape.events() as f64 * conns as f64 / r));
             // Paced connections are staggered across the interval, so the
             // load arrives evenly rather than in bursts of `conns` requests.
             let start = Instant::now() + interval.map_or(Duration::ZERO, |iv| iv * slot as u32 / conns as u32);
@@ -88,12 +129,7 @@ async fn load(addr: SocketAddr, secs: f64, rate: Option<f64>) -> LoadResult {
                     let due = start + iv * n as u32;
                     tokio::time::sleep_until(due.into()).await;
                 }
-                let req = hyper::Request::post("/v1/batch")
-                    .header("host", "bench")
-                    .header("authorization", common::AUTHORIZATION)
-                    .header("content-type", "application/json")
-                    .body(Full::new(body()))
-                    .expect("request");
+                let req = shape.request();
                 let t = Instant::now();
                 match send.send_request(req).await {
                     Ok(resp) if resp.status() == 200 => {
@@ -120,8 +156,8 @@ async fn load(addr: SocketAddr, secs: f64, rate: Option<f64>) -> LoadResult {
     let mut pct = |p: f64| if lat.is_empty() { 0.0 } else { quantile(&mut lat, p) };
     let (p50_ms, p99_ms) = (pct(0.50), pct(0.99));
     LoadResult {
-        accepted: (lat.len() * BATCH) as u64,
-        events_per_sec: lat.len() as f64 * BATCH as f64 / elapsed,
+        accepted: (lat.len() * shape.events()) as u64,
+        events_per_sec: lat.len() as f64 * shape.events() as f64 / elapsed,
         p50_ms,
         p99_ms,
         errors,
@@ -217,6 +253,8 @@ async fn bench() {
     let t1 = Instant::now();
     let half = load(addr, secs, Some(peak.events_per_sec / 2.0)).await;
     let delivered_half = (delivered.load(Ordering::Relaxed) - d1) as f64 / t1.elapsed().as_secs_f64();
+    // The browser pattern: many small cross-origin requests.
+    let browser = load_shaped(addr, secs, None, Shape::Browser).await;
     server.stop().await;
 
     let conns = connections();
@@ -234,6 +272,10 @@ async fn bench() {
     println!(
         "| switchyard at half its peak rate | {:.0} | {:.2} | {:.2} | {} |",
         half.events_per_sec, half.p50_ms, half.p99_ms, half.errors
+    );
+    println!(
+        "| switchyard, `/v1/t` one event per request from a page (CORS) | {:.0} | {:.2} | {:.2} | {} |",
+        browser.events_per_sec, browser.p50_ms, browser.p99_ms, browser.errors
     );
     println!("\nswitchyard / ceiling: {:.2}", peak.events_per_sec / ceiling.events_per_sec);
     println!("delivered to the receiver during the peak phase: {delivered_rate:.0} events/s");
