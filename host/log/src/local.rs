@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::time::Instant;
 
 use super::{
     Appended, Consumer, Cursors, Dedupe, DedupeOptions, EventLog, Loaded, LogError, LogOptions, LogReader, Progress,
@@ -139,16 +138,8 @@ pub struct LocalConsumer {
 
 impl Consumer for LocalConsumer {
     async fn try_batch(&mut self, max: usize) -> Result<Vec<(Seq, Bytes)>, LogError> {
-        let mut records = self.progress.due(max, Instant::now());
-        let room = self.progress.room(max - records.len());
-        if room > 0 {
-            let fresh = self.reader.try_batch(room).await?;
-            for (seq, payload) in &fresh {
-                self.progress.started(*seq, payload.clone());
-            }
-            records.extend(fresh);
-        }
-        Ok(records)
+        let reader = &mut self.reader;
+        self.progress.batch(max, |room| reader.try_batch(room)).await
     }
 
     async fn wait(&mut self) -> Result<(), LogError> {

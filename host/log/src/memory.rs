@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::watch;
-use tokio::time::Instant;
 
 use super::{Appended, Consumer, Dedupe, DedupeOptions, EventLog, LogError, Progress, Record, Seq};
 
@@ -117,19 +116,17 @@ pub struct MemoryConsumer {
 
 impl Consumer for MemoryConsumer {
     async fn try_batch(&mut self, max: usize) -> Result<Vec<(Seq, Bytes)>, LogError> {
-        let mut out = self.progress.due(max, Instant::now());
-        let room = self.progress.room(max - out.len());
-        let records = self.inner.records();
-        let from = usize::try_from(self.read).unwrap_or(usize::MAX).min(records.len());
-        let fresh: Vec<(Seq, Bytes)> =
-            records[from..].iter().take(room).enumerate().map(|(i, r)| (self.read + i as Seq, r.clone())).collect();
-        drop(records);
-        for (seq, payload) in &fresh {
-            self.progress.started(*seq, payload.clone());
-        }
-        self.read += fresh.len() as Seq;
-        out.extend(fresh);
-        Ok(out)
+        let (inner, read) = (&self.inner, &mut self.read);
+        self.progress
+            .batch(max, |room| {
+                let records = inner.records();
+                let from = usize::try_from(*read).unwrap_or(usize::MAX).min(records.len());
+                let fresh: Vec<(Seq, Bytes)> =
+                    records[from..].iter().take(room).enumerate().map(|(i, r)| (*read + i as Seq, r.clone())).collect();
+                *read += fresh.len() as Seq;
+                std::future::ready(Ok(fresh))
+            })
+            .await
     }
 
     async fn wait(&mut self) -> Result<(), LogError> {
@@ -239,7 +236,7 @@ mod tests {
         assert_eq!(c.position(), 1, "a record waiting for its retry holds the position");
         assert_eq!(seqs(c.try_batch(10).await.unwrap()), vec![2]);
         // Window full (1 and 2 unfinished): only the redelivery can wake it.
-        let started = Instant::now();
+        let started = tokio::time::Instant::now();
         tokio::time::timeout(Duration::from_secs(10), c.wait()).await.expect("woken by the redelivery").unwrap();
         assert_eq!(started.elapsed(), Duration::from_secs(3));
         assert_eq!(c.try_batch(10).await.unwrap(), vec![(1, Bytes::from("r1"))]);

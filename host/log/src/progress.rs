@@ -78,6 +78,31 @@ impl Progress {
         out
     }
 
+    /// The next batch of up to `max` records, as [`crate::Consumer::try_batch`]
+    /// hands them out: redeliveries due now first, then as many fresh
+    /// records as the window has room for, read by `fresh(room)` from the
+    /// backend; the fresh ones become unfinished.
+    ///
+    /// # Errors
+    ///
+    /// What `fresh` fails with.
+    pub async fn batch<F, Fut>(&mut self, max: usize, fresh: F) -> Result<Vec<(Seq, Bytes)>, LogError>
+    where
+        F: FnOnce(usize) -> Fut,
+        Fut: Future<Output = Result<Vec<(Seq, Bytes)>, LogError>>,
+    {
+        let mut out = self.due(max, Instant::now());
+        let room = self.room(max - out.len());
+        if room > 0 {
+            let records = fresh(room).await?;
+            for (seq, payload) in &records {
+                self.started(*seq, payload.clone());
+            }
+            out.extend(records);
+        }
+        Ok(out)
+    }
+
     /// Resolves once the consumer has something to hand out: a redelivery
     /// that is due, or, with room in the window, what `fresh` waits for (a
     /// new durable record). With the window full and no redelivery queued
