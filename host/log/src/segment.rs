@@ -3,8 +3,9 @@
 //! One writer thread owns the active segment. Appends queue up while it
 //! fsyncs; it then writes everything queued in one `write` and one
 //! `fdatasync` (group commit) and acknowledges each append. Readers follow
-//! the durable end through a watch channel and read segments with their own
-//! file handles, never past the durable byte offset.
+//! the durable end (published lock-free, with a `Notify` to wake them) and
+//! read segments with their own file handles, never past the durable byte
+//! offset.
 //!
 //! Segments are written into space that is already allocated whenever it
 //! can be: a released segment is kept as a spare (up to [`MAX_SPARES`]) and
@@ -20,8 +21,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
+use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{Notify, oneshot};
 
 use super::record::{self, HEADER, Parsed};
 use super::space::{self, Space};
@@ -63,11 +65,25 @@ struct Durable {
     offset: u64,
 }
 
+/// State the writer, the readers and `release` share. Nothing here that
+/// a reader or `release` touches is behind a lock the writer also takes:
+/// readers and releases run on destination threads at the lowest
+/// priority, and a lock such a thread held when the kernel preempted it
+/// would stall the writer — and every acknowledgement — for as long as
+/// the thread waited to run again (tens of ms beside a spinning plugin).
 struct Shared {
     dir: PathBuf,
-    /// Base sequence numbers of the segments on disk, ascending.
-    segments: Mutex<Vec<Seq>>,
-    durable: watch::Sender<Durable>,
+    /// Base sequence numbers of the segments on disk, ascending; replaced
+    /// whole (read-copy-update) by a roll or a release.
+    segments: ArcSwap<Vec<Seq>>,
+    /// Releases one at a time (never taken by the writer).
+    releasing: Mutex<()>,
+    /// The durable end, published by the writer after each group commit.
+    durable: ArcSwap<Durable>,
+    /// Wakes readers waiting for [`Shared::durable`] to move.
+    grown: Notify,
+    /// Set when the writer has stopped.
+    closed: AtomicBool,
     released: AtomicU64,
     /// Allocated files ready to become the next segment.
     spares: Mutex<Vec<PathBuf>>,
@@ -85,8 +101,40 @@ impl Shared {
         segment_path(&self.dir, base)
     }
 
-    fn bases(&self) -> Vec<Seq> {
-        self.segments.lock().map(|s| s.clone()).unwrap_or_default()
+    fn bases(&self) -> Arc<Vec<Seq>> {
+        self.segments.load_full()
+    }
+
+    fn durable(&self) -> Durable {
+        **self.durable.load()
+    }
+
+    /// Makes `d` the durable end and wakes the readers waiting for it.
+    fn publish(&self, d: Durable) {
+        self.durable.store(Arc::new(d));
+        self.grown.notify_waiters();
+    }
+
+    /// No more appends: wakes every waiting reader for good.
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.grown.notify_waiters();
+    }
+
+    /// Resolves once the durable end is past `pos`.
+    async fn wait_past(&self, pos: Seq) -> Result<(), LogError> {
+        loop {
+            let grown = self.grown.notified();
+            tokio::pin!(grown);
+            grown.as_mut().enable();
+            if self.durable().seq > pos {
+                return Ok(());
+            }
+            if self.closed.load(Ordering::Acquire) {
+                return Err(LogError::Closed);
+            }
+            grown.await;
+        }
     }
 
     fn take_spare(&self) -> Option<PathBuf> {
@@ -96,14 +144,21 @@ impl Shared {
     /// Keeps a released segment as a spare, or deletes it when there are
     /// enough or space is short.
     fn retire(&self, path: &Path, base: Seq) -> std::io::Result<()> {
-        let Ok(mut spares) = self.spares.lock() else { return std::fs::remove_file(path) };
-        if spares.len() >= MAX_SPARES || self.space.pressed() {
+        // The lock is held only to count and to push, never across the
+        // rename: the writer takes it at every roll.
+        let room = |spares: &Vec<PathBuf>| spares.len() < MAX_SPARES;
+        if self.space.pressed() || !self.spares.lock().is_ok_and(|s| room(&s)) {
             return std::fs::remove_file(path);
         }
         let spare = self.dir.join(format!("spare-{base:020}.seg"));
         std::fs::rename(path, &spare)?;
-        spares.push(spare);
-        Ok(())
+        match self.spares.lock() {
+            Ok(mut spares) if room(&spares) => {
+                spares.push(spare);
+                Ok(())
+            }
+            _ => std::fs::remove_file(&spare),
+        }
     }
 
     /// Zero-fills a new spare on a background thread, unless one is
@@ -211,13 +266,16 @@ impl SegmentLog {
         }
         let last = *bases.last().unwrap_or(&0);
         let (next, size) = recover_tail(&segment_path(dir, last), last)?;
-        let (durable, _) = watch::channel(Durable { seq: next, base: last, offset: size });
+        let durable = ArcSwap::from_pointee(Durable { seq: next, base: last, offset: size });
         let spare_room = opts.segment_bytes.saturating_mul(MAX_SPARES as u64);
         let space = Arc::new(Space::new(dir, opts.min_free_bytes, spare_room)?);
         let shared = Arc::new(Shared {
             dir: dir.to_owned(),
-            segments: Mutex::new(bases),
+            segments: ArcSwap::from_pointee(bases),
+            releasing: Mutex::new(()),
             durable,
+            grown: Notify::new(),
+            closed: AtomicBool::new(false),
             released: AtomicU64::new(0),
             spares: Mutex::new(spares),
             filling: AtomicBool::new(false),
@@ -343,6 +401,7 @@ impl Writer {
             }
         }
         let _ = self.file.sync_all();
+        self.shared.close();
     }
 
     fn commit(&mut self, group: &[Append]) -> Committed {
@@ -383,7 +442,7 @@ impl Writer {
                     self.allocated = self.size;
                 }
                 self.next = seq;
-                self.shared.durable.send_replace(Durable { seq, base: self.base, offset: self.size });
+                self.shared.publish(Durable { seq, base: self.base, offset: self.size });
                 Committed { firsts, error: None }
             }
             Err(e) => {
@@ -423,9 +482,12 @@ impl Writer {
         }
         self.size = 0;
         self.base = self.next;
-        if let Ok(mut s) = self.shared.segments.lock() {
-            s.push(self.next);
-        }
+        let next = self.next;
+        self.shared.segments.rcu(|bases| {
+            let mut bases = Vec::clone(bases);
+            bases.push(next);
+            bases
+        });
         Ok(())
     }
 }
@@ -463,17 +525,12 @@ impl SegmentLog {
     /// None today; kept for backends that open files here.
     pub fn reader(&self, from: Seq) -> Result<SegmentReader, LogError> {
         let first = self.shared.bases().first().copied().unwrap_or(0);
-        Ok(SegmentReader {
-            shared: self.shared.clone(),
-            pos: from.max(first),
-            file: None,
-            durable: self.shared.durable.subscribe(),
-        })
+        Ok(SegmentReader { shared: self.shared.clone(), pos: from.max(first), file: None })
     }
 
     /// The sequence number the next append will get.
     pub fn end(&self) -> Seq {
-        self.shared.durable.borrow().seq
+        self.shared.durable().seq
     }
 
     /// Whether an append would be accepted now: `Err` while the free space
@@ -499,7 +556,7 @@ impl SegmentLog {
     /// reader behind `seq` could free).
     pub fn bytes_from(&self, seq: Seq) -> u64 {
         let bases = self.shared.bases();
-        let durable = *self.shared.durable.borrow();
+        let durable = self.shared.durable();
         let mut total = 0;
         for (i, base) in bases.iter().enumerate() {
             let next = bases.get(i + 1).copied().unwrap_or(Seq::MAX);
@@ -532,19 +589,23 @@ impl SegmentLog {
         if seq <= prev {
             return;
         }
-        let Ok(mut bases) = self.shared.segments.lock() else { return };
+        let Ok(_one_at_a_time) = self.shared.releasing.lock() else { return };
         // A segment can go when the next one starts at or before `seq`; the
         // last (active) segment always stays: its name carries the next seq.
-        while bases.len() > 1 && bases[1] <= seq {
-            let path = self.shared.path(bases[0]);
-            match self.shared.retire(&path, bases[0]) {
+        // Taken off the list first (the writer may push meanwhile), then
+        // deleted or kept as a spare: no reader needs it.
+        let bases = self.shared.bases();
+        let gone: Vec<Seq> = bases.windows(2).take_while(|w| w[1] <= seq).map(|w| w[0]).collect();
+        if gone.is_empty() {
+            return;
+        }
+        self.shared.segments.rcu(|bases| bases.iter().copied().filter(|b| !gone.contains(b)).collect::<Vec<_>>());
+        for base in gone {
+            let path = self.shared.path(base);
+            match self.shared.retire(&path, base) {
                 Ok(()) => tracing::debug!(segment = %path.display(), "deleted delivered log segment"),
-                Err(e) => {
-                    tracing::warn!(segment = %path.display(), error = %e, "cannot delete log segment");
-                    break;
-                }
+                Err(e) => tracing::warn!(segment = %path.display(), error = %e, "cannot delete log segment"),
             }
-            bases.remove(0);
         }
     }
 }
@@ -555,7 +616,6 @@ pub struct SegmentReader {
     pos: Seq,
     /// The open segment, positioned at `pos`.
     file: Option<SegmentFile>,
-    durable: watch::Receiver<Durable>,
 }
 
 impl SegmentReader {
@@ -701,25 +761,18 @@ impl SegmentFile {
 
 impl LogReader for SegmentReader {
     async fn next_batch(&mut self, max: usize) -> Result<Vec<(Seq, Bytes)>, LogError> {
-        loop {
-            let durable = *self.durable.borrow_and_update();
-            if self.pos < durable.seq {
-                return self.read(max, durable);
-            }
-            self.durable.changed().await.map_err(|_| LogError::Closed)?;
-        }
+        self.shared.wait_past(self.pos).await?;
+        let durable = self.shared.durable();
+        self.read(max, durable)
     }
 
     async fn try_batch(&mut self, max: usize) -> Result<Vec<(Seq, Bytes)>, LogError> {
-        let durable = *self.durable.borrow();
+        let durable = self.shared.durable();
         if self.pos < durable.seq { self.read(max, durable) } else { Ok(Vec::new()) }
     }
 
     async fn wait(&mut self) -> Result<(), LogError> {
-        while self.durable.borrow_and_update().seq <= self.pos {
-            self.durable.changed().await.map_err(|_| LogError::Closed)?;
-        }
-        Ok(())
+        self.shared.wait_past(self.pos).await
     }
 
     fn position(&self) -> Seq {
