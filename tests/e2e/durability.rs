@@ -43,6 +43,20 @@ fn load(url: String, acked: Arc<Mutex<Vec<String>>>, stop: Arc<std::sync::atomic
     });
 }
 
+/// The `acked` ids `receiver` has not got, once it has them all or
+/// [`WAIT`] has passed.
+async fn undelivered_after_waiting(receiver: &Receiver, acked: &[String]) -> Vec<String> {
+    let missing = || {
+        let got: HashSet<String> = receiver.message_ids().into_iter().collect();
+        acked.iter().filter(|id| !got.contains(*id)).cloned().collect::<Vec<_>>()
+    };
+    let start = std::time::Instant::now();
+    while !missing().is_empty() && start.elapsed() < WAIT {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    missing()
+}
+
 async fn try_post(url: &str, auth: &str, body: String) -> Option<u16> {
     use http_body_util::Full;
     use hyper_util::client::legacy::Client;
@@ -72,15 +86,7 @@ async fn kill_9_under_load_loses_no_acknowledged_event() {
     }
     let acked: Vec<String> = acked.lock().unwrap().clone();
     assert!(acked.len() >= 3000, "load ran: {}", acked.len());
-    let all_delivered = || {
-        let got: HashSet<String> = receiver.message_ids().into_iter().collect();
-        acked.iter().filter(|id| !got.contains(*id)).cloned().collect::<Vec<_>>()
-    };
-    let start = std::time::Instant::now();
-    while !all_delivered().is_empty() && start.elapsed() < WAIT {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let missing = all_delivered();
+    let missing = undelivered_after_waiting(&receiver, &acked).await;
     assert!(
         missing.is_empty(),
         "{} of {} acknowledged events never delivered, e.g. {:?}\n{}",
@@ -136,15 +142,7 @@ async fn kill_9_at_random_moments_with_random_commit_timing_loses_nothing() {
     sy.restart().await;
     let acked: Vec<String> = acked.lock().unwrap().clone();
     assert!(acked.len() >= 500, "load ran: {}", acked.len());
-    let missing = || {
-        let got: HashSet<String> = receiver.message_ids().into_iter().collect();
-        acked.iter().filter(|id| !got.contains(*id)).cloned().collect::<Vec<_>>()
-    };
-    let start = std::time::Instant::now();
-    while !missing().is_empty() && start.elapsed() < WAIT {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let missing = missing();
+    let missing = undelivered_after_waiting(&receiver, &acked).await;
     assert!(
         missing.is_empty(),
         "seed {seed}: {} of {} acknowledged events never delivered, e.g. {:?}",
@@ -266,6 +264,9 @@ async fn status_shows_a_quarantined_destination_and_its_waiting_backlog() {
     assert_eq!(status, 200);
     eventually(WAIT, "the healthy destination gets all 30", || receiver.message_ids().len() >= 30).await;
     assert_eq!(sy.wait_metric("switchyard_destination_quarantined{destination=\"hook\"}", 1).await, 1);
+    // The receiver has them before the plugin's call returns and the
+    // worker acks them.
+    assert_eq!(sy.wait_metric("switchyard_destination_backlog{destination=\"ok\"}", 0).await, 0);
 
     let auth = [("authorization", "Bearer adm1n-token")];
     let (code, _) = http(hyper::Method::GET, &sy.admin_url("/admin/destinations"), &[], Vec::new()).await;

@@ -15,7 +15,8 @@ use switchyard_tests::{Config, Switchyard, plugin, post_json};
 
 const WAIT: Duration = Duration::from_secs(90);
 
-fn config(warehouse: &str) -> String {
+/// A config with one warehouse destination `wh` loading into `warehouse`.
+pub(crate) fn config(warehouse: &str) -> String {
     let lines = format!(
         r#"
 warehouse = "{warehouse}"

@@ -6,25 +6,12 @@
 //! `messageId`.
 
 use serde_json::{Value, json};
-use switchyard_tests::{Config, Switchyard, plugin, post_json};
+use switchyard_tests::{Switchyard, post_json};
+
+use crate::warehouse::config;
 
 const NEWER: &str = "2024-05-01T11:00:00.000Z";
 const OLDER: &str = "2024-05-01T10:00:00.000Z";
-
-fn config(warehouse: &str) -> String {
-    let lines = format!(
-        r#"
-warehouse = "{warehouse}"
-batch = {{ max_events = 100, linger_ms = 20 }}
-retry = {{ initial_backoff_ms = 100, max_backoff_ms = 500 }}
-"#
-    );
-    Config::new()
-        .admin("wh-admin")
-        .source("Web App", "wk_web")
-        .destination("wh", plugin("warehouse_destination"), &lines)
-        .build()
-}
 
 fn identify(message_id: &str, user: &str, timestamp: &str, traits: Value) -> Value {
     json!({"type": "identify", "messageId": message_id, "userId": user, "timestamp": timestamp, "traits": traits})

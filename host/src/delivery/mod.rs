@@ -107,7 +107,11 @@ pub struct WorkerSpec<L: EventLog> {
     /// While `true`, no new calls start.
     pub paused: watch::Receiver<bool>,
     pub stats: Arc<DestinationStats>,
-    pub log: Arc<L>,
+    /// Its consumer of the log, opened by whoever starts the worker before
+    /// ingest can append: a new destination's consumer starts at the end,
+    /// so one opened later (the worker's threads start at the lowest
+    /// priority) would skip what arrived meanwhile.
+    pub consumer: L::Consumer,
     pub dead_letters: Arc<DeadLetters>,
     /// Commit the position at most this often (and on stop); zero commits
     /// after every change.
@@ -170,14 +174,8 @@ struct CallDone {
 /// Runs a destination until `shutdown` turns true; the batches in flight
 /// finish and the cursor is saved.
 pub async fn run_worker<L: EventLog>(spec: WorkerSpec<L>, shutdown: watch::Receiver<bool>) {
-    let WorkerSpec { name, deploy: mut deploys, paused: mut pauses, stats, log, dead_letters, commit_every } = spec;
-    let consumer = match log.consumer(&name) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(destination = &*name, error = %e, "cannot open its consumer of the log; destination stopped");
-            return;
-        }
-    };
+    let WorkerSpec { name, deploy: mut deploys, paused: mut pauses, stats, consumer, dead_letters, commit_every } =
+        spec;
     let start = consumer.position();
     let deploy = deploys.borrow_and_update().clone();
     let mut consumer = consumer;
@@ -669,18 +667,18 @@ pub(crate) mod tests {
         let log = Arc::new(MemoryLog::new());
         // The destination exists before the events arrive (a new consumer
         // starts at the end).
-        drop(log.consumer("hook").unwrap());
+        let consumer = log.consumer("hook").unwrap();
         log.append((0..30).map(|i| Record { id: i, payload: encode_envelope(&event(i)) }).collect()).await.unwrap();
         let stats = Arc::new(DestinationStats::new("hook"));
         let (_deploy_tx, deploy_rx) = watch::channel(deploy);
         let (_pause_tx, pause_rx) = watch::channel(false);
         let (stop_tx, stop_rx) = watch::channel(false);
-        let spec = WorkerSpec {
+        let spec: WorkerSpec<MemoryLog> = WorkerSpec {
             name: Arc::from("hook"),
             deploy: deploy_rx,
             paused: pause_rx,
             stats: stats.clone(),
-            log: log.clone(),
+            consumer,
             dead_letters: Arc::new(DeadLetters::open(&dir.path().join("dead")).unwrap()),
             commit_every: Duration::from_millis(50),
         };

@@ -366,12 +366,17 @@ impl<L: EventLog> Registry<L> {
         let (deploy_tx, deploy_rx) = watch::channel(Arc::new(Self::deploy(config, &c, 1, &stats, &transport)));
         let (paused_tx, paused_rx) = watch::channel(false);
         let (stop_tx, stop_rx) = watch::channel(false);
-        let spec = WorkerSpec {
+        let consumer = self
+            .shared
+            .log
+            .consumer(&name)
+            .map_err(|e| anyhow::anyhow!("destination `{name}`: opening its consumer of the log: {e}"))?;
+        let spec: WorkerSpec<L> = WorkerSpec {
             name: Arc::from(name.as_str()),
             deploy: deploy_rx,
             paused: paused_rx,
             stats: stats.clone(),
-            log: self.shared.log.clone(),
+            consumer,
             dead_letters: dead_letters.clone(),
             commit_every: Duration::from_millis(config.server.cursor_commit_ms),
         };
