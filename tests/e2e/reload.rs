@@ -95,6 +95,19 @@ fn cli(sy: &Switchyard, args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// A server whose `hook` runs the webhook plugin from a file in a folder of
+/// its own (so the test can replace it), once version 0 is running; the
+/// folder, the file and version 0's hash.
+async fn start_on_version_0(receiver: &Receiver) -> (Switchyard, tempfile::TempDir, std::path::PathBuf, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = dir.path().join("hook.wasm");
+    std::fs::write(&wasm, webhook_version(0)).unwrap();
+    let sy = Switchyard::start(&webhook(head(), "hook", &wasm, receiver).build()).await;
+    let first = sha256(&webhook_version(0));
+    wait_destination(&sy, "hook", "on the first version", |d| d["plugin"]["hash"] == first.as_str()).await;
+    (sy, dir, wasm, first)
+}
+
 /// Posts batches of 10 events until stopped; returns every accepted id.
 fn continuous_load(sy: &Switchyard) -> (Arc<AtomicBool>, tokio::task::JoinHandle<Vec<String>>) {
     let stop = Arc::new(AtomicBool::new(false));
@@ -123,12 +136,7 @@ fn continuous_load(sy: &Switchyard) -> (Arc<AtomicBool>, tokio::task::JoinHandle
 #[tokio::test]
 async fn twenty_plugin_swaps_under_load_lose_nothing() {
     let receiver = Receiver::always(200).await;
-    let dir = tempfile::tempdir().unwrap();
-    let wasm = dir.path().join("hook.wasm");
-    std::fs::write(&wasm, webhook_version(0)).unwrap();
-    let sy = Switchyard::start(&webhook(head(), "hook", &wasm, &receiver).build()).await;
-    let first = sha256(&webhook_version(0));
-    wait_destination(&sy, "hook", "on the first version", |d| d["plugin"]["hash"] == first.as_str()).await;
+    let (sy, _dir, wasm, first) = start_on_version_0(&receiver).await;
 
     let (stop, load) = continuous_load(&sy);
     let mut hashes = vec![first];
@@ -173,12 +181,7 @@ async fn twenty_plugin_swaps_under_load_lose_nothing() {
 #[tokio::test]
 async fn a_busy_file_beside_the_plugin_does_not_hold_back_its_reload() {
     let receiver = Receiver::always(200).await;
-    let dir = tempfile::tempdir().unwrap();
-    let wasm = dir.path().join("hook.wasm");
-    std::fs::write(&wasm, webhook_version(0)).unwrap();
-    let sy = Switchyard::start(&webhook(head(), "hook", &wasm, &receiver).build()).await;
-    let first = sha256(&webhook_version(0));
-    wait_destination(&sy, "hook", "on the first version", |d| d["plugin"]["hash"] == first.as_str()).await;
+    let (sy, dir, wasm, _first) = start_on_version_0(&receiver).await;
 
     let noisy = Arc::new(AtomicBool::new(true));
     let writer = {

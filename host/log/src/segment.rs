@@ -624,8 +624,11 @@ impl SegmentReader {
     /// cache, and the batch is small.
     fn read(&mut self, max: usize, durable: Durable) -> Result<Vec<(Seq, Bytes)>, LogError> {
         let mut out = Vec::new();
+        // One snapshot per call, taken after `durable` was: a roll adds its
+        // segment before any record in it is durable, so the snapshot holds
+        // every segment up to `durable`.
+        let bases = self.shared.bases();
         while out.len() < max && self.pos < durable.seq {
-            let bases = self.shared.bases();
             let base = bases.iter().rev().find(|b| **b <= self.pos).copied().ok_or(LogError::Corrupt {
                 segment: "-".into(),
                 offset: 0,
