@@ -88,7 +88,9 @@ impl Event {
     /// sanitized JSON it was read from ([`Event::lenient_json`]).
     ///
     /// Prefer it to [`Event::message`] in a destination: an odd field a
-    /// client sent should cost that field, not the event.
+    /// client sent should cost that field, not the event. Where speed
+    /// matters, [`Event::view`] reads the same fields as leniently without
+    /// building a `serde_json::Value` tree (about 5× faster).
     ///
     /// # Errors
     ///
