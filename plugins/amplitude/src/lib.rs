@@ -73,16 +73,11 @@ impl Destination for Amplitude {
             };
             for part in parts {
                 let (slot, body) = match part {
-                    Part::Event(event) => (0, serde_json::to_string(&event)),
-                    Part::GroupIdentify(value) => (1, serde_json::to_string(&value).map(|s| form::encode(&s))),
-                    Part::UserMap(value) => (2, serde_json::to_string(&value).map(|s| form::encode(&s))),
+                    Part::Event(body) => (0, body),
+                    Part::GroupIdentify(json) => (1, form::encode(&json)),
+                    Part::UserMap(json) => (2, form::encode(&json)),
                 };
-                match body {
-                    Ok(body) => items[slot].push(Item { owner, body }),
-                    Err(e) => {
-                        outcomes[owner] = outcomes[owner].worst(&Outcome::rejected(format!("cannot encode: {e}")))
-                    }
-                }
+                items[slot].push(Item { owner, body });
             }
         }
         for (slot, api) in [(1, Api::GroupIdentify), (2, Api::UserMap), (0, Api::Events)] {

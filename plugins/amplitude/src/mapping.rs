@@ -4,22 +4,28 @@
 //! for `/2/httpapi`, group identifications for `/groupidentify`, user
 //! mappings for `/usermap`. An event that cannot be sent is rejected here
 //! with a reason, before any request.
+//!
+//! The event is read once through the SDK's borrowed [`EventView`] and each
+//! part is written straight into its JSON text: no `serde_json::Value` tree
+//! is built on the way, and objects Amplitude takes as they are
+//! (`properties`, `traits`, `groups`) are copied member by member.
 
-use serde_json::{Map, Number, Value};
-use switchyard_plugin_sdk::Event;
-use switchyard_plugin_sdk::spec::{self, Context, Message, Properties};
+use std::borrow::Cow;
+
+use switchyard_plugin_sdk::json::{Json, Kind, Object, ObjectWriter};
+use switchyard_plugin_sdk::{Event, EventType, EventView, spec};
 
 use crate::settings::Config;
 
-/// One request item made from a Segment event.
+/// One request item made from a Segment event, as JSON text.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Part {
     /// An Amplitude event for `/2/httpapi`.
-    Event(Map<String, Value>),
+    Event(String),
     /// One `identification` object for `/groupidentify`.
-    GroupIdentify(Value),
+    GroupIdentify(String),
     /// One `mapping` object for `/usermap`.
-    UserMap(Value),
+    UserMap(String),
 }
 
 /// The reason for a local rejection when an event has no id at all.
@@ -33,69 +39,75 @@ pub const MISSING_IDS: &str = "missing userId and anonymousId/device id: Amplitu
 /// usable id, an id shorter than the minimum length, a track without a
 /// name, a group without a group value, an alias without both ids.
 pub fn map_event(event: &Event, config: &Config) -> Result<Vec<Part>, String> {
-    let (message, raw) = event.message_lenient()?;
-    match message {
-        Message::Track(t) => {
-            let name = t.event.trim();
+    let view = event.view()?;
+    match view.kind() {
+        EventType::Track => {
+            let name = view.event_name().unwrap_or_default();
+            let name = name.trim();
             if name.is_empty() {
                 return Err("track has no `event` name: Amplitude requires an event_type".into());
             }
-            let base = Base::new(event, config, &raw, &t.user_id, &t.anonymous_id, &t.context)?;
-            Ok(track(&base, name, &t.properties, &t.integrations, config))
+            let base = Base::new(&view, config)?;
+            Ok(track(&base, name, &view.properties(), config))
         }
-        Message::Page(p) => {
-            let base = Base::new(event, config, &raw, &p.user_id, &p.anonymous_id, &p.context)?;
-            let event_type = viewed(p.name.as_deref(), "Loaded a Page");
-            let mut props = p.properties.clone();
-            let page = &p.context.page;
-            for (key, value) in [
-                ("url", &page.url),
-                ("path", &page.path),
-                ("referrer", &page.referrer),
-                ("title", &page.title),
-                ("search", &page.search),
-            ] {
-                if let Some(v) = value
-                    && !props.contains_key(key)
-                {
-                    props.insert(key.into(), Value::String(v.clone()));
+        EventType::Page => {
+            let base = Base::new(&view, config)?;
+            let event_type = viewed(view.name().as_deref(), "Loaded a Page");
+            let props = view.properties();
+            let page = base.ctx.object("page");
+            let added: Vec<(&str, Cow<'_, str>)> = ["url", "path", "referrer", "title", "search"]
+                .into_iter()
+                .filter(|key| !props.contains_key(key))
+                .filter_map(|key| Some((key, page.text(key)?)))
+                .collect();
+            let mut out = Vec::with_capacity(512);
+            {
+                let mut o = base.start(&mut out, &event_type, None, Some(&props));
+                event_properties(&mut o, &props, &added);
+                base.context_traits(&mut o);
+                base.groups(&mut o, Some(&props));
+            }
+            Ok(vec![Part::Event(text(out))])
+        }
+        EventType::Screen => {
+            let base = Base::new(&view, config)?;
+            let event_type = viewed(view.name().as_deref(), "Loaded a Screen");
+            let props = view.properties();
+            Ok(vec![Part::Event(base.view_or_track(&event_type, &props))])
+        }
+        EventType::Identify => {
+            let base = Base::new(&view, config)?;
+            let traits = view.traits();
+            let mut out = Vec::with_capacity(512);
+            {
+                let mut o = base.start(&mut out, "$identify", None, None);
+                if !traits.is_empty() {
+                    o.object("user_properties").object("$set").members(&traits);
                 }
+                base.groups(&mut o, None);
             }
-            Ok(vec![Part::Event(base.view_or_track(&event_type, &props, &p.integrations))])
+            Ok(vec![Part::Event(text(out))])
         }
-        Message::Screen(s) => {
-            let base = Base::new(event, config, &raw, &s.user_id, &s.anonymous_id, &s.context)?;
-            let event_type = viewed(s.name.as_deref(), "Loaded a Screen");
-            Ok(vec![Part::Event(base.view_or_track(&event_type, &s.properties, &s.integrations))])
+        EventType::Group => {
+            let base = Base::new(&view, config)?;
+            group(&base, &view, config)
         }
-        Message::Identify(i) => {
-            let base = Base::new(event, config, &raw, &i.user_id, &i.anonymous_id, &i.context)?;
-            let mut out = base.event("$identify", &i.integrations, None);
-            out.remove("user_properties");
-            if !i.traits.is_empty() {
-                out.insert("user_properties".into(), set(i.traits.clone()));
-            }
-            if let Some(groups) = groups(&raw, None) {
-                out.insert("groups".into(), Value::Object(groups));
-            }
-            Ok(vec![Part::Event(out)])
-        }
-        Message::Group(g) => {
-            let base = Base::new(event, config, &raw, &g.user_id, &g.anonymous_id, &g.context)?;
-            group(&base, &g, config)
-        }
-        Message::Alias(a) => {
+        EventType::Alias => {
             if !config.alias_usermap {
                 return Ok(Vec::new());
             }
-            let previous = non_empty(&a.previous_id).ok_or("alias has no `previousId`")?;
-            let user = non_empty(&a.user_id).ok_or("alias has no `userId`")?;
-            let mut mapping = Map::new();
-            mapping.insert("user_id".into(), Value::String(previous.to_owned()));
-            mapping.insert("global_user_id".into(), Value::String(user.to_owned()));
-            Ok(vec![Part::UserMap(Value::Object(mapping))])
+            let previous = view.previous_id().filter(|s| !s.is_empty()).ok_or("alias has no `previousId`")?;
+            let user = view.user_id().filter(|s| !s.is_empty()).ok_or("alias has no `userId`")?;
+            let mut out = Vec::with_capacity(64);
+            ObjectWriter::new(&mut out).str("global_user_id", &user).str("user_id", &previous);
+            Ok(vec![Part::UserMap(text(out))])
         }
     }
+}
+
+/// The writers' bytes as text (they write UTF-8 only).
+fn text(out: Vec<u8>) -> String {
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// `Viewed {name}`, or `fallback` for an unnamed page or screen.
@@ -106,46 +118,50 @@ fn viewed(name: Option<&str>, fallback: &str) -> String {
     }
 }
 
-/// `Some(s)` when `s` is set and not empty.
-fn non_empty(s: &Option<String>) -> Option<&str> {
-    s.as_deref().filter(|s| !s.is_empty())
+/// `event_properties`: `props` and then `added` (keys `props` lacks), when
+/// there is any.
+fn event_properties(o: &mut ObjectWriter<'_>, props: &Object<'_>, added: &[(&str, Cow<'_, str>)]) {
+    if props.is_empty() && added.is_empty() {
+        return;
+    }
+    let mut p = o.object("event_properties");
+    p.members(props);
+    for (key, value) in added {
+        p.str(key, value);
+    }
 }
 
-/// `{"$set": props}`.
-fn set(props: Properties) -> Value {
-    let mut m = Map::new();
-    m.insert("$set".into(), Value::Object(props));
-    Value::Object(m)
-}
+/// A context field Amplitude takes as a string.
+type Field<'a> = (&'static str, Cow<'a, str>);
 
 /// What every Amplitude event of one Segment event shares.
 struct Base<'a> {
-    raw: &'a Value,
-    ctx: &'a Context,
-    fields: Map<String, Value>,
-    message_id: &'a str,
+    view: &'a EventView<'a>,
+    ctx: Object<'a>,
+    user_id: Option<Cow<'a, str>>,
+    device_id: Option<Cow<'a, str>>,
+    /// The string fields from `context`, non-empty, in Amplitude's names.
+    fields: Vec<Field<'a>>,
+    /// `location_lat`, `location_lng`.
+    location: [Option<f64>; 2],
+    integrations: Object<'a>,
 }
 
 impl<'a> Base<'a> {
     /// The shared fields: ids (checked), time, insert_id and the context.
-    fn new(
-        event: &'a Event,
-        config: &Config,
-        raw: &'a Value,
-        user_id: &Option<String>,
-        anonymous_id: &Option<String>,
-        ctx: &'a Context,
-    ) -> Result<Self, String> {
-        let user_id = non_empty(user_id);
-        let (device_id, device_source) = match non_empty(&ctx.device.id) {
+    fn new(view: &'a EventView<'a>, config: &Config) -> Result<Self, String> {
+        let ctx = view.context();
+        let device = ctx.object("device");
+        let user_id = view.user_id().filter(|s| !s.is_empty());
+        let (device_id, device_source) = match device.non_empty("id") {
             Some(id) => (Some(id), "context.device.id"),
-            None => (non_empty(anonymous_id), "anonymousId"),
+            None => (view.anonymous_id().filter(|s| !s.is_empty()), "anonymousId"),
         };
         if user_id.is_none() && device_id.is_none() {
             return Err(MISSING_IDS.into());
         }
         let min = config.effective_min_id_length();
-        for (id, what) in [(user_id, "userId"), (device_id, device_source)] {
+        for (id, what) in [(&user_id, "userId"), (&device_id, device_source)] {
             if let Some(id) = id {
                 let n = id.chars().count();
                 if n < min {
@@ -156,109 +172,146 @@ impl<'a> Base<'a> {
                 }
             }
         }
-        let mut f = Map::new();
-        if let Some(id) = user_id {
-            f.insert("user_id".into(), id.into());
-        }
-        if let Some(id) = device_id {
-            f.insert("device_id".into(), id.into());
-        }
-        f.insert("time".into(), event.timestamp_ms.into());
-        f.insert("insert_id".into(), event.message_id.clone().into());
-        context_fields(&mut f, ctx, raw);
-        Ok(Base { raw, ctx, fields: f, message_id: &event.message_id })
+        let location = ctx.object("location");
+        let fields = context_fields(&ctx, &device, &location);
+        Ok(Base {
+            view,
+            user_id,
+            device_id,
+            fields,
+            location: [location.f64("latitude"), location.f64("longitude")],
+            integrations: view.integrations(),
+            ctx,
+        })
     }
 
-    /// An Amplitude event of `event_type` with the shared fields, the
-    /// session id and, when given, `event_properties`. `user_properties`
-    /// carries `context.traits` as `$set`.
-    fn event(&self, event_type: &str, integrations: &Properties, props: Option<&Properties>) -> Map<String, Value> {
-        let mut out = Map::with_capacity(self.fields.len() + 6);
-        out.insert("event_type".into(), event_type.into());
-        out.extend(self.fields.iter().map(|(k, v)| (k.clone(), v.clone())));
-        if let Some(id) = session_id(integrations, self.raw, props) {
-            out.insert("session_id".into(), id.into());
+    /// Starts an Amplitude event of `event_type` with the shared fields and
+    /// the session id (from the integrations, the context, else `props`).
+    /// `insert_id` overrides the message id.
+    fn start<'o>(
+        &self,
+        out: &'o mut Vec<u8>,
+        event_type: &str,
+        insert_id: Option<&str>,
+        props: Option<&Object<'_>>,
+    ) -> ObjectWriter<'o> {
+        let mut o = ObjectWriter::new(out);
+        o.str("event_type", event_type);
+        if let Some(id) = &self.user_id {
+            o.str("user_id", id);
         }
-        if let Some(props) = props
-            && !props.is_empty()
+        if let Some(id) = &self.device_id {
+            o.str("device_id", id);
+        }
+        o.i64("time", self.view.timestamp_ms());
+        o.str("insert_id", insert_id.unwrap_or(self.view.message_id()));
+        for (key, value) in &self.fields {
+            o.str(key, value);
+        }
+        for (key, value) in [("location_lat", self.location[0]), ("location_lng", self.location[1])] {
+            if let Some(n) = value {
+                o.f64(key, n);
+            }
+        }
+        if let Some(id) = session_id(&self.integrations, &self.ctx, props) {
+            o.i64("session_id", id);
+        }
+        o
+    }
+
+    /// `user_properties`: `context.traits` as `$set`, when there are any.
+    fn context_traits(&self, o: &mut ObjectWriter<'_>) {
+        let traits = self.ctx.object("traits");
+        if !traits.is_empty() {
+            o.object("user_properties").object("$set").members(&traits);
+        }
+    }
+
+    /// `groups`: `context.groups` merged with `props.groups` (the latter
+    /// wins), when either is a non-empty object.
+    fn groups(&self, o: &mut ObjectWriter<'_>, props: Option<&Object<'_>>) {
+        let from_context = self.ctx.object("groups");
+        let from_props = props.map(|p| p.object("groups")).unwrap_or_default();
+        if from_context.is_empty() && from_props.is_empty() {
+            return;
+        }
+        let mut g = o.object("groups");
+        for (key, value) in from_context.iter().filter(|(k, _)| !from_props.contains_key(k)) {
+            g.json(&key, value);
+        }
+        g.members(&from_props);
+    }
+
+    /// A screen (or plain track) event: properties, context traits, groups.
+    fn view_or_track(&self, event_type: &str, props: &Object<'_>) -> String {
+        let mut out = Vec::with_capacity(512);
         {
-            out.insert("event_properties".into(), Value::Object(props.clone()));
+            let mut o = self.start(&mut out, event_type, None, Some(props));
+            event_properties(&mut o, props, &[]);
+            self.context_traits(&mut o);
+            self.groups(&mut o, Some(props));
         }
-        if !self.ctx.traits.is_empty() {
-            out.insert("user_properties".into(), set(self.ctx.traits.clone()));
-        }
-        out
-    }
-
-    /// A page, screen (or plain track) event: properties and groups.
-    fn view_or_track(&self, event_type: &str, props: &Properties, integrations: &Properties) -> Map<String, Value> {
-        let mut out = self.event(event_type, integrations, Some(props));
-        if let Some(groups) = groups(self.raw, Some(props)) {
-            out.insert("groups".into(), Value::Object(groups));
-        }
-        out
+        text(out)
     }
 }
 
-/// Copies the device, location, app and library fields of `context`.
-fn context_fields(f: &mut Map<String, Value>, ctx: &Context, raw: &Value) {
-    let mut put = |key: &str, value: Option<&str>| {
+/// The device, location, app and library fields of `context`, non-empty.
+fn context_fields<'a>(ctx: &Object<'a>, device: &Object<'a>, location: &Object<'a>) -> Vec<Field<'a>> {
+    let mut fields: Vec<Field<'a>> = Vec::with_capacity(16);
+    let mut put = |key: &'static str, value: Option<Cow<'a, str>>| {
         if let Some(v) = value.filter(|v| !v.is_empty()) {
-            f.insert(key.into(), v.into());
+            fields.push((key, v));
         }
     };
-    let device = &ctx.device;
-    put("ip", ctx.ip.as_deref());
-    put("app_version", ctx.app.version.as_deref());
-    put("platform", platform(ctx).as_deref());
-    put("os_name", ctx.os.name.as_deref());
-    put("os_version", ctx.os.version.as_deref());
-    let brand = raw.pointer("/context/device/brand").and_then(Value::as_str);
-    put("device_brand", brand.or(device.manufacturer.as_deref()));
-    put("device_manufacturer", device.manufacturer.as_deref());
-    put("device_model", device.model.as_deref());
-    put("carrier", ctx.network.carrier.as_deref());
-    put("country", ctx.location.country.as_deref());
-    put("region", ctx.location.region.as_deref());
-    put("city", ctx.location.city.as_deref());
-    put("language", ctx.locale.as_deref());
-    let library = match (non_empty(&ctx.library.name), non_empty(&ctx.library.version)) {
-        (Some(name), Some(version)) => Some(format!("{name}/{version}")),
-        (Some(name), None) => Some(name.to_owned()),
+    let os = ctx.object("os");
+    let library = ctx.object("library");
+    let device_type = device.non_empty("type");
+    put("ip", ctx.text("ip"));
+    put("app_version", ctx.object("app").text("version"));
+    put("platform", platform(device_type.as_deref(), ctx.non_empty("userAgent").is_some()));
+    put("os_name", os.text("name"));
+    put("os_version", os.text("version"));
+    let brand = device.get("brand").filter(|v| v.kind() == Kind::String).and_then(Json::str);
+    put("device_brand", brand.or_else(|| device.text("manufacturer")));
+    put("device_manufacturer", device.text("manufacturer"));
+    put("device_model", device.text("model"));
+    put("carrier", ctx.object("network").text("carrier"));
+    put("country", location.text("country"));
+    put("region", location.text("region"));
+    put("city", location.text("city"));
+    put("language", ctx.text("locale"));
+    let library = match (library.non_empty("name"), library.non_empty("version")) {
+        (Some(name), Some(version)) => Some(Cow::Owned(format!("{name}/{version}"))),
+        (Some(name), None) => Some(name),
         _ => None,
     };
-    put("library", library.as_deref());
-    match os_family(ctx) {
+    put("library", library);
+    let ad_tracking_off = device.bool("adTrackingEnabled") == Some(false);
+    match os_family(os.non_empty("name").or(device_type).as_deref()) {
         Some(OsFamily::Ios) => {
-            if device.ad_tracking_enabled != Some(false) {
-                put("idfa", device.advertising_id.as_deref());
+            if !ad_tracking_off {
+                put("idfa", device.text("advertisingId"));
             }
-            put("idfv", device.id.as_deref());
+            put("idfv", device.text("id"));
         }
-        Some(OsFamily::Android) if device.ad_tracking_enabled != Some(false) => {
-            put("adid", device.advertising_id.as_deref());
-        }
+        Some(OsFamily::Android) if !ad_tracking_off => put("adid", device.text("advertisingId")),
         _ => {}
     }
-    for (key, value) in [("location_lat", ctx.location.latitude), ("location_lng", ctx.location.longitude)] {
-        if let Some(n) = value.and_then(Number::from_f64) {
-            f.insert(key.into(), Value::Number(n));
-        }
-    }
+    fields
 }
 
 /// Amplitude's `platform`: `context.device.type` (`ios` → `iOS`, `android`
 /// → `Android`, others as sent), else `Web` when the event has a
 /// `context.userAgent` (a browser sent it).
-fn platform(ctx: &Context) -> Option<String> {
-    match non_empty(&ctx.device.kind) {
-        Some(kind) => Some(match kind.to_ascii_lowercase().as_str() {
+fn platform<'a>(device_type: Option<&str>, has_user_agent: bool) -> Option<Cow<'a, str>> {
+    match device_type {
+        Some(kind) => Some(Cow::Owned(match kind.to_ascii_lowercase().as_str() {
             "ios" => "iOS".to_owned(),
             "android" => "Android".to_owned(),
             "web" | "browser" => "Web".to_owned(),
             _ => kind.to_owned(),
-        }),
-        None => non_empty(&ctx.user_agent).map(|_| "Web".to_owned()),
+        })),
+        None => has_user_agent.then_some(Cow::Borrowed("Web")),
     }
 }
 
@@ -268,8 +321,8 @@ enum OsFamily {
 }
 
 /// iOS or Android, from `context.os.name`, else `context.device.type`.
-fn os_family(ctx: &Context) -> Option<OsFamily> {
-    let name = non_empty(&ctx.os.name).or(non_empty(&ctx.device.kind))?.to_ascii_lowercase();
+fn os_family(name: Option<&str>) -> Option<OsFamily> {
+    let name = name?.to_ascii_lowercase();
     if name.contains("ios") || name.contains("iphone") || name.contains("ipados") {
         Some(OsFamily::Ios)
     } else if name.contains("android") {
@@ -283,16 +336,17 @@ fn os_family(ctx: &Context) -> Option<OsFamily> {
 /// `integrations["Actions Amplitude"].session_id`), else
 /// `context.session_id`, else `properties.session_id`. A number, a numeric
 /// string or an ISO timestamp; negative means none (`-1`).
-fn session_id(integrations: &Properties, raw: &Value, props: Option<&Properties>) -> Option<i64> {
-    let from_integrations = ["Amplitude", "Actions Amplitude"]
+fn session_id(integrations: &Object<'_>, ctx: &Object<'_>, props: Option<&Object<'_>>) -> Option<i64> {
+    let present = |v: &Json<'_>| !v.is_null();
+    let value = ["Amplitude", "Actions Amplitude"]
         .iter()
-        .find_map(|k| integrations.get(*k).and_then(|v| v.get("session_id")).filter(|v| !v.is_null()));
-    let value = from_integrations
-        .or_else(|| raw.pointer("/context/session_id").filter(|v| !v.is_null()))
-        .or_else(|| props.and_then(|p| p.get("session_id")).filter(|v| !v.is_null()))?;
-    let ms = match value {
-        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))?,
-        Value::String(s) => {
+        .find_map(|k| integrations.object(k).get("session_id").filter(present))
+        .or_else(|| ctx.get("session_id").filter(present))
+        .or_else(|| props.and_then(|p| p.get("session_id")).filter(present))?;
+    let ms = match value.kind() {
+        Kind::Number => value.raw().parse::<i64>().ok().or_else(|| value.f64().map(|f| f as i64))?,
+        Kind::String => {
+            let s = value.str()?;
             let s = s.trim();
             s.parse::<i64>().ok().or_else(|| spec::parse_timestamp_ms(s))?
         }
@@ -301,43 +355,41 @@ fn session_id(integrations: &Properties, raw: &Value, props: Option<&Properties>
     Some(if ms < 0 { -1 } else { ms })
 }
 
-/// `context.groups` merged with `properties.groups` (the latter wins), when
-/// either is an object.
-fn groups(raw: &Value, props: Option<&Properties>) -> Option<Map<String, Value>> {
-    let mut out = Map::new();
-    if let Some(Value::Object(g)) = raw.pointer("/context/groups") {
-        out.extend(g.iter().map(|(k, v)| (k.clone(), v.clone())));
-    }
-    if let Some(Value::Object(g)) = props.and_then(|p| p.get("groups")) {
-        out.extend(g.iter().map(|(k, v)| (k.clone(), v.clone())));
-    }
-    (!out.is_empty()).then_some(out)
-}
-
 /// A number from a JSON number or a numeric string.
-fn number(v: Option<&Value>) -> Option<f64> {
-    match v? {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.trim().parse::<f64>().ok(),
+fn number(v: Option<Json<'_>>) -> Option<f64> {
+    match v?.kind() {
+        Kind::Number | Kind::String => v?.f64(),
         _ => None,
-    }
-    .filter(|f| f.is_finite())
-}
-
-/// A JSON number from a JSON number (kept exactly) or a numeric string.
-fn json_number(v: Option<&Value>) -> Option<Value> {
-    match v? {
-        Value::Number(n) => Some(Value::Number(n.clone())),
-        other => number(Some(other)).and_then(Number::from_f64).map(Value::Number),
     }
 }
 
-/// A string from the first of `keys` that is a string or a number.
-fn text(props: &Properties, keys: &[&str]) -> Option<String> {
-    keys.iter().find_map(|k| match props.get(*k)? {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
+/// Writes `key` as a JSON number: a JSON number as sent, a numeric string
+/// as its value. Returns whether it wrote one.
+fn put_number(o: &mut ObjectWriter<'_>, key: &str, v: Option<Json<'_>>) -> bool {
+    match v {
+        Some(n) if n.kind() == Kind::Number => {
+            o.json(key, n);
+            true
+        }
+        other => match number(other) {
+            Some(f) => {
+                o.f64(key, f);
+                true
+            }
+            None => false,
+        },
+    }
+}
+
+/// A string from the first of `keys` that is a non-empty string or a number.
+fn first_text<'a>(props: &Object<'a>, keys: &[&str]) -> Option<Cow<'a, str>> {
+    keys.iter().find_map(|k| {
+        let v = props.get(k)?;
+        match v.kind() {
+            Kind::String => v.str().filter(|s| !s.is_empty()),
+            Kind::Number => Some(Cow::Borrowed(v.raw())),
+            _ => None,
+        }
     })
 }
 
@@ -367,55 +419,56 @@ fn text(props: &Properties, keys: &[&str]) -> Option<String> {
 /// revenue (nor are they in Segment): an order without `revenue` (or
 /// `total`) counts none. The `total` fallback is this plugin's; Segment's
 /// mapping reads `properties.revenue` only.
-fn track(base: &Base, name: &str, props: &Properties, integrations: &Properties, config: &Config) -> Vec<Part> {
-    let mut main = base.view_or_track(name, props, integrations);
-    let products: Vec<(usize, &Properties)> = if config.track_products {
+fn track(base: &Base<'_>, name: &str, props: &Object<'_>, config: &Config) -> Vec<Part> {
+    let products: Vec<(usize, Object<'_>)> = if config.track_products {
         props
             .get("products")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().enumerate().filter_map(|(i, p)| Some((i, p.as_object()?))).collect())
+            .and_then(Json::array)
+            .map(|a| a.into_iter().enumerate().filter_map(|(i, p)| Some((i, p.object()?))).collect())
             .unwrap_or_default()
     } else {
         Vec::new()
     };
     let per_product =
         config.track_revenue_per_product && products.iter().any(|(_, p)| number(p.get("price")).is_some());
-    let order_revenue_type = text(props, &["revenueType", "revenue_type"]);
-    if !per_product {
-        let mut revenue = json_number(props.get("revenue"));
-        if revenue.is_none() && name == "Order Completed" {
-            revenue = json_number(props.get("total"));
-        }
-        let price = json_number(props.get("price"));
-        let has_revenue = revenue.is_some() || price.is_some();
-        if let Some(r) = revenue {
-            main.insert("revenue".into(), r);
-        }
-        if let Some(p) = price {
-            main.insert("price".into(), p);
-        }
-        if let Some(q) = quantity(props) {
-            main.insert("quantity".into(), q.into());
-        }
-        if let Some(id) = text(props, &["productId", "product_id", "sku"]) {
-            main.insert("productId".into(), id.into());
-        }
-        if has_revenue {
-            let kind = order_revenue_type.clone().unwrap_or_else(|| "Purchase".to_owned());
-            main.insert("revenueType".into(), kind.into());
+    let order_revenue_type = first_text(props, &["revenueType", "revenue_type"]);
+    let mut out = Vec::with_capacity(512);
+    {
+        let mut o = base.start(&mut out, name, None, Some(props));
+        event_properties(&mut o, props, &[]);
+        base.context_traits(&mut o);
+        base.groups(&mut o, Some(props));
+        if !per_product {
+            let revenue = match props.get("revenue").filter(|v| number(Some(*v)).is_some()) {
+                None if name == "Order Completed" => props.get("total"),
+                revenue => revenue,
+            };
+            let has_revenue = put_number(&mut o, "revenue", revenue) | put_number(&mut o, "price", props.get("price"));
+            if let Some(q) = quantity(props) {
+                o.i64("quantity", q);
+            }
+            if let Some(id) = first_text(props, &["productId", "product_id", "sku"]) {
+                o.str("productId", &id);
+            }
+            if has_revenue {
+                o.str("revenueType", order_revenue_type.as_deref().unwrap_or("Purchase"));
+            }
         }
     }
-    let mut parts = vec![Part::Event(main)];
+    let mut parts = vec![Part::Event(text(out))];
     for (i, product) in products {
-        let mut out = base.event("Product Purchased", integrations, Some(product));
-        out.insert("insert_id".into(), format!("{}-product-{i}", base.message_id).into());
-        if let Some(groups) = groups(base.raw, Some(props)) {
-            out.insert("groups".into(), Value::Object(groups));
+        let insert_id = format!("{}-product-{i}", base.view.message_id());
+        let mut out = Vec::with_capacity(512);
+        {
+            let mut o = base.start(&mut out, "Product Purchased", Some(&insert_id), Some(&product));
+            event_properties(&mut o, &product, &[]);
+            base.context_traits(&mut o);
+            base.groups(&mut o, Some(props));
+            if config.track_revenue_per_product {
+                product_revenue(&mut o, &product, order_revenue_type.as_deref());
+            }
         }
-        if config.track_revenue_per_product {
-            product_revenue(&mut out, product, order_revenue_type.as_deref());
-        }
-        parts.push(Part::Event(out));
+        parts.push(Part::Event(text(out)));
     }
     parts
 }
@@ -424,53 +477,53 @@ fn track(base: &Base, name: &str, props: &Properties, integrations: &Properties,
 /// `track_revenue_per_product` only): `price`, `quantity` (default 1 when
 /// a price is set), `productId` (`product_id`, `productId`, `sku` or `id`)
 /// and `revenueType` (the product's, else the order's, else `Purchase`).
-fn product_revenue(out: &mut Map<String, Value>, product: &Properties, order_revenue_type: Option<&str>) {
-    if let Some(price) = json_number(product.get("price")) {
-        out.insert("price".into(), price);
-        out.insert("quantity".into(), quantity(product).unwrap_or(1).into());
+fn product_revenue(o: &mut ObjectWriter<'_>, product: &Object<'_>, order_revenue_type: Option<&str>) {
+    if put_number(o, "price", product.get("price")) {
+        o.i64("quantity", quantity(product).unwrap_or(1));
     } else if let Some(q) = quantity(product) {
-        out.insert("quantity".into(), q.into());
+        o.i64("quantity", q);
     }
-    if let Some(id) = text(product, &["product_id", "productId", "sku", "id"]) {
-        out.insert("productId".into(), id.into());
+    if let Some(id) = first_text(product, &["product_id", "productId", "sku", "id"]) {
+        o.str("productId", &id);
     }
-    let kind = text(product, &["revenueType", "revenue_type"])
-        .or_else(|| order_revenue_type.map(str::to_owned))
-        .unwrap_or_else(|| "Purchase".to_owned());
-    out.insert("revenueType".into(), kind.into());
+    let kind = first_text(product, &["revenueType", "revenue_type"]);
+    o.str("revenueType", kind.as_deref().or(order_revenue_type).unwrap_or("Purchase"));
 }
 
 /// `quantity` as the integer Amplitude requires (rounded).
-fn quantity(props: &Properties) -> Option<i64> {
+fn quantity(props: &Object<'_>) -> Option<i64> {
     number(props.get("quantity")).map(|q| q.round() as i64)
 }
 
 /// A scalar trait as a string (group types and values are strings).
-fn trait_text(traits: &Properties, key: Option<&str>) -> Option<String> {
-    match traits.get(key?)? {
-        Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
+fn trait_text<'a>(traits: &Object<'a>, key: Option<&str>) -> Option<Cow<'a, str>> {
+    let v = traits.get(key?)?;
+    match v.kind() {
+        Kind::String => v.str().filter(|s| !s.trim().is_empty()),
+        Kind::Number | Kind::Bool => Some(Cow::Borrowed(v.raw())),
         _ => None,
     }
 }
 
 /// A group: the group's properties for `/groupidentify` and a `$identify`
 /// that puts the user in the group.
-fn group(base: &Base, g: &spec::Group, config: &Config) -> Result<Vec<Part>, String> {
-    let group_type =
-        trait_text(&g.traits, config.group_type_trait.as_deref()).unwrap_or_else(|| config.default_group_type.clone());
-    let group_value = trait_text(&g.traits, config.group_value_trait.as_deref())
-        .or_else(|| non_empty(&g.group_id).map(str::to_owned))
+fn group(base: &Base<'_>, view: &EventView<'_>, config: &Config) -> Result<Vec<Part>, String> {
+    let traits = view.traits();
+    let group_type = trait_text(&traits, config.group_type_trait.as_deref())
+        .unwrap_or(Cow::Borrowed(config.default_group_type.as_str()));
+    let group_value = trait_text(&traits, config.group_value_trait.as_deref())
+        .or_else(|| view.group_id().filter(|s| !s.is_empty()))
         .ok_or("group has no `groupId` (and no group value trait): Amplitude needs a group value")?;
-    let mut identification = Map::new();
-    identification.insert("group_type".into(), group_type.clone().into());
-    identification.insert("group_value".into(), group_value.clone().into());
-    identification.insert("group_properties".into(), Value::Object(g.traits.clone()));
-    let mut identify = base.event("$identify", &g.integrations, None);
-    identify.remove("user_properties");
-    let mut groups = Map::new();
-    groups.insert(group_type, group_value.into());
-    identify.insert("groups".into(), Value::Object(groups));
-    Ok(vec![Part::GroupIdentify(Value::Object(identification)), Part::Event(identify)])
+    let mut identification = Vec::with_capacity(256);
+    {
+        let mut o = ObjectWriter::new(&mut identification);
+        o.object("group_properties").members(&traits);
+        o.str("group_type", &group_type).str("group_value", &group_value);
+    }
+    let mut identify = Vec::with_capacity(512);
+    {
+        let mut o = base.start(&mut identify, "$identify", None, None);
+        o.object("groups").str(&group_type, &group_value);
+    }
+    Ok(vec![Part::GroupIdentify(text(identification)), Part::Event(text(identify))])
 }
