@@ -37,8 +37,8 @@ pub mod user;
 #[cfg(test)]
 mod tests;
 
-use serde::Serialize;
 use switchyard_plugin_sdk::http::{self, HttpError, Request, Response};
+use switchyard_plugin_sdk::json::ObjectWriter;
 use switchyard_plugin_sdk::{Destination, Event, InitError, Outcome, export_destination, log};
 
 use crate::cache::IdentifyCache;
@@ -105,22 +105,6 @@ impl Destination for Statsig {
     }
 }
 
-/// The body of a `log_event` request.
-#[derive(Serialize)]
-struct Body<'a> {
-    events: Vec<&'a StatsigEvent>,
-    #[serde(rename = "statsigMetadata")]
-    statsig_metadata: SdkMetadata,
-}
-
-#[derive(Serialize)]
-struct SdkMetadata {
-    #[serde(rename = "sdkType")]
-    sdk_type: &'static str,
-    #[serde(rename = "sdkVersion")]
-    sdk_version: &'static str,
-}
-
 impl Statsig {
     /// The settings as resolved at `init`.
     pub fn config(&self) -> &Config {
@@ -137,28 +121,21 @@ impl Statsig {
         self.clock = clock;
     }
 
-    /// The request carrying `events`.
+    /// The request carrying `events`: their JSON texts spliced into the
+    /// body, with `statsigMetadata` after them.
     ///
     /// `STATSIG-CLIENT-TIME` is the wall clock at sending, which Statsig's
     /// SDKs send so the server can correct client clock skew; the events'
     /// `time`s are already skew-corrected by Switchyard. If the clock is
     /// unavailable (reads as the epoch or before), the newest event
     /// timestamp of the request stands in.
-    ///
-    /// # Errors
-    ///
-    /// When the body cannot be serialized (it always can: string keys only).
-    pub fn request(&self, events: &[&StatsigEvent], newest_ms: i64) -> Result<Request, serde_json::Error> {
+    pub fn request(&self, events: &[&StatsigEvent], newest_ms: i64) -> Request {
         let client_time = (self.clock)().filter(|ms| *ms > 0).unwrap_or(newest_ms.max(0));
-        let body = Body {
-            events: events.to_vec(),
-            statsig_metadata: SdkMetadata { sdk_type: SDK_TYPE, sdk_version: SDK_VERSION },
-        };
-        let request = Request::post(self.config.url.clone())
+        Request::post(self.config.url.clone())
             .header("statsig-api-key", self.config.server_secret.clone())
             .header("STATSIG-CLIENT-TIME", client_time.to_string())
-            .json(&body)?;
-        Ok(request)
+            .header("Content-Type", "application/json")
+            .body(body(events))
     }
 
     /// Sends one request for `chunk` and classifies the answer. The flag
@@ -167,10 +144,7 @@ impl Statsig {
     fn send(&self, chunk: &[(usize, StatsigEvent, i64)]) -> (Outcome, bool) {
         let events: Vec<&StatsigEvent> = chunk.iter().map(|(_, e, _)| e).collect();
         let newest = chunk.iter().map(|(_, _, ms)| *ms).max().unwrap_or(0);
-        let request = match self.request(&events, newest) {
-            Ok(request) => request,
-            Err(err) => return (Outcome::rejected(format!("could not encode the request body: {err}")), false),
-        };
+        let request = self.request(&events, newest);
         log::debug(&format!("POST {} with {} events", self.config.url, events.len()));
         let result = request.send();
         let auth_failed = matches!(&result, Ok(resp) if matches!(resp.status, 401 | 403));
@@ -208,6 +182,26 @@ impl Statsig {
     fn redact(&self, text: &str) -> String {
         switchyard_plugin_sdk::redact(text, &self.config.server_secret)
     }
+}
+
+/// The body of a `log_event` request:
+/// `{"events": [...], "statsigMetadata": {"sdkType", "sdkVersion"}}`, each
+/// event's JSON text copied in as it is.
+fn body(events: &[&StatsigEvent]) -> String {
+    let size: usize = events.iter().map(|e| e.json().len() + 1).sum();
+    let mut out = Vec::with_capacity(size + 128);
+    {
+        let mut body = ObjectWriter::new(&mut out);
+        {
+            let mut items = body.array("events");
+            for event in events {
+                items.raw(event.json());
+            }
+        }
+        body.object("statsigMetadata").str("sdkType", SDK_TYPE).str("sdkVersion", SDK_VERSION);
+    }
+    // Only UTF-8 went in: the events' texts and the escaped constants.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// The wall clock in epoch milliseconds (`wasi:clocks/wall-clock` in the

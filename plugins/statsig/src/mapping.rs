@@ -3,17 +3,24 @@
 //! [`map_event`] turns one Segment event into one Statsig event, updating
 //! the identify cache on the way. An event that cannot be sent is rejected
 //! here with a reason, before any request. The README has the whole table.
+//!
+//! The event is read once through the SDK's borrowed [`EventView`] and the
+//! Statsig event is written straight into its JSON text
+//! ([`StatsigEvent::json`]): no `serde_json::Value` tree is built for it and
+//! strings are copied from the event as sent. `metadata`, `user.custom` and
+//! `user.customIDs` are written sorted by key, a key set twice keeping its
+//! last value, as the typed mapping's `BTreeMap`s had them.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 
-use serde::Serialize;
-use serde_json::Value;
-use switchyard_plugin_sdk::Event;
-use switchyard_plugin_sdk::spec::{self, Message, Properties};
+use switchyard_plugin_sdk::json::{Json, Object, ObjectWriter};
+use switchyard_plugin_sdk::{Event, EventType, EventView};
 
 use crate::cache::{IdentifyCache, Key};
 use crate::settings::Config;
-use crate::user::{User, UserSource, id_string, metadata_value, non_empty};
+use crate::user::{
+    UserSource, id_value, is_blank, lenient_text, sort_last_wins, text_value, write_metadata, write_text,
+};
 
 /// `eventName` of a Segment `page`.
 pub const PAGE_VIEW: &str = "page_view";
@@ -30,26 +37,21 @@ pub const ALIAS: &str = "alias";
 pub const EXPERIMENT_VIEWED: &str = "Experiment Viewed";
 /// The exposure event Statsig's SDKs log for experiments and dynamic configs.
 pub const CONFIG_EXPOSURE: &str = "statsig::config_exposure";
-/// The custom ID a `group` call sets from its `groupId`.
-pub const GROUP_ID: &str = "groupID";
 
-/// One event of a `log_event` request body.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One event of a `log_event` request body, as its JSON text: an object
+/// with `eventName`, `user`, then when set `value` (a string or a number),
+/// `time` (epoch milliseconds), `metadata` (string values) and, on
+/// exposures, `secondaryExposures` (empty), in that order.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatsigEvent {
-    #[serde(rename = "eventName")]
-    pub event_name: String,
-    pub user: User,
-    /// A string or a number.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub value: Option<Value>,
-    /// Epoch milliseconds.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub time: Option<i64>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub metadata: BTreeMap<String, String>,
-    /// Set (empty) on exposures, as Statsig's SDKs send them.
-    #[serde(rename = "secondaryExposures", skip_serializing_if = "Option::is_none")]
-    pub secondary_exposures: Option<Vec<Value>>,
+    json: String,
+}
+
+impl StatsigEvent {
+    /// The event's JSON text.
+    pub fn json(&self) -> &str {
+        &self.json
+    }
 }
 
 /// Maps `event` to its Statsig event. An identify (or an alias) updates
@@ -60,197 +62,285 @@ pub struct StatsigEvent {
 /// The rejection reason: the event is not valid JSON, names no user, or is
 /// a track without a name.
 pub fn map_event(event: &Event, config: &Config, cache: &mut IdentifyCache) -> Result<StatsigEvent, String> {
-    let (message, raw) = event.message_lenient()?;
-    let time = (event.timestamp_ms > 0).then_some(event.timestamp_ms);
-    match message {
-        Message::Track(t) => {
-            if t.event.trim().is_empty() {
+    let view = event.view()?;
+    let mapped = match view.kind() {
+        EventType::Track => {
+            let Some(name) = view.get("event").and_then(text_value) else {
                 return Err("track has no `event` name: Statsig requires an eventName".into());
-            }
-            let source = base(&raw, &t.user_id, &t.anonymous_id, &t.context, cache);
-            let exposure = config.experiment_exposures && t.event.trim().eq_ignore_ascii_case(EXPERIMENT_VIEWED);
-            let mapped = match exposure.then(|| experiment_exposure(&t.properties)).flatten() {
-                Some((event_name, metadata)) => {
-                    Mapped { source, event_name, value: None, metadata, secondary_exposures: Some(Vec::new()) }
-                }
-                None => Mapped {
-                    source,
-                    event_name: t.event.clone(),
-                    value: track_value(&t.properties),
-                    metadata: metadata_of(&t.properties),
-                    secondary_exposures: None,
-                },
             };
-            finish(mapped, config, time)
-        }
-        Message::Page(p) => {
-            let page = &p.context.page;
-            let mut metadata = BTreeMap::new();
-            for (key, value) in [
-                ("url", &page.url),
-                ("path", &page.path),
-                ("referrer", &page.referrer),
-                ("title", &page.title),
-                ("search", &page.search),
-            ] {
-                if let Some(v) = non_empty(value.as_deref()) {
-                    metadata.insert(key.to_owned(), v);
+            let props = view.properties();
+            let exposure = config.experiment_exposures
+                && lenient_text(name).is_some_and(|name| name.trim().eq_ignore_ascii_case(EXPERIMENT_VIEWED));
+            match exposure.then(|| experiment_exposure(props)).flatten() {
+                Some(metadata) => {
+                    Mapped { metadata, exposure: true, ..Mapped::new(&view, EventName::Fixed(CONFIG_EXPOSURE)) }
+                }
+                None => {
+                    let mut mapped = Mapped::new(&view, EventName::Sent(name));
+                    mapped.value = track_value(props);
+                    mapped.metadata.properties(props);
+                    mapped
                 }
             }
-            metadata.extend(metadata_of(&p.properties));
-            named(&mut metadata, &p.name, &p.category);
-            let source = base(&raw, &p.user_id, &p.anonymous_id, &p.context, cache);
-            let value = non_empty(p.name.as_deref()).map(Value::String);
-            finish(
-                Mapped { source, event_name: PAGE_VIEW.into(), value, metadata, secondary_exposures: None },
-                config,
-                time,
-            )
         }
-        Message::Screen(s) => {
-            let mut metadata = metadata_of(&s.properties);
-            named(&mut metadata, &s.name, &s.category);
-            let source = base(&raw, &s.user_id, &s.anonymous_id, &s.context, cache);
-            let value = non_empty(s.name.as_deref()).map(Value::String);
-            finish(
-                Mapped { source, event_name: SCREEN_VIEW.into(), value, metadata, secondary_exposures: None },
-                config,
-                time,
-            )
-        }
-        Message::Identify(i) => {
-            if let Some(user_id) = non_empty(i.user_id.as_deref()) {
-                cache.merge(Key::User(user_id), &i.traits);
+        EventType::Page => {
+            let mut mapped = Mapped::new(&view, EventName::Fixed(PAGE_VIEW));
+            let page = view.context().object("page");
+            for key in ["url", "path", "referrer", "title", "search"] {
+                if let Some(value) = page.get(key).and_then(text_value) {
+                    mapped.metadata.set(key, value);
+                }
             }
-            if let Some(anonymous_id) = non_empty(i.anonymous_id.as_deref()) {
-                cache.merge(Key::Anonymous(anonymous_id), &i.traits);
-            }
-            let mut source = base(&raw, &i.user_id, &i.anonymous_id, &i.context, cache);
-            source.traits = Some(&i.traits);
-            finish(
-                Mapped {
-                    source,
-                    event_name: IDENTIFY.into(),
-                    value: None,
-                    metadata: metadata_of(&i.traits),
-                    secondary_exposures: None,
-                },
-                config,
-                time,
-            )
+            mapped.metadata.properties(view.properties());
+            mapped.named();
+            mapped
         }
-        Message::Group(g) => {
-            let mut source = base(&raw, &g.user_id, &g.anonymous_id, &g.context, cache);
-            let mut metadata = metadata_of(&g.traits);
-            if let Some(group_id) = non_empty(g.group_id.as_deref()) {
-                source.extra_ids.push((GROUP_ID, group_id.clone()));
-                metadata.insert("groupId".into(), group_id);
-            }
-            finish(
-                Mapped { source, event_name: GROUP.into(), value: None, metadata, secondary_exposures: None },
-                config,
-                time,
-            )
+        EventType::Screen => {
+            let mut mapped = Mapped::new(&view, EventName::Fixed(SCREEN_VIEW));
+            mapped.metadata.properties(view.properties());
+            mapped.named();
+            mapped
         }
-        Message::Alias(a) => {
-            let mut metadata = BTreeMap::new();
-            if let Some(previous_id) = non_empty(a.previous_id.as_deref()) {
-                if let Some(user_id) = non_empty(a.user_id.as_deref()) {
+        EventType::Identify => {
+            let mut mapped = Mapped::new(&view, EventName::Fixed(IDENTIFY));
+            let traits = view.traits();
+            let to_cache = traits.to_map();
+            let [user_id, anonymous_id] = mapped.user.ids();
+            if let Some(user_id) = user_id.filter(|id| !is_blank(id)) {
+                cache.merge(Key::User(user_id.into_owned()), &to_cache);
+            }
+            if let Some(anonymous_id) = anonymous_id.filter(|id| !is_blank(id)) {
+                cache.merge(Key::Anonymous(anonymous_id.into_owned()), &to_cache);
+            }
+            mapped.metadata.properties(traits);
+            mapped.user.traits = Some(traits);
+            mapped
+        }
+        EventType::Group => {
+            let mut mapped = Mapped::new(&view, EventName::Fixed(GROUP));
+            mapped.metadata.properties(view.traits());
+            if let Some(group_id) = view.get("groupId").and_then(text_value) {
+                mapped.user.group_id = Some(group_id);
+                mapped.metadata.set("groupId", group_id);
+            }
+            mapped
+        }
+        EventType::Alias => {
+            let mut mapped = Mapped::new(&view, EventName::Fixed(ALIAS));
+            let new_id = mapped.user.user_id.and_then(text_value);
+            if let Some(previous_id) = view.get("previousId").and_then(text_value) {
+                if let (Some(new_id), Some(previous_id)) = (new_id.and_then(lenient_text), lenient_text(previous_id)) {
                     // The new id inherits what was known about the old one.
                     let known = cache.lookup(Some(&previous_id), Some(&previous_id));
-                    cache.merge(Key::User(user_id), &known);
+                    cache.merge(Key::User(new_id.into_owned()), &known);
                 }
-                metadata.insert("previousId".into(), previous_id);
+                mapped.metadata.set("previousId", previous_id);
             }
-            if let Some(user_id) = non_empty(a.user_id.as_deref()) {
-                metadata.insert("userId".into(), user_id);
+            if let Some(new_id) = new_id {
+                mapped.metadata.set("userId", new_id);
             }
-            let source = base(&raw, &a.user_id, &a.anonymous_id, &a.context, cache);
-            finish(
-                Mapped { source, event_name: ALIAS.into(), value: None, metadata, secondary_exposures: None },
-                config,
-                time,
-            )
+            mapped
         }
+    };
+    mapped.write(config, cache)
+}
+
+/// A Statsig event before it is written: what the event type decided, and
+/// what its user is built from (the cached traits are looked up when it is
+/// written, after the event's own cache updates).
+struct Mapped<'k> {
+    event_name: EventName<'k>,
+    value: Option<EventValue<'k>>,
+    metadata: Metadata<'k>,
+    /// A config exposure: `secondaryExposures` is set (empty).
+    exposure: bool,
+    user: UserSource<'k>,
+}
+
+/// `eventName`.
+enum EventName<'k> {
+    /// One of the mapping's own.
+    Fixed(&'static str),
+    /// A track's `event`, written as text ([`write_text`]).
+    Sent(Json<'k>),
+}
+
+/// `value`: a string or a number.
+enum EventValue<'k> {
+    /// A number or a string, copied as sent.
+    AsSent(Json<'k>),
+    /// A page's or screen's name, written as text ([`write_text`]).
+    Text(Json<'k>),
+}
+
+impl<'k> Mapped<'k> {
+    /// An event of `view` named `event_name`, with no value and no
+    /// metadata yet, whose user has the event's ids and `context`.
+    fn new(view: &'k EventView<'k>, event_name: EventName<'k>) -> Self {
+        Mapped { event_name, value: None, metadata: Metadata::default(), exposure: false, user: UserSource::new(view) }
+    }
+
+    /// A page or screen: `value` ← the call's `name`, and `name` and
+    /// `category` set in `metadata` over any same-named properties (the
+    /// call's own fields are authoritative).
+    fn named(&mut self) {
+        let view = self.user.view;
+        let name = view.get("name").and_then(text_value);
+        if let Some(name) = name {
+            self.metadata.set("name", name);
+        }
+        if let Some(category) = view.get("category").and_then(text_value) {
+            self.metadata.set("category", category);
+        }
+        self.value = name.map(EventValue::Text);
+    }
+
+    /// Writes the event, its user with the traits `cache` holds for it.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::user::MISSING_IDS`] when the event names no user.
+    fn write(self, config: &Config, cache: &IdentifyCache) -> Result<StatsigEvent, String> {
+        let view = self.user.view;
+        let mut out = Vec::with_capacity(view.event().json().len());
+        {
+            let mut event = ObjectWriter::new(&mut out);
+            match self.event_name {
+                EventName::Fixed(name) => {
+                    event.str("eventName", name);
+                }
+                EventName::Sent(name) => write_text(&mut event, "eventName", name),
+            }
+            self.user.write(config, cache, &mut event)?;
+            match self.value {
+                Some(EventValue::AsSent(value)) => {
+                    event.json("value", value);
+                }
+                Some(EventValue::Text(value)) => write_text(&mut event, "value", value),
+                None => {}
+            }
+            if view.timestamp_ms() > 0 {
+                event.i64("time", view.timestamp_ms());
+            }
+            self.metadata.write(&mut event);
+            if self.exposure {
+                event.array("secondaryExposures").end();
+            }
+        }
+        // Only UTF-8 went in: text copied from the event, and escaped strings.
+        let json = String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        Ok(StatsigEvent { json })
     }
 }
 
-/// A mapped event before its user is built.
-struct Mapped<'a> {
-    source: UserSource<'a>,
-    event_name: String,
-    value: Option<Value>,
-    metadata: BTreeMap<String, String>,
-    secondary_exposures: Option<Vec<Value>>,
+/// `metadata`, member by member in the order the mapping sets them, each
+/// a sent value converted when written ([`write_metadata`]); written
+/// sorted by key, a key set twice keeping its last value.
+#[derive(Default)]
+struct Metadata<'k> {
+    members: Vec<(Cow<'k, str>, Json<'k>)>,
 }
 
-fn finish(m: Mapped<'_>, config: &Config, time: Option<i64>) -> Result<StatsigEvent, String> {
-    Ok(StatsigEvent {
-        event_name: m.event_name,
-        user: m.source.build(config)?,
-        value: m.value,
-        time,
-        metadata: m.metadata,
-        secondary_exposures: m.secondary_exposures,
-    })
-}
-
-/// The user source common to every event type.
-fn base<'a>(
-    raw: &'a Value,
-    user_id: &'a Option<String>,
-    anonymous_id: &'a Option<String>,
-    context: &'a spec::Context,
-    cache: &IdentifyCache,
-) -> UserSource<'a> {
-    UserSource {
-        user_id: user_id.as_deref(),
-        anonymous_id: anonymous_id.as_deref(),
-        context,
-        traits: None,
-        cached: cache.lookup(user_id.as_deref(), anonymous_id.as_deref()),
-        extra_ids: Vec::new(),
-        raw,
+impl<'k> Metadata<'k> {
+    /// Sets `key` to `value`, which is not `null`.
+    fn set(&mut self, key: &'static str, value: Json<'k>) {
+        self.members.push((Cow::Borrowed(key), value));
     }
-}
 
-/// Properties as Statsig metadata (see [`metadata_value`]).
-fn metadata_of(props: &Properties) -> BTreeMap<String, String> {
-    props.iter().filter_map(|(k, v)| metadata_value(v).map(|v| (k.clone(), v))).collect()
-}
-
-/// Sets `name` and `category` of a page or screen over any same-named
-/// properties: the call's own fields are authoritative.
-fn named(metadata: &mut BTreeMap<String, String>, name: &Option<String>, category: &Option<String>) {
-    if let Some(name) = non_empty(name.as_deref()) {
-        metadata.insert("name".into(), name);
+    /// Sets every property but the `null` ones (which set nothing).
+    fn properties(&mut self, props: Object<'k>) {
+        // Room for a typical event's properties at once: their count is
+        // not known without walking them, and growing one by one costs.
+        self.members.reserve(16);
+        self.members.extend(props.iter().filter(|(_, value)| !value.is_null()));
     }
-    if let Some(category) = non_empty(category.as_deref()) {
-        metadata.insert("category".into(), category);
+
+    /// Writes `metadata` into `event`, unless it is empty.
+    fn write(mut self, event: &mut ObjectWriter<'_>) {
+        if self.members.is_empty() {
+            return;
+        }
+        sort_last_wins(&mut self.members);
+        let mut metadata = event.object("metadata");
+        for (key, value) in &self.members {
+            write_metadata(&mut metadata, key, *value);
+        }
     }
 }
 
 /// A track's `value`: the first of `properties.value`, `revenue`, `total`
-/// that is a number or a non-blank string.
-fn track_value(props: &Properties) -> Option<Value> {
-    ["value", "revenue", "total"].iter().find_map(|key| match props.get(*key) {
-        Some(v @ Value::Number(_)) => Some(v.clone()),
-        Some(Value::String(s)) if !s.trim().is_empty() => Some(Value::String(s.clone())),
-        _ => None,
-    })
+/// that is a number or a string not blank ([`id_value`]), copied as sent.
+fn track_value(props: Object<'_>) -> Option<EventValue<'_>> {
+    ["value", "revenue", "total"].iter().find_map(|key| props.get(key).and_then(id_value)).map(EventValue::AsSent)
 }
 
-/// `Experiment Viewed` as a config exposure: `config` ← `experiment_id`,
-/// else `experiment_name`; `ruleID` ← `variation_id`, else
-/// `variation_name`; the other properties stay as metadata. `None` (a plain
-/// event) when the experiment is not named at all.
-fn experiment_exposure(props: &Properties) -> Option<(String, BTreeMap<String, String>)> {
-    let first = |keys: [&str; 2]| keys.iter().find_map(|k| props.get(*k).and_then(id_string));
+/// `Experiment Viewed` as a config exposure's metadata: `config` ←
+/// `experiment_id`, else `experiment_name`; `ruleID` ← `variation_id`,
+/// else `variation_name` (each a string not blank or a number); the
+/// properties stay as metadata beside them. `None` (a plain event) when
+/// the experiment is not named at all.
+fn experiment_exposure(props: Object<'_>) -> Option<Metadata<'_>> {
+    let first = |keys: [&str; 2]| keys.iter().find_map(|key| props.get(key).and_then(id_value));
     let config = first(["experiment_id", "experiment_name"])?;
-    let mut metadata = metadata_of(props);
-    metadata.insert("config".into(), config);
+    let mut metadata = Metadata::default();
+    metadata.properties(props);
+    metadata.set("config", config);
     if let Some(rule) = first(["variation_id", "variation_name"]) {
-        metadata.insert("ruleID".into(), rule);
+        metadata.set("ruleID", rule);
     }
-    Some((CONFIG_EXPOSURE.into(), metadata))
+    Some(metadata)
+}
+
+#[cfg(test)]
+mod tests {
+    use switchyard_plugin_sdk::Event;
+
+    use super::*;
+    use crate::settings::Settings;
+
+    fn config(settings: serde_json::Value) -> Config {
+        let settings: Settings = serde_json::from_value(settings).unwrap();
+        Config::try_from(settings).unwrap()
+    }
+
+    fn map(text: &str, config: &Config) -> String {
+        let event = Event::from_segment_json(text).unwrap();
+        map_event(&event, config, &mut IdentifyCache::new(10)).unwrap().json().to_owned()
+    }
+
+    /// The members in their order, `metadata` and the user's maps sorted,
+    /// sent strings and numbers copied as sent.
+    #[test]
+    fn the_event_text_is_ordered_and_copies_what_it_can() {
+        let config = config(serde_json::json!({"server_secret": "secret-x1", "environment": "prod",
+            "custom_ids": {"aID": "properties.org", "stableID": "context.device.id"}}));
+        let text = r#"{"type":"track","messageId":"m","event":"Caf\u00e9","userId":42,"anonymousId":"a",
+            "timestamp":"2024-05-01T12:00:00.000Z",
+            "properties":{"z":1.50,"revenue":9.990,"a":"x\/y","org":7,"nested":{"b":1,"a":[2.0]}},
+            "context":{"ip":"1.2.3.4","device":{"id":"dev"},"traits":{"email":"e@x.io","plan":"pro","n":null}}}"#;
+        assert_eq!(
+            map(text, &config),
+            concat!(
+                r#"{"eventName":"Caf\u00e9","user":{"userID":"42","email":"e@x.io","ip":"1.2.3.4","#,
+                r#""custom":{"plan":"pro"},"customIDs":{"aID":"7","stableID":"dev"},"#,
+                r#""statsigEnvironment":{"tier":"prod"}},"value":9.990,"time":1714564800000,"#,
+                r#""metadata":{"a":"x\/y","nested":"{\"a\":[2.0],\"b\":1}","org":"7","revenue":"9.99","z":"1.5"}}"#
+            )
+        );
+    }
+
+    #[test]
+    fn an_exposure_ends_with_empty_secondary_exposures() {
+        let config = config(serde_json::json!({"server_secret": "secret-x1"}));
+        let text = r#"{"type":"track","messageId":"m","event":"Experiment Viewed","userId":"u",
+            "properties":{"experiment_id":5,"variation_name":"B","config":"sent"}}"#;
+        assert_eq!(
+            map(text, &config),
+            concat!(
+                r#"{"eventName":"statsig::config_exposure","user":{"userID":"u"},"#,
+                r#""metadata":{"config":"5","experiment_id":"5","ruleID":"B","variation_name":"B"},"#,
+                r#""secondaryExposures":[]}"#
+            )
+        );
+    }
 }
