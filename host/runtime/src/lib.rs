@@ -118,6 +118,10 @@ pub struct RuntimeOptions {
     /// What an idle slot costs in RSS at most, up to [`MAX_WARM_SLOTS`]
     /// idle slots.
     pub keep_resident_bytes: usize,
+    /// Write `/tmp/perf-<pid>.map` as plugins are compiled, so `perf
+    /// report` names the functions of plugin code (Linux `perf`'s map of
+    /// JIT code; nothing is written when off).
+    pub perf_map: bool,
 }
 
 /// Idle pooling slots kept warm (with their resident memory) at most.
@@ -135,6 +139,9 @@ impl Runtime {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(opts.epoch_interruption);
         config.concurrency_support(false);
+        if opts.perf_map {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         if opts.pooling {
             let n = opts.max_instances.max(1);
             let mut pool = PoolingAllocationConfig::default();

@@ -628,6 +628,7 @@ pub(crate) mod tests {
             pooling: false,
             epoch_interruption: true,
             keep_resident_bytes: 0,
+            perf_map: false,
         })
         .unwrap();
         let plugin = runtime.load(&webhook_wasm()).unwrap();

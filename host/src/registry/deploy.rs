@@ -25,6 +25,12 @@ pub fn hyper_transports() -> TransportFactory {
     Arc::new(|| Arc::new(HyperTransport::new()) as Arc<dyn Transport>)
 }
 
+/// Set to `1`, the server writes Linux `perf`'s map of compiled plugin
+/// code (`/tmp/perf-<pid>.map`), so `perf record -p <pid>` then `perf
+/// report` names plugin functions: how an integration author profiles a
+/// plugin under real traffic.
+pub const PERF_MAP_ENV: &str = "SWITCHYARD_PERF_MAP";
+
 /// The Wasm runtime for `config`.
 ///
 /// # Errors
@@ -38,6 +44,7 @@ pub fn runtime_for(config: &Config) -> anyhow::Result<Runtime> {
         pooling: true,
         epoch_interruption: true,
         keep_resident_bytes: config.runtime.memory_keep_resident_mb as usize * 1024 * 1024,
+        perf_map: std::env::var_os(PERF_MAP_ENV).is_some_and(|v| v == "1"),
     })
 }
 
