@@ -123,6 +123,7 @@ fn sandboxed_runtime(pooling: bool, epoch_interruption: bool, cache: &std::path:
         pooling,
         epoch_interruption,
         keep_resident_bytes: 16 << 20,
+        perf_map: std::env::var_os("SWITCHYARD_PERF_MAP").is_some_and(|v| v == "1"),
     })
     .expect("runtime")
 }
@@ -259,35 +260,48 @@ async fn bench() {
     let mut instance = plugin.instantiate(grants()).await.expect("instantiate");
     instance.init(settings).await.expect("init");
 
-    compare::<Webhook>(
-        &pooled,
-        "webhook example",
-        "webhook_destination",
-        json!({"url": "http://127.0.0.1:1/hook"}),
-        size,
-        budget,
-    )
-    .await;
+    // BENCH_ONLY=amplitude (a part of a plugin's label) runs that plugin's
+    // throughput table alone: what to profile one plugin with.
+    let only = std::env::var("BENCH_ONLY").ok().map(|s| s.to_ascii_lowercase());
+    let wanted = |label: &str| only.as_ref().is_none_or(|o| label.to_ascii_lowercase().contains(o.as_str()));
+    if wanted("webhook example") {
+        compare::<Webhook>(
+            &pooled,
+            "webhook example",
+            "webhook_destination",
+            json!({"url": "http://127.0.0.1:1/hook"}),
+            size,
+            budget,
+        )
+        .await;
+    }
     // The vendors' mappings: each event is parsed, mapped and re-serialized,
     // where the webhook splices the JSON through untouched.
-    compare::<amplitude_destination::Amplitude>(
-        &pooled,
-        "Amplitude (HTTP V2 mapping)",
-        "amplitude_destination",
-        json!({"api_key": "bench-api-key-0001", "endpoint": "http://127.0.0.1:1"}),
-        size,
-        budget,
-    )
-    .await;
-    compare::<statsig_destination::Statsig>(
-        &pooled,
-        "Statsig (log_event mapping)",
-        "statsig_destination",
-        json!({"server_secret": "secret-bench-0001", "endpoint": "http://127.0.0.1:1"}),
-        size,
-        budget,
-    )
-    .await;
+    if wanted("Amplitude (HTTP V2 mapping)") {
+        compare::<amplitude_destination::Amplitude>(
+            &pooled,
+            "Amplitude (HTTP V2 mapping)",
+            "amplitude_destination",
+            json!({"api_key": "bench-api-key-0001", "endpoint": "http://127.0.0.1:1"}),
+            size,
+            budget,
+        )
+        .await;
+    }
+    if wanted("Statsig (log_event mapping)") {
+        compare::<statsig_destination::Statsig>(
+            &pooled,
+            "Statsig (log_event mapping)",
+            "statsig_destination",
+            json!({"server_secret": "secret-bench-0001", "endpoint": "http://127.0.0.1:1"}),
+            size,
+            budget,
+        )
+        .await;
+    }
+    if only.is_some() {
+        return;
+    }
 
     sandbox_cost(cache.path(), budget).await;
 
