@@ -96,6 +96,9 @@ pub struct Runtime {
     linker: Linker<HostState>,
     cache_dir: PathBuf,
     ticker_stop: Arc<AtomicBool>,
+    /// [`RuntimeOptions::perf_map`]: plugins are then compiled afresh, as
+    /// code loaded from the compiled cache is not named in the map.
+    perf_map: bool,
 }
 
 /// Runtime-wide limits.
@@ -120,7 +123,8 @@ pub struct RuntimeOptions {
     pub keep_resident_bytes: usize,
     /// Write `/tmp/perf-<pid>.map` as plugins are compiled, so `perf
     /// report` names the functions of plugin code (Linux `perf`'s map of
-    /// JIT code; nothing is written when off).
+    /// JIT code; nothing is written when off). Plugins then skip the
+    /// compiled cache, whose code the map would not name.
     pub perf_map: bool,
 }
 
@@ -193,7 +197,7 @@ impl Runtime {
                 e.increment_epoch();
             }
         })?;
-        Ok(Runtime { engine, linker, cache_dir: opts.cache_dir.clone(), ticker_stop })
+        Ok(Runtime { engine, linker, cache_dir: opts.cache_dir.clone(), ticker_stop, perf_map: opts.perf_map })
     }
 
     /// The engine.
@@ -213,7 +217,11 @@ impl Runtime {
         let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read: {e}")))?;
         contract::check_header(&bytes).map_err(fail)?;
         let hash = cache::content_hash(&bytes);
-        let component = cache::compile_cached(&self.engine, &self.cache_dir, &hash, &bytes).map_err(fail)?;
+        let component = if self.perf_map {
+            Component::new(&self.engine, &bytes).map_err(|e| fail(format!("cannot compile: {e:#}")))?
+        } else {
+            cache::compile_cached(&self.engine, &self.cache_dir, &hash, &bytes).map_err(fail)?
+        };
         let contract = contract::check(&self.engine, &component).map_err(fail)?;
         let pre = self
             .linker

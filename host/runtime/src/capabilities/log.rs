@@ -2,7 +2,11 @@
 //! tagged with the destination's name, with the destination's secrets
 //! redacted and each line capped at [`MAX_LINE`] bytes. Lines past the
 //! destination's `log_lines_per_second` or `log_bytes_per_second` end the
-//! call (a quota breach).
+//! call (a quota breach). A line below the host's log level (a plugin's
+//! `debug` line when the server logs at `info`) is dropped before it is
+//! counted: it costs the host nothing, so it spends no quota. Counting it
+//! failed Statsig's batches under load, which logs one debug line per
+//! request (`cargo bench --bench pipeline`).
 //!
 //! [`LogCtx`] is a destination's grant, [`LogView`] lends it to the
 //! contract's `Host` traits, and [`add_to_linker`] links them.
@@ -78,6 +82,16 @@ pub fn add_to_linker<T: LogView + 'static>(linker: &mut Linker<T>) -> wasmtime::
 
 impl Host for LogCtxView<'_> {
     fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
+        let shown = match level {
+            Level::Trace => tracing::enabled!(target: "plugin", tracing::Level::TRACE),
+            Level::Debug => tracing::enabled!(target: "plugin", tracing::Level::DEBUG),
+            Level::Info => tracing::enabled!(target: "plugin", tracing::Level::INFO),
+            Level::Warn => tracing::enabled!(target: "plugin", tracing::Level::WARN),
+            Level::Error => tracing::enabled!(target: "plugin", tracing::Level::ERROR),
+        };
+        if !shown {
+            return Ok(());
+        }
         if !self.ctx.admit(message.len().min(MAX_LINE)) {
             return Err(self.breach.record(
                 QuotaKind::LogRate,
@@ -123,5 +137,31 @@ mod v0_1 {
             };
             log::Host::log(self, level, message)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::redact::Redactor;
+
+    /// Lines the host would not show spend no quota; shown ones do.
+    #[test]
+    fn only_lines_the_host_shows_are_counted() {
+        let subscriber =
+            tracing_subscriber::fmt().with_max_level(tracing::Level::INFO).with_writer(std::io::sink).finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let ctx = LogCtx::new(1, 1 << 20);
+            let caller = Caller { name: Arc::from("d"), redactor: Redactor::default() };
+            let mut breach = Breach::default();
+            let mut view = LogCtxView { ctx: &ctx, caller: &caller, breach: &mut breach };
+            for _ in 0..100 {
+                assert!(view.log(Level::Debug, "not shown".into()).is_ok());
+            }
+            assert!(view.log(Level::Info, "shown".into()).is_ok(), "the one line of the second");
+            assert!(view.log(Level::Warn, "over the rate".into()).is_err());
+        });
     }
 }
