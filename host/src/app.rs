@@ -50,7 +50,11 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         Some(t) => Some(Arc::new(arc_swap::ArcSwap::new(crate::ingest::tls::load(&t.cert, &t.key)?))),
         None => None,
     };
+    // The delivery workers' loops, and the calls of destinations that are
+    // behind, run here at the default priority (see crate::executor).
+    let delivery = Arc::new(Executor::new("delivery", cores()).context("starting the delivery threads")?);
     let shared = Shared {
+        delivery,
         tls: tls.clone(),
         runtime,
         transports: hyper_transports(),

@@ -211,6 +211,15 @@ pub struct RuntimeConfig {
     /// default, because on a shared host any busy process then stalls
     /// delivery outright (nice 19 still gives it a share).
     pub destination_idle: bool,
+    /// A destination this many events behind the log's end whose calls
+    /// succeed runs its plugin calls on the `delivery` threads (at the
+    /// default priority, sharing the cores with the tracking API) instead
+    /// of its own lowest-priority ones, so that under a sustained peak
+    /// delivery keeps pace with ingest instead of building a backlog that
+    /// only grows; ingest then accepts less. A destination whose calls
+    /// fail (a plugin that spins, say) never does. 0 turns it off. Default
+    /// 10000 (see [`crate::executor`]).
+    pub catch_up_backlog: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -221,6 +230,7 @@ impl Default for RuntimeConfig {
             memory_keep_resident_mb: 16,
             destination_nice: 19,
             destination_idle: false,
+            catch_up_backlog: 10_000,
         }
     }
 }

@@ -6,7 +6,8 @@
 //! | threads | what runs there | how many |
 //! |---|---|---|
 //! | the API runtime | the tracking API and the admin API (`/metrics`, `/ready`, …) | `server.api_threads` (default: one per core) |
-//! | one runtime per destination | its delivery worker, its plugin calls and its outbound HTTP connections | `min(quota.max_concurrent_calls, cores)`, fixed when the destination starts, at nice `runtime.destination_nice` (19), optionally under `SCHED_IDLE` |
+//! | one runtime per destination | its plugin calls and its outbound HTTP connections (and its worker's loop when `catch_up_backlog` is 0) | `min(quota.max_concurrent_calls, cores)`, fixed when the destination starts, at nice `runtime.destination_nice` (19), optionally under `SCHED_IDLE` |
+//! | the `delivery` runtime | every delivery worker's loop (reading the log, batching, acting on outcomes), and the plugin calls of a destination that is behind (`runtime.catch_up_backlog` events) and healthy (its last call succeeded) | one per core, at the default priority |
 //! | the control runtime (the process's main one) | reloads, the file watcher, `init` checks of new plugin versions | tokio's default |
 //! | `log-writer`, `log-prealloc` | the durable log's group commit and spare segments | one each |
 //! | `epoch-ticker` | the CPU clock of every sandbox ([`switchyard_runtime::EPOCH_TICK`]) | one |
@@ -34,6 +35,21 @@
 //! at nice 0 delivery took its fair share of the cores and durable ingest
 //! fell to ~160k events/s; at nice 19 it is back to 200–235k, with
 //! delivery still keeping up with 165–190k of it during the peak.
+//!
+//! At nice 19 delivery only gets what ingest leaves: under a sustained peak
+//! it fell behind and the backlog only grew (`cargo bench --bench
+//! pipeline`). So a destination that is behind by `runtime.catch_up_backlog`
+//! events (10000) and whose last call succeeded runs its calls on the
+//! `delivery` runtime instead, at the default priority: it then shares the
+//! cores with the tracking API as an equal, delivery keeps pace, and ingest
+//! accepts less — backpressure through the CPU rather than an unbounded
+//! backlog. A destination whose calls fail (a plugin that spins or runs out
+//! of memory) stays on its own lowest-priority threads, so it still cannot
+//! slow ingest; nor can one that keeps up, which is never behind. Its calls
+//! go back to its own threads as soon as it has caught up. The workers'
+//! loops run on the `delivery` runtime too: they only read the log and
+//! keep accounts, and at nice 19 that bookkeeping alone held a
+//! catching-up destination back.
 //!
 //! The cost is threads: one runtime per destination, each with at most
 //! `max_concurrent_calls` workers (they sleep while the destination is

@@ -85,6 +85,9 @@ pub struct DestinationStats {
     pub dead_lettered: Counter,
     /// Plugin calls that failed as a whole (trap, timeout, contract breach).
     pub call_failures: Counter,
+    /// Plugin calls run on the `delivery` threads, the destination being
+    /// behind (`runtime.catch_up_backlog`).
+    pub catch_up_calls: Counter,
     /// Quota breaches, by [`QuotaKind::index`].
     pub breaches: [Counter; QuotaKind::ALL.len()],
     /// Wall time of each `deliver` call.
@@ -334,7 +337,7 @@ impl Metrics {
         let mut out = String::new();
         let destinations = self.destinations();
         let sources = self.sources();
-        let dest: [Series<DestinationStats>; 7] = [
+        let dest: [Series<DestinationStats>; 8] = [
             ("switchyard_destination_received_total", "Events routed to the destination", |d| d.received.get()),
             ("switchyard_destination_filtered_total", "Events not subscribed by the destination", |d| d.filtered.get()),
             ("switchyard_destination_delivered_total", "Events the destination accepted", |d| d.delivered.get()),
@@ -348,6 +351,11 @@ impl Metrics {
             ("switchyard_destination_call_failures_total", "Plugin calls that failed as a whole", |d| {
                 d.call_failures.get()
             }),
+            (
+                "switchyard_destination_catch_up_calls_total",
+                "Plugin calls run on the delivery threads, the destination being behind",
+                |d| d.catch_up_calls.get(),
+            ),
         ];
         for (name, help, get) in dest {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");

@@ -209,6 +209,10 @@ pub trait Consumer: Send + 'static {
     /// Records handed out and not acked.
     fn in_flight(&self) -> usize;
 
+    /// Records durable and not yet handed out: how far behind the log's
+    /// end this consumer reads (its backlog, less what is in flight).
+    fn pending(&self) -> u64;
+
     /// The position a commit saves: the first record not acked, or the next
     /// one to hand out when every record is.
     fn position(&self) -> Seq;

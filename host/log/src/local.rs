@@ -162,6 +162,10 @@ impl Consumer for LocalConsumer {
         self.progress.in_flight()
     }
 
+    fn pending(&self) -> u64 {
+        self.log.end().saturating_sub(self.reader.position())
+    }
+
     fn position(&self) -> Seq {
         self.progress.position(self.reader.position())
     }
@@ -190,8 +194,11 @@ mod tests {
         let log = LocalLog::open(dir.path(), opts.clone(), &DedupeOptions::default()).unwrap();
         let mut c = log.consumer("hook").unwrap();
         log.append(records(10)).await.unwrap();
+        assert_eq!(c.pending(), 10, "durable, not handed out");
+        assert_eq!(c.try_batch(3).await.unwrap().len(), 3);
+        assert_eq!(c.pending(), 7);
         let got = c.try_batch(100).await.unwrap();
-        assert_eq!(got.len(), 10);
+        assert_eq!((got.len(), c.pending()), (7, 0));
         // Acked out of order, all but record 4.
         for seq in (0..10).rev().filter(|s| *s != 4) {
             c.ack(seq);

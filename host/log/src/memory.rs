@@ -151,6 +151,10 @@ impl Consumer for MemoryConsumer {
         self.progress.in_flight()
     }
 
+    fn pending(&self) -> u64 {
+        self.end.borrow().saturating_sub(self.read)
+    }
+
     fn position(&self) -> Seq {
         self.progress.position(self.read)
     }

@@ -116,6 +116,20 @@ pub struct WorkerSpec<L: EventLog> {
     /// Commit the position at most this often (and on stop); zero commits
     /// after every change.
     pub commit_every: Duration,
+    /// The destination's own threads, where its plugin calls run.
+    pub own_threads: tokio::runtime::Handle,
+    /// Where calls run while the destination is behind; `None`: always on
+    /// its own threads.
+    pub catch_up: Option<CatchUp>,
+}
+
+/// The `delivery` threads (see [`crate::executor`]) and when a
+/// destination's calls use them: while at least `backlog` events wait for it in the log and
+/// its last call succeeded.
+#[derive(Clone)]
+pub struct CatchUp {
+    pub threads: tokio::runtime::Handle,
+    pub backlog: u64,
 }
 
 struct Worker<C: Consumer> {
@@ -139,6 +153,13 @@ struct Worker<C: Consumer> {
     pacer: Pacer,
     breaker: Breaker,
     commits: Commits,
+    own_threads: tokio::runtime::Handle,
+    catch_up: Option<CatchUp>,
+    /// The last finished call of the current deploy succeeded: only then
+    /// may calls go to the `delivery` threads.
+    healthy: bool,
+    /// Whether the last call launched went to the `delivery` threads.
+    catching_up: bool,
 }
 
 /// When the worker commits its position: at most every `every`, and, if
@@ -174,8 +195,17 @@ struct CallDone {
 /// Runs a destination until `shutdown` turns true; the batches in flight
 /// finish and the cursor is saved.
 pub async fn run_worker<L: EventLog>(spec: WorkerSpec<L>, shutdown: watch::Receiver<bool>) {
-    let WorkerSpec { name, deploy: mut deploys, paused: mut pauses, stats, consumer, dead_letters, commit_every } =
-        spec;
+    let WorkerSpec {
+        name,
+        deploy: mut deploys,
+        paused: mut pauses,
+        stats,
+        consumer,
+        dead_letters,
+        commit_every,
+        own_threads,
+        catch_up,
+    } = spec;
     let start = consumer.position();
     let deploy = deploys.borrow_and_update().clone();
     let mut consumer = consumer;
@@ -193,6 +223,10 @@ pub async fn run_worker<L: EventLog>(spec: WorkerSpec<L>, shutdown: watch::Recei
         deadline: None,
         breaker: Breaker::default(),
         commits: Commits { every: commit_every, committed: Some(start), not_before: Instant::now() },
+        own_threads,
+        catch_up,
+        healthy: false,
+        catching_up: false,
     };
     tracing::info!(
         destination = &*name,
@@ -278,6 +312,7 @@ impl<C: Consumer> Worker<C> {
         self.consumer.set_window(window_for(&next));
         self.pacer = pacer_for(&next);
         self.breaker.reset();
+        self.healthy = false;
         self.stats.update_status(|s| s.quarantined = None);
         self.deploy = next;
     }
@@ -354,12 +389,36 @@ impl<C: Consumer> Worker<C> {
         self.forming.push(pending);
     }
 
-    /// Starts a plugin call for `batch` on an idle instance, or a new one.
+    /// The `delivery` threads, when the next call, of `batch` events, should
+    /// run there: the destination is `catch_up.backlog` events behind (the
+    /// batch and what waits after it) and its last call succeeded. Logs
+    /// when that starts and ends.
+    fn catch_up_threads(&mut self, batch: usize) -> Option<tokio::runtime::Handle> {
+        let behind = self.consumer.pending() + batch as u64;
+        let threads = self.catch_up.as_ref().filter(|c| self.healthy && behind >= c.backlog).map(|c| c.threads.clone());
+        if threads.is_some() != self.catching_up {
+            self.catching_up = threads.is_some();
+            if self.catching_up {
+                tracing::info!(destination = &*self.name, behind, "behind: calls run on the delivery threads");
+            } else {
+                tracing::info!(destination = &*self.name, behind, "caught up: calls run on its own threads");
+            }
+        }
+        threads
+    }
+
+    /// Starts a plugin call for `batch` on an idle instance, or a new one,
+    /// on the destination's threads or, while it is behind, the `delivery`
+    /// threads.
     fn launch(&mut self, calls: &mut JoinSet<CallDone>, batch: Vec<Pending>) {
         let idle = self.idle.pop();
         let deploy = self.deploy.clone();
         let stats = self.stats.clone();
-        calls.spawn(async move {
+        let threads = self.catch_up_threads(batch.len());
+        if threads.is_some() {
+            self.stats.catch_up_calls.inc();
+        }
+        let call = async move {
             let generation = deploy.generation;
             let mut instance = match idle {
                 Some(instance) => instance,
@@ -379,7 +438,8 @@ impl<C: Consumer> Worker<C> {
             // A trapped or timed-out instance cannot be entered again.
             let instance = result.is_ok().then_some(instance);
             CallDone { instance, generation, batch, result }
-        });
+        };
+        calls.spawn_on(call, threads.as_ref().unwrap_or(&self.own_threads));
     }
 
     /// Acts on a finished call: each event's outcome, or a retry of the
@@ -432,6 +492,7 @@ impl<C: Consumer> Worker<C> {
 
     /// A call succeeded: the failure streak ends, and a quarantine with it.
     fn call_succeeded(&mut self) {
+        self.healthy = true;
         let ended_quarantine = self.breaker.succeeded();
         let now = chrono::Utc::now().timestamp_millis();
         self.stats.update_status(|s| {
@@ -447,6 +508,7 @@ impl<C: Consumer> Worker<C> {
     /// destination after `after_failures` in a row (or backs off further
     /// after a failed probe).
     fn call_failed(&mut self, err: &CallError) {
+        self.healthy = false;
         let stats = &self.stats;
         let reason = err.to_string();
         let now = chrono::Utc::now().timestamp_millis();
@@ -671,6 +733,7 @@ pub(crate) mod tests {
         let consumer = log.consumer("hook").unwrap();
         log.append((0..30).map(|i| Record { id: i, payload: encode_envelope(&event(i)) }).collect()).await.unwrap();
         let stats = Arc::new(DestinationStats::new("hook"));
+        let catch_up = crate::executor::Executor::new("catch-up", 1).unwrap();
         let (_deploy_tx, deploy_rx) = watch::channel(deploy);
         let (_pause_tx, pause_rx) = watch::channel(false);
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -682,6 +745,8 @@ pub(crate) mod tests {
             consumer,
             dead_letters: Arc::new(DeadLetters::open(&dir.path().join("dead")).unwrap()),
             commit_every: Duration::from_millis(50),
+            own_threads: tokio::runtime::Handle::current(),
+            catch_up: Some(super::CatchUp { threads: catch_up.handle().clone(), backlog: 5 }),
         };
         let worker = tokio::spawn(run_worker(spec, stop_rx));
         tokio::time::timeout(Duration::from_secs(60), async {
@@ -706,5 +771,9 @@ pub(crate) mod tests {
         assert_eq!(stats.delivered.get(), 30);
         assert_eq!(stats.retried.get(), failed.len() as u64);
         assert_eq!(stats.dead_lettered.get(), 0);
+        // The first two calls start before any has succeeded, on the
+        // worker's threads; once one has, the third batch of 10 (over the
+        // backlog of 5) goes to the catch-up threads.
+        assert!(stats.catch_up_calls.get() >= 1, "{}", stats.catch_up_calls.get());
     }
 }

@@ -37,7 +37,7 @@ use tokio::task::JoinHandle;
 use crate::config::{Config, DestinationConfig};
 use crate::deadletter::DeadLetters;
 use crate::delivery::Subscription;
-use crate::delivery::{Deploy, WorkerSpec, run_worker};
+use crate::delivery::{CatchUp, Deploy, WorkerSpec, run_worker};
 use crate::executor::{Executor, Priority};
 use crate::ingest::cors::Cors;
 use crate::ingest::rate_limit::RateLimiter;
@@ -93,6 +93,9 @@ pub struct Shared<L: EventLog = LocalLog> {
     pub sources: Sources,
     /// The tracking listener's TLS settings, read again on each reload.
     pub tls: Option<TlsConfigs>,
+    /// The delivery workers' loops, and the plugin calls of a destination
+    /// that is behind (see [`crate::executor`]).
+    pub delivery: Arc<Executor>,
 }
 
 /// The running destinations and sources.
@@ -379,8 +382,20 @@ impl<L: EventLog> Registry<L> {
             consumer,
             dead_letters: dead_letters.clone(),
             commit_every: Duration::from_millis(config.server.cursor_commit_ms),
+            own_threads: executor.handle().clone(),
+            catch_up: (config.runtime.catch_up_backlog > 0).then(|| CatchUp {
+                threads: self.shared.delivery.handle().clone(),
+                backlog: config.runtime.catch_up_backlog,
+            }),
         };
-        let worker = executor.spawn(run_worker(spec, stop_rx));
+        // The worker's own loop (reading the log, batching, outcomes) runs
+        // at the default priority when it may catch up, so that delivery's
+        // bookkeeping keeps pace too; its plugin calls choose per call.
+        let worker = if spec.catch_up.is_some() {
+            self.shared.delivery.spawn(run_worker(spec, stop_rx))
+        } else {
+            executor.spawn(run_worker(spec, stop_rx))
+        };
         // The executor lives as long as its worker.
         let task = tokio::spawn(async move {
             let _ = worker.await;
