@@ -31,6 +31,7 @@
 //! - `BENCH_DIR`: where the data dirs are made (default the temp dir), to
 //!   measure another device.
 //! - `CARGO_TARGET_DIR`: where the binary and the plugins are found.
+//! - `PIPELINE_SERVER`: another `switchyard` binary to measure.
 
 mod common;
 
@@ -297,9 +298,11 @@ fn role(role: &str) -> Command {
 
 /// `target/release/switchyard` (under `CARGO_TARGET_DIR` when set): the
 /// release binary, which `cargo bench` builds with this bench, as the
-/// bench profile is the release one.
+/// bench profile is the release one; `PIPELINE_SERVER` names another (an
+/// older build, to compare before and after in one run).
 fn server_binary() -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_BIN_EXE_switchyard"));
+    let path = std::env::var_os("PIPELINE_SERVER")
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_switchyard")), PathBuf::from);
     assert!(path.exists(), "{} is missing: build it first (cargo build --release -p switchyard)", path.display());
     path
 }
