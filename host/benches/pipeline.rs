@@ -185,23 +185,9 @@ struct LoadReport {
     max_ms: f64,
 }
 
-/// Where message ids start, so that two loads against one server never
-/// repeat one (dedupe would drop it).
-static NEXT_SEED: AtomicU64 = AtomicU64::new(0);
-
 /// A `/v1/batch` body of [`BATCH`] events with unique messageIds.
 fn body() -> Bytes {
-    let seed = NEXT_SEED.fetch_add(BATCH as u64, Ordering::Relaxed);
-    let mut out = String::with_capacity(BATCH * 520 + 16);
-    out.push_str("{\"batch\":[");
-    for i in 0..BATCH {
-        if i > 0 {
-            out.push(',');
-        }
-        common::track_event(&mut out, seed, i);
-    }
-    out.push_str("]}");
-    Bytes::from(out)
+    common::batch_body(BATCH)
 }
 
 /// Loads `PIPELINE_ADDR` over `PIPELINE_CONNS` connections for
@@ -212,7 +198,7 @@ async fn loadgen() {
     let addr: SocketAddr = std::env::var("PIPELINE_ADDR").expect("PIPELINE_ADDR").parse().expect("address");
     let conns: usize = env_or("PIPELINE_CONNS", 8);
     let secs: f64 = env_or("BENCH_SECS", 20.0);
-    NEXT_SEED.store(env_or("PIPELINE_SEED", 0), Ordering::Relaxed);
+    common::first_seed(env_or("PIPELINE_SEED", 0));
     let started = Instant::now();
     let (mut latencies, failures, missed) = match std::env::var("PIPELINE_RATE").ok().and_then(|r| r.parse().ok()) {
         Some(rate) => {

@@ -52,6 +52,13 @@ pub const AUTHORIZATION: &str = "Basic YmVuY2hfa2V5Og=="; // bench_key:
 /// Unique seeds for message ids across a whole run.
 static NEXT_SEED: AtomicU64 = AtomicU64::new(0);
 
+/// Makes this process's message ids start at `seed`: a load generator in
+/// a process of its own takes a new seed per load, so two loads against one
+/// server never repeat an id (dedupe would drop it).
+pub fn first_seed(seed: u64) {
+    NEXT_SEED.store(seed, Ordering::Relaxed);
+}
+
 /// One ~500-byte analytics.js-like track event with a unique messageId.
 pub fn track_event(out: &mut String, seed: u64, i: usize) {
     let _ = write!(
