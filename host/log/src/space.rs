@@ -13,7 +13,10 @@
 //! traffic needed.
 //!
 //! Under pressure — less than the floor plus room for the spare segments —
-//! the spares are given back and no new one is prepared.
+//! the spares are given back and no new one is prepared. A refusing log
+//! accepts again once the floor plus that room (at most half the floor
+//! again) is free: giving the spares back cannot then flip a refusal
+//! straight back, and ingest does not flap at the floor.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -34,6 +37,10 @@ pub struct Space {
     /// Bytes written since then.
     written: AtomicU64,
     below: AtomicBool,
+    /// An append was refused on the estimate ([`Space::check`]) since the
+    /// last measurement: that measurement then judges with the resume
+    /// margin, as if below already.
+    refused: AtomicBool,
 }
 
 /// Why appends are refused for lack of space.
@@ -56,6 +63,7 @@ impl Space {
             spare_room,
             free: AtomicU64::new(u64::MAX),
             written: AtomicU64::new(0),
+            refused: AtomicBool::new(false),
             below: AtomicBool::new(false),
         };
         space.measure()?;
@@ -72,9 +80,19 @@ impl Space {
         let free = st.f_bavail.saturating_mul(st.f_frsize);
         self.written.store(0, Ordering::Relaxed);
         self.free.store(free, Ordering::Relaxed);
-        let below = self.floor > 0 && free < self.floor;
-        let was = self.below.swap(below, Ordering::Relaxed);
+        let was = self.below.load(Ordering::Relaxed);
+        let refusing = was | self.refused.swap(false, Ordering::Relaxed);
+        let below = self.floor > 0 && free < if refusing { self.resume_at() } else { self.floor };
+        self.below.store(below, Ordering::Relaxed);
         Ok((was, below))
+    }
+
+    /// Free bytes at which a refusing log accepts again: the floor plus
+    /// room for the spares (at most half the floor again). Giving the
+    /// spares back frees no more than that, so it cannot flip a refusal
+    /// straight back, and ingest does not flap at the floor.
+    fn resume_at(&self) -> u64 {
+        self.floor.saturating_add(self.spare_room.min(self.floor / 2))
     }
 
     /// Counts `bytes` written since the last measurement.
@@ -93,6 +111,7 @@ impl Space {
     pub fn check(&self) -> Result<(), BelowFloor> {
         let free = self.free();
         if self.floor > 0 && (self.below.load(Ordering::Relaxed) || free < self.floor) {
+            self.refused.store(true, Ordering::Relaxed);
             return Err(BelowFloor { free_bytes: free, floor_bytes: self.floor });
         }
         Ok(())
@@ -159,5 +178,26 @@ mod tests {
         assert!(space.pressed());
         let (_, below) = space.measure().unwrap();
         assert!(!below, "nothing was really written: measured again, it fits");
+    }
+
+    /// Once refusing, the log accepts again only with the resume margin
+    /// free, so that giving the spares back (or a little deleted) does not
+    /// flip it straight back.
+    #[test]
+    fn a_refusal_lasts_until_the_floor_plus_the_margin_is_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let free = Space::new(dir.path(), 0, 0).unwrap().free();
+        // Gigabytes apart: other processes write to the same disk.
+        let floor = free.saturating_sub(2 << 30);
+        let space = Space::new(dir.path(), floor, 8 << 30).unwrap();
+        assert!(space.check().is_ok());
+        space.wrote(3 << 30);
+        assert!(space.check().is_err(), "refused on the estimate");
+        assert_eq!(space.measure().unwrap(), (false, true), "measured: above the floor, under the margin");
+        assert!(space.check().is_err());
+        assert_eq!(space.measure().unwrap(), (true, true), "and so it stays");
+        let resumed = Space::new(dir.path(), free.saturating_sub(10 << 30), 8 << 30).unwrap();
+        resumed.below.store(true, Ordering::Relaxed);
+        assert_eq!(resumed.measure().unwrap(), (true, false), "the floor plus the margin free: accepting");
     }
 }
