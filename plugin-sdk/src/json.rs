@@ -405,13 +405,8 @@ pub struct Object<'a> {
 }
 
 impl<'a> Object<'a> {
-    /// Every member, a repeated key each time: (key, value).
+    /// Every member, a repeated key each time: (key node, value).
     pub(crate) fn members_with_repeats(&self) -> impl Iterator<Item = (Json<'a>, Json<'a>)> + 'a {
-        self.all()
-    }
-
-    /// Every member, duplicates included: (key node, value).
-    fn all(&self) -> impl Iterator<Item = (Json<'a>, Json<'a>)> + 'a {
         let (mut at, end, value) = match self.value {
             Some(v) => (v.at + 1, v.node().next, Some(v)),
             None => (0, 0, None),
@@ -493,13 +488,13 @@ impl<'a> Object<'a> {
 
     /// The members in order, each key once (with its last value).
     pub fn iter(&self) -> Members<'a> {
-        let count = self.all().count();
+        let count = self.members_with_repeats().count();
         // A key's later duplicate is looked for in place in a small
         // object; a large one is indexed once so this stays linear.
         let dropped = if count > 32 {
             let mut seen = std::collections::HashSet::with_capacity(count);
             let mut dropped = vec![false; count];
-            let keys: Vec<Cow<'a, str>> = self.all().map(|(k, _)| key_text(k)).collect();
+            let keys: Vec<Cow<'a, str>> = self.members_with_repeats().map(|(k, _)| key_text(k)).collect();
             for (i, key) in keys.iter().enumerate().rev() {
                 dropped[i] = !seen.insert(key.as_ref());
             }
@@ -517,7 +512,7 @@ impl<'a> Object<'a> {
 
     /// `true` when there are no members.
     pub fn is_empty(&self) -> bool {
-        self.all().next().is_none()
+        self.members_with_repeats().next().is_none()
     }
 
     /// The object's JSON text as sent; `{}` for the empty object.

@@ -355,14 +355,6 @@ fn session_id(integrations: &Object<'_>, ctx: &Object<'_>, props: Option<&Object
     Some(if ms < 0 { -1 } else { ms })
 }
 
-/// A number from a JSON number or a numeric string.
-fn number(v: Option<Json<'_>>) -> Option<f64> {
-    match v?.kind() {
-        Kind::Number | Kind::String => v?.f64(),
-        _ => None,
-    }
-}
-
 /// Writes `key` as a JSON number: a JSON number as sent, a numeric string
 /// as its value. Returns whether it wrote one.
 fn put_number(o: &mut ObjectWriter<'_>, key: &str, v: Option<Json<'_>>) -> bool {
@@ -371,7 +363,7 @@ fn put_number(o: &mut ObjectWriter<'_>, key: &str, v: Option<Json<'_>>) -> bool 
             o.json(key, n);
             true
         }
-        other => match number(other) {
+        other => match other.and_then(Json::f64) {
             Some(f) => {
                 o.f64(key, f);
                 true
@@ -429,8 +421,7 @@ fn track(base: &Base<'_>, name: &str, props: &Object<'_>, config: &Config) -> Ve
     } else {
         Vec::new()
     };
-    let per_product =
-        config.track_revenue_per_product && products.iter().any(|(_, p)| number(p.get("price")).is_some());
+    let per_product = config.track_revenue_per_product && products.iter().any(|(_, p)| p.f64("price").is_some());
     let order_revenue_type = first_text(props, &["revenueType", "revenue_type"]);
     let mut out = Vec::with_capacity(512);
     {
@@ -439,7 +430,7 @@ fn track(base: &Base<'_>, name: &str, props: &Object<'_>, config: &Config) -> Ve
         base.context_traits(&mut o);
         base.groups(&mut o, Some(props));
         if !per_product {
-            let revenue = match props.get("revenue").filter(|v| number(Some(*v)).is_some()) {
+            let revenue = match props.get("revenue").filter(|v| v.f64().is_some()) {
                 None if name == "Order Completed" => props.get("total"),
                 revenue => revenue,
             };
@@ -492,7 +483,7 @@ fn product_revenue(o: &mut ObjectWriter<'_>, product: &Object<'_>, order_revenue
 
 /// `quantity` as the integer Amplitude requires (rounded).
 fn quantity(props: &Object<'_>) -> Option<i64> {
-    number(props.get("quantity")).map(|q| q.round() as i64)
+    props.f64("quantity").map(|q| q.round() as i64)
 }
 
 /// A scalar trait as a string (group types and values are strings).
