@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use switchyard_log::{DedupeOptions, LocalLog, LogOptions};
+use switchyard_jetstream::JetStreamLog;
+use switchyard_log::{DedupeOptions, EventLog, LocalLog, LogOptions};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::Config;
+use crate::config::{Config, LogBackend};
 use crate::executor::{Executor, cores};
 use crate::ingest::{Ingest, Sources};
 use crate::metrics::Metrics;
@@ -31,8 +32,23 @@ use crate::sink::LogSink;
 pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
     let data = &config.server.data_dir;
     std::fs::create_dir_all(data).with_context(|| format!("creating data_dir {}", data.display()))?;
-    let runtime = Arc::new(runtime_for(&config)?);
+    let dedupe_window = Duration::from_secs(config.server.dedupe_window_secs);
+    match config.log.backend {
+        LogBackend::Embedded => {
+            let log = open_embedded(&config)?;
+            serve(config, log, shutdown).await
+        }
+        LogBackend::Jetstream => {
+            let options = config.log.jetstream.options(dedupe_window);
+            let log = JetStreamLog::open(options).await.context("opening the JetStream log")?;
+            serve(config, Arc::new(log), shutdown).await
+        }
+    }
+}
 
+/// The embedded log under `data_dir`.
+fn open_embedded(config: &Config) -> anyhow::Result<Arc<LocalLog>> {
+    let data = &config.server.data_dir;
     let log_opts = LogOptions {
         segment_bytes: config.server.log_segment_mb.max(1) * 1024 * 1024,
         fsync: true,
@@ -42,8 +58,16 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         window: Duration::from_secs(config.server.dedupe_window_secs),
         max_ids: config.server.dedupe_max_ids,
     };
-    let log = Arc::new(LocalLog::open(data, log_opts, &dedupe).context("opening the durable log")?);
+    Ok(Arc::new(LocalLog::open(data, log_opts, &dedupe).context("opening the durable log")?))
+}
 
+/// Runs the server on `log` until `shutdown` resolves (see [`run`]).
+async fn serve<L: EventLog>(
+    config: Config,
+    log: Arc<L>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let runtime = Arc::new(runtime_for(&config)?);
     let metrics = Arc::new(Metrics::default());
     let sources: Sources = Arc::default();
     let tls = match &config.server.tls {
@@ -131,7 +155,11 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
 
 /// Every [`REMOVED_CHECK_EVERY`], from start, warns about removed
 /// destinations holding more than `threshold` bytes of the log.
-async fn warn_about_removed_destinations(registry: Arc<Registry>, threshold: u64, shutdown: watch::Receiver<bool>) {
+async fn warn_about_removed_destinations<L: EventLog>(
+    registry: Arc<Registry<L>>,
+    threshold: u64,
+    shutdown: watch::Receiver<bool>,
+) {
     let stop = crate::stopped(shutdown);
     tokio::pin!(stop);
     let mut every = tokio::time::interval(REMOVED_CHECK_EVERY);

@@ -90,6 +90,8 @@ pub struct Config {
     #[serde(default)]
     pub runtime: RuntimeConfig,
     #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
     pub sources: Vec<SourceConfig>,
     #[serde(default)]
     pub destinations: Vec<DestinationConfig>,
@@ -231,6 +233,121 @@ impl Default for RuntimeConfig {
             destination_nice: 19,
             destination_idle: false,
             catch_up_backlog: 10_000,
+        }
+    }
+}
+
+/// `[log]`: where accepted events wait for delivery.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `embedded` (the default): the durable log under `data_dir`, no
+    /// server needed. `jetstream`: a NATS JetStream stream that several
+    /// Switchyard nodes share (`[log.jetstream]`).
+    pub backend: LogBackend,
+    pub jetstream: JetStreamConfig,
+}
+
+/// `[log] backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogBackend {
+    #[default]
+    Embedded,
+    Jetstream,
+}
+
+/// `[log.jetstream]`: the cluster and the stream's shape (see the
+/// `switchyard-jetstream` crate for what each does on the server).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JetStreamConfig {
+    /// NATS servers, `nats://host:port`; one of a cluster suffices.
+    pub servers: Vec<String>,
+    /// A token the servers require (use `${ENV}`).
+    pub token: Option<String>,
+    /// The events stream (the dedupe ids go to `<stream>_IDS`).
+    pub stream: String,
+    /// The first token of the subjects.
+    pub subject_prefix: String,
+    /// Replicas of the streams and consumers: 1, or 3 on a cluster.
+    pub replicas: usize,
+    /// Undelivered events older than this are deleted: keep it above the
+    /// retry horizon plus the longest outage to tolerate, hours.
+    pub max_age_hours: u64,
+    /// The events stream's bound, MiB (0: none); at the bound ingest
+    /// answers 503, never evicts an undelivered event.
+    pub max_bytes_mb: u64,
+    /// Subject partitions, by a hash of the user (fixed once created).
+    pub partitions: u32,
+    /// JetStream's own `Nats-Msg-Id` window, seconds.
+    pub duplicate_window_secs: u64,
+    /// `stream`: repeats of a `messageId` are dropped across every node
+    /// for `server.dedupe_window_secs`, through an id stream (one read and
+    /// one small write per event). `window`: only within
+    /// `duplicate_window_secs`.
+    pub dedupe: JetStreamDedupe,
+    /// Most ids the id stream keeps (the window shortens when reached).
+    pub dedupe_max_ids: i64,
+    /// How long the server waits for an ack (progress acks extend it)
+    /// before handing an event to another node, seconds.
+    pub ack_wait_secs: u64,
+    /// How long ingest keeps publishing an event again (same id) when the
+    /// stream does not acknowledge it, before answering 503, ms.
+    pub publish_timeout_ms: u64,
+}
+
+/// `[log.jetstream] dedupe`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JetStreamDedupe {
+    Stream,
+    Window,
+}
+
+impl Default for JetStreamConfig {
+    fn default() -> Self {
+        let d = switchyard_jetstream::Options::default();
+        JetStreamConfig {
+            servers: d.servers,
+            token: None,
+            stream: d.stream,
+            subject_prefix: d.subject_prefix,
+            replicas: d.replicas,
+            max_age_hours: d.max_age.as_secs() / 3600,
+            max_bytes_mb: 0,
+            partitions: d.partitions,
+            duplicate_window_secs: d.duplicate_window.as_secs(),
+            dedupe: JetStreamDedupe::Stream,
+            dedupe_max_ids: d.dedupe_max_ids,
+            ack_wait_secs: d.ack_wait.as_secs(),
+            publish_timeout_ms: u64::try_from(d.publish_timeout.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+impl JetStreamConfig {
+    /// The backend's options; `dedupe_window` is `server.dedupe_window_secs`.
+    pub fn options(&self, dedupe_window: std::time::Duration) -> switchyard_jetstream::Options {
+        use std::time::Duration;
+        switchyard_jetstream::Options {
+            servers: self.servers.clone(),
+            token: self.token.clone(),
+            stream: self.stream.clone(),
+            subject_prefix: self.subject_prefix.clone(),
+            replicas: self.replicas,
+            max_age: Duration::from_secs(self.max_age_hours * 3600),
+            max_bytes: i64::try_from(self.max_bytes_mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX),
+            partitions: self.partitions,
+            duplicate_window: Duration::from_secs(self.duplicate_window_secs),
+            dedupe: match self.dedupe {
+                JetStreamDedupe::Stream => switchyard_jetstream::Dedupe::Stream,
+                JetStreamDedupe::Window => switchyard_jetstream::Dedupe::Window,
+            },
+            dedupe_window,
+            dedupe_max_ids: self.dedupe_max_ids,
+            ack_wait: Duration::from_secs(self.ack_wait_secs),
+            publish_timeout: Duration::from_millis(self.publish_timeout_ms),
         }
     }
 }
@@ -578,6 +695,37 @@ impl Config {
                 "server.admin_token_file".to_owned(),
                 "set admin_token or admin_token_file, not both".to_owned(),
             ));
+        }
+        let js = &self.log.jetstream;
+        if js.servers.is_empty() {
+            bad.push(("log.jetstream.servers".to_owned(), "name at least one server".to_owned()));
+        }
+        for (i, url) in js.servers.iter().enumerate() {
+            if !switchyard_jetstream::is_server_url(url) {
+                bad.push((format!("log.jetstream.servers[{i}]"), format!("`{url}` is not a NATS server URL")));
+            }
+        }
+        if !(1..=5).contains(&js.replicas) {
+            bad.push(("log.jetstream.replicas".to_owned(), "must be between 1 and 5".to_owned()));
+        }
+        if js.partitions == 0 || js.partitions > 1024 {
+            bad.push(("log.jetstream.partitions".to_owned(), "must be between 1 and 1024".to_owned()));
+        }
+        for (key, name) in [("log.jetstream.stream", &js.stream), ("log.jetstream.subject_prefix", &js.subject_prefix)]
+        {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                bad.push((key.to_owned(), "must be non-empty ASCII letters, digits, `-` or `_`".to_owned()));
+            }
+        }
+        for (key, v) in [
+            ("log.jetstream.max_age_hours", js.max_age_hours),
+            ("log.jetstream.duplicate_window_secs", js.duplicate_window_secs),
+            ("log.jetstream.ack_wait_secs", js.ack_wait_secs),
+            ("log.jetstream.publish_timeout_ms", js.publish_timeout_ms),
+        ] {
+            if v == 0 {
+                bad.push((key.to_owned(), "must be positive".to_owned()));
+            }
         }
         let mut keys = HashSet::new();
         let mut names = HashSet::new();

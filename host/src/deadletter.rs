@@ -133,7 +133,7 @@ impl DeadLetters {
                 e.only_for = Some(target.clone());
                 // A replay is a new record, not a repeat of the event the
                 // log took (and remembers) before: an id of its own.
-                Record { id: fastrand::u64(..), payload: encode_envelope(&e) }
+                Record { id: fastrand::u64(..), order_key: 0, payload: encode_envelope(&e) }
             })
             .collect();
         log.append(records).await?;

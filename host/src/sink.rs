@@ -18,7 +18,7 @@ use crate::record::encode_envelope;
 #[derive(Debug, thiserror::Error)]
 #[error("events cannot be accepted: {message}")]
 pub struct SinkError {
-    /// `disk_below_floor`, `shutting_down` or `log_unavailable`.
+    /// `disk_below_floor`, `log_full`, `shutting_down` or `log_unavailable`.
     pub code: &'static str,
     pub message: String,
 }
@@ -28,6 +28,7 @@ impl From<LogError> for SinkError {
         let code = match e {
             LogError::BelowFloor { .. } => "disk_below_floor",
             LogError::Closed => "shutting_down",
+            LogError::Full(_) => "log_full",
             LogError::Io(_) | LogError::Corrupt { .. } => "log_unavailable",
         };
         SinkError { code, message: e.to_string() }
@@ -46,6 +47,13 @@ pub trait EventSink: Send + Sync + 'static {
     fn submit(&self, events: Vec<Arc<Envelope>>) -> impl Future<Output = Result<Vec<Arc<Envelope>>, SinkError>> + Send;
 }
 
+/// The key that keeps one user's events in order where the log
+/// partitions: their `userId`, else their `anonymousId`.
+fn order_key(e: &Envelope) -> u64 {
+    let user = e.user_id.as_deref().or(e.anonymous_id.as_deref()).unwrap_or("");
+    dedupe::key("", user)
+}
+
 /// The durable sink: appends to the log, which drops duplicates, and
 /// answers only once the events are on disk. Delivery workers read the log
 /// on their own.
@@ -57,7 +65,11 @@ impl<L: EventLog> EventSink for LogSink<L> {
     async fn submit(&self, events: Vec<Arc<Envelope>>) -> Result<Vec<Arc<Envelope>>, SinkError> {
         let records = events
             .iter()
-            .map(|e| Record { id: dedupe::key(&e.source, &e.message_id), payload: encode_envelope(e) })
+            .map(|e| Record {
+                id: dedupe::key(&e.source, &e.message_id),
+                order_key: order_key(e),
+                payload: encode_envelope(e),
+            })
             .collect();
         let appended = self.log.append(records).await?;
         Ok(appended.duplicates.into_iter().filter_map(|i| events.get(i).cloned()).collect())

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use notify::event::{EventKind, ModifyKind};
 use notify::{RecursiveMode, Watcher as _};
+use switchyard_log::EventLog;
 use tokio::sync::{mpsc, watch};
 
 use crate::registry::Registry;
@@ -29,7 +30,11 @@ use crate::registry::Registry;
 /// # Errors
 ///
 /// When the platform's file watcher cannot be created.
-pub fn spawn(registry: Arc<Registry>, debounce: Duration, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+pub fn spawn<L: EventLog>(
+    registry: Arc<Registry<L>>,
+    debounce: Duration,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let (tx, rx) = mpsc::unbounded_channel();
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event {
@@ -40,8 +45,8 @@ pub fn spawn(registry: Arc<Registry>, debounce: Duration, shutdown: watch::Recei
     Ok(())
 }
 
-async fn run(
-    registry: Arc<Registry>,
+async fn run<L: EventLog>(
+    registry: Arc<Registry<L>>,
     mut watcher: notify::RecommendedWatcher,
     mut events: mpsc::UnboundedReceiver<notify::Event>,
     debounce: Duration,

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use switchyard_tests::{Config, Receiver, Switchyard, eventually, http, post_json};
+use switchyard_tests::{Config, Receiver, Switchyard, embedded_log_only, eventually, http, post_json};
 
 const WAIT: Duration = Duration::from_secs(90);
 const TOKEN: &str = "f4ults-admin";
@@ -115,6 +115,9 @@ fn small_disk_config(disk: &Path, receiver: &Receiver) -> String {
 /// same messageIds.
 #[tokio::test]
 async fn a_full_disk_recovers_by_itself_once_the_destination_drains_it() {
+    if embedded_log_only("the disk floor of data_dir") {
+        return;
+    }
     let disk = SmallDisk::mount(48);
     let down = Arc::new(AtomicBool::new(true));
     let (receiver, delivered) = flaky_receiver(down.clone()).await;
@@ -176,6 +179,9 @@ async fn a_full_disk_recovers_by_itself_once_the_destination_drains_it() {
 /// within a second, with no traffic needed. Prints how long it took.
 #[tokio::test]
 async fn space_freed_by_the_operator_lets_ingest_in_again() {
+    if embedded_log_only("the disk floor of data_dir") {
+        return;
+    }
     let disk = SmallDisk::mount(48);
     let (receiver, delivered) = flaky_receiver(Arc::new(AtomicBool::new(false))).await;
     let sy = Switchyard::start(&small_disk_config(disk.path(), &receiver)).await;
@@ -208,6 +214,9 @@ async fn space_freed_by_the_operator_lets_ingest_in_again() {
 /// and delivers what it had not.
 #[tokio::test]
 async fn a_corrupt_cursor_resumes_from_the_oldest_record_not_the_end() {
+    if embedded_log_only("cursor files") {
+        return;
+    }
     let down = Arc::new(AtomicBool::new(true));
     let (receiver, delivered) = flaky_receiver(down.clone()).await;
     let cfg = Config::new()
@@ -242,6 +251,9 @@ async fn a_corrupt_cursor_resumes_from_the_oldest_record_not_the_end() {
 /// holds: in `/admin/destinations`, `switchyard status` and `/metrics`.
 #[tokio::test]
 async fn a_removed_destination_shows_the_log_it_holds() {
+    if embedded_log_only("the segment bytes a destination holds") {
+        return;
+    }
     let receiver = Receiver::always(200).await;
     let hook = |cfg: Config, name: &str| {
         cfg.webhook(name, &format!("{}/{name}", receiver.origin()), "batch = { max_events = 100, linger_ms = 5 }")

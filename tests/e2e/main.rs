@@ -9,6 +9,7 @@ mod contract;
 mod durability;
 mod faults;
 mod hostile;
+mod jetstream;
 mod reload;
 mod sdk_wire;
 mod secrets;

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use switchyard_tests::{Config, Switchyard, plugin, post_json};
+use switchyard_tests::{Config, Switchyard, embedded_log_only, plugin, post_json};
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -176,6 +176,9 @@ async fn segment_schema_into_the_embedded_warehouse() {
 
     // Re-delivery after a crash that lost the cursor: every event is loaded
     // again, and no row is added.
+    if embedded_log_only("redelivery from a rewritten cursor file") {
+        return;
+    }
     sy.kill9();
     std::fs::remove_file(sy.dir.path().join("data/cursors/wh.cursor")).unwrap();
     std::fs::write(sy.dir.path().join("data/cursors/wh.cursor"), "0").unwrap();

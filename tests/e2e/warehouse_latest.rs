@@ -6,7 +6,7 @@
 //! `messageId`.
 
 use serde_json::{Value, json};
-use switchyard_tests::{Switchyard, post_json};
+use switchyard_tests::{Switchyard, embedded_log_only, post_json};
 
 use crate::warehouse::config;
 
@@ -96,11 +96,13 @@ async fn users_keep_the_newer_identify_when_an_older_one_comes_after_it() {
 
     // Redelivery from an older cursor (a crash that lost it): every
     // identify loaded again, in its old order; nothing changes.
-    sy.kill9();
-    std::fs::write(sy.dir.path().join("data/cursors/wh.cursor"), "0").unwrap();
-    sy.restart().await;
-    wait_delivered(&sy, 4).await;
-    check(&db).await;
+    if !embedded_log_only("redelivery from a rewritten cursor file") {
+        sy.kill9();
+        std::fs::write(sy.dir.path().join("data/cursors/wh.cursor"), "0").unwrap();
+        sy.restart().await;
+        wait_delivered(&sy, 4).await;
+        check(&db).await;
+    }
 
     drop(sy);
     drop(db);

@@ -8,12 +8,14 @@ pub mod amplitude;
 pub mod config;
 pub mod drip;
 pub mod mock;
+pub mod nats;
 pub mod statsig;
 
 pub use amplitude::AmplitudeMock;
 pub use config::{Config, Written, write_config};
 pub use drip::Drip;
 pub use mock::{Fault, MockRequest};
+pub use nats::{NatsCluster, NatsServer};
 pub use statsig::StatsigMock;
 
 use std::collections::HashMap;
@@ -59,6 +61,17 @@ pub fn free_port() -> u16 {
     l.local_addr().expect("addr").port()
 }
 
+/// Whether a test (or a part of one) about the embedded log's own files
+/// (cursor files, the disk floor, segment bytes) is skipped: true in the
+/// JetStream run, where those files do not exist. Says so on stderr.
+pub fn embedded_log_only(what: &str) -> bool {
+    let skip = nats::jetstream_run();
+    if skip {
+        eprintln!("skipped on JetStream (embedded log only): {what}");
+    }
+    skip
+}
+
 /// Polls `cond` until it holds or `timeout` passes. This is a deadline for
 /// correctness, not a speed assertion: generous on purpose.
 pub async fn eventually<F: FnMut() -> bool>(timeout: Duration, what: &str, mut cond: F) {
@@ -77,6 +90,10 @@ pub struct Switchyard {
     pub admin_port: u16,
     log: PathBuf,
     env: Vec<(String, String)>,
+    /// In a JetStream run, the NATS server of its own and the `[log]`
+    /// section every config it is given gets (see [`nats`]).
+    pub nats: Option<NatsServer>,
+    log_section: String,
 }
 
 impl Switchyard {
@@ -89,11 +106,34 @@ impl Switchyard {
 
     /// As [`Switchyard::start`], with extra environment variables.
     pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Switchyard {
-        let (child, dir, port, admin_port, log) = Self::spawn(config, env);
+        let Spawned { child, dir, port, admin_port, log, nats, log_section } = Self::spawn(config, env);
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let mut sy = Switchyard { child, dir, port, admin_port, log, env };
+        let mut sy = Switchyard { child, dir, port, admin_port, log, env, nats, log_section };
         sy.wait_listening().await;
         sy
+    }
+
+    /// As [`Switchyard::start`], but a server that exits before listening
+    /// is returned as its logs (a cluster still electing its leaders, say).
+    ///
+    /// # Errors
+    ///
+    /// The server's logs when it exited.
+    pub async fn try_start(config: &str) -> Result<Switchyard, String> {
+        let Spawned { child, dir, port, admin_port, log, nats, log_section } = Self::spawn(config, &[]);
+        let mut sy = Switchyard { child, dir, port, admin_port, log, env: Vec::new(), nats, log_section };
+        let addr = SocketAddr::from(([127, 0, 0, 1], sy.port));
+        let start = Instant::now();
+        loop {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return Ok(sy);
+            }
+            if let Ok(Some(_)) = sy.child.try_wait() {
+                return Err(sy.logs());
+            }
+            assert!(start.elapsed() < Duration::from_secs(120), "switchyard did not listen:\n{}", sy.logs());
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     async fn wait_listening(&mut self) {
@@ -143,7 +183,7 @@ impl Switchyard {
     /// Runs `switchyard run` on `config` expecting it to fail at start;
     /// returns its exit code and stderr.
     pub fn start_expecting_failure(config: &str) -> (Option<i32>, String) {
-        let (mut child, _dir, _p, _a, log) = Self::spawn(config, &[]);
+        let Spawned { mut child, log, dir: _dir, nats: _nats, .. } = Self::spawn(config, &[]);
         let start = Instant::now();
         let status = loop {
             if let Ok(Some(status)) = child.try_wait() {
@@ -158,9 +198,19 @@ impl Switchyard {
         (status.code(), std::fs::read_to_string(log).unwrap_or_default())
     }
 
-    fn spawn(config: &str, env: &[(&str, &str)]) -> (Child, tempfile::TempDir, u16, u16, PathBuf) {
+    fn spawn(config: &str, env: &[(&str, &str)]) -> Spawned {
         let dir = tempfile::tempdir().expect("tempdir");
-        let Written { path: config_path, port, admin_port } = write_config(config, dir.path());
+        let (nats, log_section) = if nats::jetstream_run() && !config.contains("\n[log]") {
+            let server = NatsServer::start(dir.path());
+            // A short ack_wait: a test that kills the server gets what it
+            // held back within its deadlines.
+            let section = nats::log_section(&[server.url()], "ack_wait_secs = 5");
+            (Some(server), section)
+        } else {
+            (None, String::new())
+        };
+        let Written { path: config_path, port, admin_port } =
+            write_config(&format!("{config}{log_section}"), dir.path());
         let log = dir.path().join("switchyard.log");
         let stderr = std::fs::File::create(&log).expect("log file");
         let mut cmd = Command::new(binary());
@@ -170,7 +220,7 @@ impl Switchyard {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("spawn switchyard");
-        (child, dir, port, admin_port, log)
+        Spawned { child, dir, port, admin_port, log, nats, log_section }
     }
 
     /// The config file the server runs on.
@@ -181,7 +231,8 @@ impl Switchyard {
     /// Replaces the config file (placeholders filled in as at start) the way
     /// editors do: write a temporary file, then rename it over the old one.
     pub fn rewrite_config(&self, config: &str) {
-        let text = config::fill(config, self.port, self.admin_port, &self.dir.path().join("data"));
+        let config = format!("{config}{}", self.log_section);
+        let text = config::fill(&config, self.port, self.admin_port, &self.dir.path().join("data"));
         replace_file(&self.config_path(), text.as_bytes());
     }
 
@@ -225,6 +276,17 @@ impl Switchyard {
     }
 }
 
+/// A process [`Switchyard::spawn`] started, with what it runs on.
+struct Spawned {
+    child: Child,
+    dir: tempfile::TempDir,
+    port: u16,
+    admin_port: u16,
+    log: PathBuf,
+    nats: Option<NatsServer>,
+    log_section: String,
+}
+
 impl Drop for Switchyard {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -242,16 +304,31 @@ pub fn replace_file(path: &Path, bytes: &[u8]) {
 
 /// Sends one HTTP request and returns the status and body.
 pub async fn http(method: hyper::Method, url: &str, headers: &[(&str, &str)], body: Vec<u8>) -> (u16, Bytes) {
+    try_http(method, url, headers, body).await.expect("send request")
+}
+
+/// As [`http`], with a failure to connect or read returned, not a panic
+/// (for servers a test kills).
+///
+/// # Errors
+///
+/// The connection or the body failed.
+pub async fn try_http(
+    method: hyper::Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Result<(u16, Bytes), String> {
     let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
     let mut req = hyper::Request::builder().method(method).uri(url);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let req = req.body(Full::new(Bytes::from(body))).expect("request");
-    let resp = client.request(req).await.expect("send request");
+    let req = req.body(Full::new(Bytes::from(body))).map_err(|e| e.to_string())?;
+    let resp = client.request(req).await.map_err(|e| e.to_string())?;
     let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await.expect("body").to_bytes();
-    (status, body)
+    let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok((status, body))
 }
 
 /// POSTs `body` as JSON to the tracking API with Basic auth for `write_key`.

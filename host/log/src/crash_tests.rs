@@ -49,8 +49,10 @@ async fn crashes_at_random_points_with_random_commit_timing_lose_no_record() {
         let mut run = 0;
         let mut dir = root.path().join(format!("run{run}"));
         let mut log = LocalLog::open(&dir, OPTS, &DedupeOptions::default()).unwrap();
-        let mut models: Vec<Model> =
-            CONSUMERS.iter().map(|n| Model { consumer: log.consumer(n).unwrap(), unacked: BTreeSet::new() }).collect();
+        let mut models: Vec<Model> = Vec::new();
+        for n in CONSUMERS {
+            models.push(Model { consumer: log.consumer(n).await.unwrap(), unacked: BTreeSet::new() });
+        }
         let mut appended: Seq = 0;
         // How eagerly each consumer commits: from every step to rarely.
         let commit_odds: Vec<u32> = CONSUMERS.iter().map(|_| rng.u32(1..=8)).collect();
@@ -58,7 +60,8 @@ async fn crashes_at_random_points_with_random_commit_timing_lose_no_record() {
             match rng.u32(0..10) {
                 0..=3 => {
                     let n = rng.u64(1..8);
-                    let records = (appended..appended + n).map(|s| Record { id: s, payload: payload(s) }).collect();
+                    let records =
+                        (appended..appended + n).map(|s| Record { id: s, order_key: 0, payload: payload(s) }).collect();
                     let a = log.append(records).await.unwrap();
                     assert_eq!(a.first, appended, "seed {seed} step {step}");
                     appended += n;
@@ -97,7 +100,7 @@ async fn crashes_at_random_points_with_random_commit_timing_lose_no_record() {
                     assert_eq!(log.end(), appended, "seed {seed} step {step}: every append survives");
                     models = Vec::new();
                     for (name, stood) in CONSUMERS.into_iter().zip(stood) {
-                        let mut consumer = log.consumer(name).unwrap();
+                        let mut consumer = log.consumer(name).await.unwrap();
                         // It resumes at or before where it stood, and
                         // everything from there reads back intact, in order.
                         let from = consumer.position();

@@ -14,8 +14,9 @@
 //!   torn tail cut on open, group-commit fsync) and one cursor file per
 //!   consumer under `data_dir/cursors`;
 //! - [`MemoryLog`], in memory, for tests;
-//! - NATS JetStream (a stream, a durable pull consumer per destination)
-//!   implements the same trait when Switchyard runs as several nodes.
+//! - NATS JetStream (a stream, a durable pull consumer per destination),
+//!   in the `switchyard-jetstream` crate, when Switchyard runs as several
+//!   nodes.
 //!
 //! A record whose attempt failed is asked for again after a delay
 //! ([`Consumer::nak`], JetStream's nak-with-delay): the backend hands it
@@ -66,6 +67,10 @@ pub enum LogError {
         floor_bytes / (1024 * 1024)
     )]
     BelowFloor { free_bytes: u64, floor_bytes: u64 },
+    /// The log is at its configured bound (JetStream's `max_bytes` with
+    /// `discard = new`): nothing is evicted to make room.
+    #[error("the log is full: {0}")]
+    Full(String),
 }
 
 impl From<space::BelowFloor> for LogError {
@@ -80,11 +85,14 @@ impl From<std::io::Error> for LogError {
     }
 }
 
-/// One record to append: its payload, and the id a duplicate of it is
-/// recognised by (an event's source and `messageId`, [`dedupe::key`]).
+/// One record to append: its payload, the id a duplicate of it is
+/// recognised by (an event's source and `messageId`, [`dedupe::key`]), and
+/// its order key (a hash of the event's user): a backend that partitions
+/// keeps the records of one key in one partition, in order.
 #[derive(Debug, Clone)]
 pub struct Record {
     pub id: u64,
+    pub order_key: u64,
     pub payload: Bytes,
 }
 
@@ -151,7 +159,7 @@ pub trait EventLog: Send + Sync + 'static {
     /// # Errors
     ///
     /// When the consumer cannot be persisted or the log read.
-    fn consumer(&self, name: &str) -> Result<Self::Consumer, LogError>;
+    fn consumer(&self, name: &str) -> impl Future<Output = Result<Self::Consumer, LogError>> + Send;
 
     /// Every consumer the log keeps, also of destinations removed from the
     /// config, which hold their undelivered records until removed.
@@ -168,7 +176,10 @@ pub trait EventLog: Send + Sync + 'static {
     /// # Errors
     ///
     /// When its persisted state cannot be deleted.
-    fn remove_consumer(&self, name: &str) -> Result<Option<u64>, LogError>;
+    fn remove_consumer(&self, name: &str) -> impl Future<Output = Result<Option<u64>, LogError>> + Send;
+
+    /// Stops taking appends after those already queued (at shutdown).
+    fn close(&self) {}
 }
 
 /// One destination's view of the log: records in order from its position,

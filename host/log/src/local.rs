@@ -38,11 +38,6 @@ impl LocalLog {
         Ok(LocalLog { log, cursors, dedupe })
     }
 
-    /// Stops the writer after the appends already queued.
-    pub fn close(&self) {
-        self.log.close();
-    }
-
     /// The segments, for size and count.
     pub fn segments(&self) -> &SegmentLog {
         &self.log
@@ -79,7 +74,7 @@ impl EventLog for LocalLog {
         self.cursors.position(name).map(|at| self.log.bytes_from(at))
     }
 
-    fn consumer(&self, name: &str) -> Result<LocalConsumer, LogError> {
+    async fn consumer(&self, name: &str) -> Result<LocalConsumer, LogError> {
         let oldest = self.log.oldest();
         let (start, found) = self.cursors.load(name, self.log.end(), oldest)?;
         match found {
@@ -116,13 +111,18 @@ impl EventLog for LocalLog {
         self.cursors.position(name).map(|at| self.log.end().saturating_sub(at))
     }
 
-    fn remove_consumer(&self, name: &str) -> Result<Option<u64>, LogError> {
+    async fn remove_consumer(&self, name: &str) -> Result<Option<u64>, LogError> {
         let Some(at) = self.cursors.position(name) else { return Ok(None) };
         let dropped = self.log.end().saturating_sub(at);
         if let Some(min) = self.cursors.remove(name)? {
             self.log.release(min);
         }
         Ok(Some(dropped))
+    }
+
+    /// Stops the writer after the appends already queued.
+    fn close(&self) {
+        self.log.close();
     }
 }
 
@@ -184,7 +184,7 @@ mod tests {
     use super::*;
 
     fn records(n: usize) -> Vec<Record> {
-        (0..n).map(|i| Record { id: i as u64, payload: Bytes::from(format!("r{i}")) }).collect()
+        (0..n).map(|i| Record { id: i as u64, order_key: 0, payload: Bytes::from(format!("r{i}")) }).collect()
     }
 
     #[tokio::test]
@@ -192,7 +192,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let opts = LogOptions { segment_bytes: 1 << 20, fsync: false, min_free_bytes: 0 };
         let log = LocalLog::open(dir.path(), opts.clone(), &DedupeOptions::default()).unwrap();
-        let mut c = log.consumer("hook").unwrap();
+        let mut c = log.consumer("hook").await.unwrap();
         log.append(records(10)).await.unwrap();
         assert_eq!(c.pending(), 10, "durable, not handed out");
         assert_eq!(c.try_batch(3).await.unwrap().len(), 3);
@@ -210,14 +210,14 @@ mod tests {
 
         let log = LocalLog::open(dir.path(), opts, &DedupeOptions::default()).unwrap();
         assert_eq!(log.consumers(), vec!["hook".to_owned()]);
-        let mut c = log.consumer("hook").unwrap();
+        let mut c = log.consumer("hook").await.unwrap();
         let again: Vec<Seq> = c.try_batch(100).await.unwrap().into_iter().map(|(s, _)| s).collect();
         assert_eq!(again, (4..10).collect::<Vec<_>>(), "record 4 and what followed it come again");
         // The ids appended before the restart are still known.
         let dup = log.append(records(11)).await.unwrap();
         assert_eq!(dup, Appended { first: 10, duplicates: (0..10).collect() }, "only the new id is written");
-        assert_eq!(log.remove_consumer("hook").unwrap(), Some(7), "4..10 and the new record");
-        assert_eq!(log.remove_consumer("hook").unwrap(), None);
+        assert_eq!(log.remove_consumer("hook").await.unwrap(), Some(7), "4..10 and the new record");
+        assert_eq!(log.remove_consumer("hook").await.unwrap(), None);
         log.close();
     }
 }

@@ -75,7 +75,7 @@ impl EventLog for MemoryLog {
         *self.inner.end.borrow()
     }
 
-    fn consumer(&self, name: &str) -> Result<MemoryConsumer, LogError> {
+    async fn consumer(&self, name: &str) -> Result<MemoryConsumer, LogError> {
         let end = self.end();
         let start = *self.inner.positions().entry(name.to_owned()).or_insert(end);
         Ok(MemoryConsumer {
@@ -98,7 +98,7 @@ impl EventLog for MemoryLog {
         self.inner.positions().get(name).map(|at| end.saturating_sub(*at))
     }
 
-    fn remove_consumer(&self, name: &str) -> Result<Option<u64>, LogError> {
+    async fn remove_consumer(&self, name: &str) -> Result<Option<u64>, LogError> {
         let end = self.end();
         Ok(self.inner.positions().remove(name).map(|at| end.saturating_sub(at)))
     }
@@ -178,14 +178,14 @@ mod tests {
     fn records(n: usize) -> Vec<Record> {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let from = NEXT.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-        (0..n).map(|i| Record { id: from + i as u64, payload: Bytes::from(format!("r{i}")) }).collect()
+        (0..n).map(|i| Record { id: from + i as u64, order_key: 0, payload: Bytes::from(format!("r{i}")) }).collect()
     }
 
     #[tokio::test]
     async fn a_new_consumer_starts_at_the_end_and_waits_for_records() {
         let log = MemoryLog::new();
         log.append(records(3)).await.unwrap();
-        let mut c = log.consumer("late").unwrap();
+        let mut c = log.consumer("late").await.unwrap();
         assert!(c.try_batch(10).await.unwrap().is_empty(), "events from before it existed are not its");
         let waiter = tokio::time::timeout(Duration::from_secs(5), async {
             c.wait().await.unwrap();
@@ -203,8 +203,8 @@ mod tests {
     #[tokio::test]
     async fn commits_follow_the_first_unacked_record_and_backlogs_are_per_consumer() {
         let log = MemoryLog::new();
-        let mut a = log.consumer("a").unwrap();
-        let mut b = log.consumer("b").unwrap();
+        let mut a = log.consumer("a").await.unwrap();
+        let mut b = log.consumer("b").await.unwrap();
         log.append(records(5)).await.unwrap();
         assert_eq!(a.try_batch(2).await.unwrap().len(), 2);
         assert_eq!(a.try_batch(10).await.unwrap().len(), 3);
@@ -219,17 +219,17 @@ mod tests {
         b.commit().unwrap();
         assert_eq!(log.backlog("b"), Some(5));
         // A consumer opened again resumes at its committed position.
-        let mut again = log.consumer("a").unwrap();
+        let mut again = log.consumer("a").await.unwrap();
         assert_eq!(again.try_batch(10).await.unwrap().iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![2, 3, 4]);
         assert_eq!(log.consumers(), vec!["a".to_owned(), "b".to_owned()]);
-        assert_eq!(log.remove_consumer("b").unwrap(), Some(5));
+        assert_eq!(log.remove_consumer("b").await.unwrap(), Some(5));
         assert_eq!(log.backlog("b"), None);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_nakd_record_comes_back_after_its_delay_even_with_the_window_full() {
         let log = MemoryLog::new();
-        let mut c = log.consumer("d").unwrap();
+        let mut c = log.consumer("d").await.unwrap();
         c.set_window(2);
         log.append(records(5)).await.unwrap();
         let seqs = |v: Vec<(Seq, Bytes)>| v.into_iter().map(|(s, _)| s).collect::<Vec<_>>();
@@ -256,7 +256,7 @@ mod tests {
     #[tokio::test]
     async fn duplicates_are_dropped_within_a_batch_and_across_batches() {
         let log = MemoryLog::new();
-        let record = |id: u64| Record { id, payload: Bytes::from(format!("id{id}")) };
+        let record = |id: u64| Record { id, order_key: 0, payload: Bytes::from(format!("id{id}")) };
         let a = log.append(vec![record(1), record(2), record(1)]).await.unwrap();
         assert_eq!(a, Appended { first: 0, duplicates: vec![2] });
         let b = log.append(vec![record(2), record(3)]).await.unwrap();

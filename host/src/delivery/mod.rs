@@ -730,8 +730,10 @@ pub(crate) mod tests {
         let log = Arc::new(MemoryLog::new());
         // The destination exists before the events arrive (a new consumer
         // starts at the end).
-        let consumer = log.consumer("hook").unwrap();
-        log.append((0..30).map(|i| Record { id: i, payload: encode_envelope(&event(i)) }).collect()).await.unwrap();
+        let consumer = log.consumer("hook").await.unwrap();
+        log.append((0..30).map(|i| Record { id: i, order_key: 0, payload: encode_envelope(&event(i)) }).collect())
+            .await
+            .unwrap();
         let stats = Arc::new(DestinationStats::new("hook"));
         let catch_up = crate::executor::Executor::new("catch-up", 1).unwrap();
         let (_deploy_tx, deploy_rx) = watch::channel(deploy);

@@ -174,7 +174,7 @@ impl<L: EventLog> Registry<L> {
                 ),
             }
             let checked = Checked { plugin: loaded.plugin, config: d.clone() };
-            running.insert(d.name.clone(), registry.spawn(&config, checked)?);
+            running.insert(d.name.clone(), registry.spawn(&config, checked).await?);
         }
         registry.publish_sources(&config, &[]);
         registry.publish_destinations(&running);
@@ -298,7 +298,7 @@ impl<L: EventLog> Registry<L> {
                 let _ = r.deploy.send(Arc::new(deploy));
                 report.updated.push(name);
             } else {
-                let running = self.spawn(&config, c).map_err(|e| ReloadError(format!("{e:#}")))?;
+                let running = self.spawn(&config, c).await.map_err(|e| ReloadError(format!("{e:#}")))?;
                 state.running.insert(name.clone(), running);
                 report.added.push(name);
             }
@@ -351,7 +351,7 @@ impl<L: EventLog> Registry<L> {
     /// Starts `c`'s worker, on an executor of its own (see
     /// [`crate::executor`]), with fresh counters; a destination that ran
     /// before under the same name resumes from its saved cursor.
-    fn spawn(&self, config: &Config, c: Checked) -> anyhow::Result<Running> {
+    async fn spawn(&self, config: &Config, c: Checked) -> anyhow::Result<Running> {
         let name = c.config.name.clone();
         let dead_letters = Arc::new(
             DeadLetters::open(&self.data_dir.join("dead-letters").join(&name))
@@ -373,6 +373,7 @@ impl<L: EventLog> Registry<L> {
             .shared
             .log
             .consumer(&name)
+            .await
             .map_err(|e| anyhow::anyhow!("destination `{name}`: opening its consumer of the log: {e}"))?;
         let spec: WorkerSpec<L> = WorkerSpec {
             name: Arc::from(name.as_str()),
@@ -496,7 +497,7 @@ impl<L: EventLog> Registry<L> {
         if state.running.contains_key(name) {
             return Err(ActionError::Configured(name.to_owned()));
         }
-        let Some(dropped) = self.shared.log.remove_consumer(name)? else {
+        let Some(dropped) = self.shared.log.remove_consumer(name).await? else {
             return Err(ActionError::NotFound(name.to_owned()));
         };
         let dl = self.data_dir.join("dead-letters").join(name);

@@ -1,0 +1,470 @@
+//! The NATS JetStream backend of Switchyard's [`EventLog`] seam: several
+//! Switchyard nodes share one stream of events and one durable consumer
+//! per destination, so any node accepts any event and every destination's
+//! events are delivered once across all nodes (at least once on failures).
+//!
+//! # Layout on the server
+//!
+//! - **The events stream** (`<stream>`, default `SWITCHYARD_EVENTS`):
+//!   subjects `<prefix>.ev.<partition>`, where the partition is a hash of
+//!   the record's order key (the event's user) modulo
+//!   [`Options::partitions`], so per-user order is possible. File storage,
+//!   [`Options::replicas`] replicas, **interest** retention (a record is
+//!   deleted once every destination's consumer acked it) and
+//!   **`discard = new`**: a full stream refuses the append, ingest answers
+//!   503, and no undelivered event is ever evicted silently.
+//!   `max_age` and `max_bytes` bound it; see [`Options`].
+//! - **One durable pull consumer per destination**, named after it and
+//!   shared by every node (the server splits its records between them),
+//!   explicit acks, `ack_wait` longer than a call and progress acks while a
+//!   record is held ([`JetStreamConsumer`]).
+//! - **The id stream** (`<stream>_IDS`, subjects `<prefix>.id.<hex id>`),
+//!   when [`Dedupe::Stream`]: one empty message per accepted id, kept for
+//!   the dedupe window (`max_age`) and bounded in count (`max_msgs`,
+//!   discard old), read back by direct get. See [`ids`].
+//!
+//! # Acknowledgements
+//!
+//! [`EventLog::append`] publishes every record with `Nats-Msg-Id` set to
+//! its id, pipelined, and resolves only once the stream acknowledged every
+//! one of them: ingest answers 200 only then. A publish whose ack timed
+//! out or whose stream lost its leader is published again with the same
+//! id (the stream's duplicate window makes that safe) until
+//! [`Options::publish_timeout`] has passed; then the append fails and
+//! ingest answers 503. Sequence numbers are the stream's: they start at 1
+//! and a consumer sees gaps (records not yet published when it read,
+//! records of other nodes' batches), which the seam allows.
+
+mod consumer;
+pub mod ids;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull, stream};
+use futures_util::StreamExt as _;
+use switchyard_log::{Appended, EventLog, LogError, Record, Seq};
+
+pub use consumer::JetStreamConsumer;
+pub use ids::Dedupe;
+
+/// How this node reaches the cluster and how the stream is shaped.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// NATS servers to connect to (`nats://host:port`); any one of a
+    /// cluster suffices, the client learns the others.
+    pub servers: Vec<String>,
+    /// A token for the servers, if they need one.
+    pub token: Option<String>,
+    /// The events stream's name; the id stream is `<stream>_IDS`.
+    pub stream: String,
+    /// The first token of every subject this node publishes.
+    pub subject_prefix: String,
+    /// Replicas of each stream and consumer: 1, or 3 (5) on a cluster.
+    pub replicas: usize,
+    /// Records older than this are deleted even if undelivered: keep it
+    /// above the retry horizon plus the longest outage to tolerate.
+    pub max_age: Duration,
+    /// The events stream's size bound in bytes (0: none); at the bound,
+    /// appends are refused (503), never old records evicted.
+    pub max_bytes: i64,
+    /// Partitions of the subject space (fixed once the stream exists).
+    pub partitions: u32,
+    /// JetStream's own `Nats-Msg-Id` window, which also makes a
+    /// re-published record after a timeout safe.
+    pub duplicate_window: Duration,
+    /// How dedupe beyond that window works.
+    pub dedupe: Dedupe,
+    /// The dedupe window of [`Dedupe::Stream`] and its bound in ids.
+    pub dedupe_window: Duration,
+    pub dedupe_max_ids: i64,
+    /// How long the server waits for an ack before handing a record to
+    /// another node; progress acks extend it while a record is held.
+    pub ack_wait: Duration,
+    /// How long an append keeps publishing again before it fails.
+    pub publish_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            servers: vec!["nats://127.0.0.1:4222".into()],
+            token: None,
+            stream: "SWITCHYARD_EVENTS".into(),
+            subject_prefix: "switchyard".into(),
+            replicas: 1,
+            max_age: Duration::from_secs(72 * 3600),
+            max_bytes: 0,
+            partitions: 32,
+            duplicate_window: Duration::from_secs(600),
+            dedupe: Dedupe::Stream,
+            dedupe_window: Duration::from_secs(24 * 3600),
+            dedupe_max_ids: 50_000_000,
+            ack_wait: Duration::from_secs(30),
+            publish_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A log on a JetStream stream shared by every node.
+pub struct JetStreamLog {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) client: async_nats::Client,
+    pub(crate) js: jetstream::Context,
+    pub(crate) events: stream::Stream,
+    ids: Option<ids::IdStore>,
+    options: Options,
+    /// The stream's last sequence + 1, from acks and refreshes.
+    end: AtomicU64,
+    /// Set when the stream refused an append for being full; cleared by
+    /// the next refresh that finds room.
+    full: AtomicBool,
+    /// Consumers by name with their backlog (pending + unacked), refreshed
+    /// from the server.
+    backlogs: Mutex<HashMap<String, u64>>,
+}
+
+/// Why the cluster could not be set up at start.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot reach NATS at {servers}: {reason}")]
+    Connect { servers: String, reason: String },
+    #[error("cannot create or update JetStream stream `{stream}`: {reason}")]
+    Stream { stream: String, reason: String },
+}
+
+impl JetStreamLog {
+    /// Connects to the servers and creates (or updates) the streams.
+    ///
+    /// # Errors
+    ///
+    /// [`OpenError`] when the servers cannot be reached or refuse the
+    /// streams' configuration (a JetStream-less server, a partition count
+    /// that differs from the existing stream's, …).
+    pub async fn open(options: Options) -> Result<JetStreamLog, OpenError> {
+        let servers = options.servers.join(",");
+        let mut connect = async_nats::ConnectOptions::new()
+            .name("switchyard")
+            .connection_timeout(Duration::from_secs(5))
+            .max_reconnects(None);
+        if let Some(token) = &options.token {
+            connect = connect.token(token.clone());
+        }
+        let addrs: Vec<async_nats::ServerAddr> = options
+            .servers
+            .iter()
+            .map(|s| s.parse())
+            .collect::<Result<_, _>>()
+            .map_err(|e: std::io::Error| OpenError::Connect { servers: servers.clone(), reason: e.to_string() })?;
+        let client = connect
+            .connect(addrs)
+            .await
+            .map_err(|e| OpenError::Connect { servers: servers.clone(), reason: e.to_string() })?;
+        let js = jetstream::ContextBuilder::new()
+            .timeout(Duration::from_secs(5))
+            .max_ack_inflight(20_000)
+            .backpressure_on_inflight(true)
+            .build(client.clone());
+        let stream_err = |name: &str, e: &dyn std::fmt::Display| OpenError::Stream {
+            stream: name.to_owned(),
+            reason: e.to_string(),
+        };
+        let events = js
+            .create_or_update_stream(stream::Config {
+                name: options.stream.clone(),
+                subjects: vec![format!("{}.ev.*", options.subject_prefix)],
+                storage: stream::StorageType::File,
+                num_replicas: options.replicas,
+                retention: stream::RetentionPolicy::Interest,
+                discard: stream::DiscardPolicy::New,
+                max_age: options.max_age,
+                max_bytes: if options.max_bytes > 0 { options.max_bytes } else { -1 },
+                duplicate_window: options.duplicate_window.min(options.max_age),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| stream_err(&options.stream, &e))?;
+        let end = events.state.last_sequence + 1;
+        let events = js.get_stream(&options.stream).await.map_err(|e| stream_err(&options.stream, &e))?;
+        let ids = match options.dedupe {
+            Dedupe::Window => None,
+            Dedupe::Stream => {
+                Some(ids::IdStore::open(&js, &options).await.map_err(|e| stream_err(&ids::stream_name(&options), &e))?)
+            }
+        };
+        tracing::info!(
+            servers,
+            stream = options.stream,
+            replicas = options.replicas,
+            max_age_hours = options.max_age.as_secs() / 3600,
+            max_bytes = options.max_bytes,
+            partitions = options.partitions,
+            dedupe = ?options.dedupe,
+            "events go to a JetStream stream"
+        );
+        let inner = Arc::new(Inner {
+            client,
+            js,
+            events,
+            ids,
+            options,
+            end: AtomicU64::new(end),
+            full: AtomicBool::new(false),
+            backlogs: Mutex::default(),
+        });
+        inner.refresh().await;
+        tokio::spawn(refresh_every(Arc::downgrade(&inner), Duration::from_secs(1)));
+        Ok(JetStreamLog { inner })
+    }
+
+    /// The options it was opened with.
+    pub fn options(&self) -> &Options {
+        &self.inner.options
+    }
+}
+
+impl Inner {
+    fn subject(&self, order_key: u64) -> String {
+        let p = order_key % u64::from(self.options.partitions.max(1));
+        format!("{}.ev.{p}", self.options.subject_prefix)
+    }
+
+    pub(crate) fn backlogs(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        self.backlogs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Reads the stream's end and fullness and every consumer's backlog.
+    async fn refresh(&self) {
+        match self.events.get_info().await {
+            Ok(info) => {
+                self.end.fetch_max(info.state.last_sequence + 1, Ordering::Relaxed);
+                let max = info.config.max_bytes;
+                let room = max <= 0 || info.state.bytes < (max as u64).saturating_sub(max as u64 / 100);
+                if room {
+                    self.full.store(false, Ordering::Relaxed);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot read the stream's state"),
+        }
+        let mut consumers = self.events.consumers();
+        let mut seen = HashMap::new();
+        while let Some(info) = consumers.next().await {
+            match info {
+                Ok(info) => {
+                    seen.insert(info.name.clone(), info.num_pending + info.num_ack_pending as u64);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot list the stream's consumers");
+                    return;
+                }
+            }
+        }
+        *self.backlogs() = seen;
+    }
+}
+
+async fn refresh_every(inner: std::sync::Weak<Inner>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        inner.refresh().await;
+    }
+}
+
+/// Whether `url` is a NATS server address (`nats://host:port`, `host:port`,
+/// `tls://…`), as `[log.jetstream] servers` needs.
+pub fn is_server_url(url: &str) -> bool {
+    url.parse::<async_nats::ServerAddr>().is_ok()
+}
+
+/// A JetStream consumer name for a destination: names may not hold `.`,
+/// `*`, `>`, whitespace or path separators, which destination names may.
+pub(crate) fn consumer_name(destination: &str) -> String {
+    destination.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+}
+
+fn unavailable(e: impl std::fmt::Display) -> LogError {
+    LogError::Io(format!("JetStream: {e}"))
+}
+
+impl EventLog for JetStreamLog {
+    type Consumer = JetStreamConsumer;
+
+    async fn append(&self, records: Vec<Record>) -> Result<Appended, LogError> {
+        let inner = &self.inner;
+        // Disconnected, a publish would wait in the client's buffer until
+        // the deadline: answer at once, and the SDK retries.
+        self.accepting()?;
+        // Repeats within the batch, then ids accepted within the window.
+        let mut duplicates = Vec::new();
+        let mut firsts: HashMap<u64, usize> = HashMap::with_capacity(records.len());
+        for (i, r) in records.iter().enumerate() {
+            if firsts.insert(r.id, i).is_some() {
+                duplicates.push(i);
+            }
+        }
+        let mut fresh: Vec<(usize, &Record)> =
+            records.iter().enumerate().filter(|(i, r)| firsts.get(&r.id) == Some(i)).collect();
+        if let Some(ids) = &inner.ids {
+            let seen = ids.seen(fresh.iter().map(|(_, r)| r.id)).await.map_err(unavailable)?;
+            let mut keep = seen.iter();
+            fresh.retain(|(i, _)| {
+                let dup = keep.next().copied().unwrap_or(false);
+                if dup {
+                    duplicates.push(*i);
+                }
+                !dup
+            });
+        }
+        let written = publish_all(inner, &fresh, &mut duplicates).await?;
+        if let Some(ids) = &inner.ids {
+            ids.remember(written.iter().map(|(_, id)| *id)).await;
+        }
+        duplicates.sort_unstable();
+        let first = written.iter().map(|(seq, _)| *seq).min().unwrap_or_else(|| self.end());
+        Ok(Appended { first, duplicates })
+    }
+
+    fn end(&self) -> Seq {
+        self.inner.end.load(Ordering::Relaxed)
+    }
+
+    fn accepting(&self) -> Result<(), LogError> {
+        if self.inner.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(unavailable("not connected to the NATS servers"));
+        }
+        if self.inner.full.load(Ordering::Relaxed) {
+            return Err(LogError::Full(format!("JetStream stream `{}` is full", self.inner.options.stream)));
+        }
+        Ok(())
+    }
+
+    async fn consumer(&self, name: &str) -> Result<JetStreamConsumer, LogError> {
+        let consumer = JetStreamConsumer::open(self.inner.clone(), name).await?;
+        self.inner.backlogs().entry(name.to_owned()).or_insert(0);
+        Ok(consumer)
+    }
+
+    fn consumers(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.inner.backlogs().keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    fn backlog(&self, name: &str) -> Option<u64> {
+        self.inner.backlogs().get(&consumer_name(name)).copied()
+    }
+
+    async fn remove_consumer(&self, name: &str) -> Result<Option<u64>, LogError> {
+        let name = consumer_name(name);
+        let backlog = match self.inner.events.consumer_info(&name).await {
+            Ok(info) => info.num_pending + info.num_ack_pending as u64,
+            Err(e) if e.to_string().contains("not found") => return Ok(None),
+            Err(e) => return Err(unavailable(e)),
+        };
+        self.inner.events.delete_consumer(&name).await.map_err(unavailable)?;
+        self.inner.backlogs().remove(&name);
+        Ok(Some(backlog))
+    }
+}
+
+/// Publishes `records` pipelined, each with its id as `Nats-Msg-Id`, and
+/// waits for every ack; publishes again what timed out, with the same id,
+/// until the publish timeout. Returns the written ones' sequence numbers
+/// and ids; a record the stream took for a repeat of one published before
+/// this append goes to `duplicates`.
+///
+/// # Errors
+///
+/// When some record is still not acknowledged at the deadline, or the
+/// stream refused it (full: [`LogError::Full`]).
+async fn publish_all(
+    inner: &Inner,
+    records: &[(usize, &Record)],
+    duplicates: &mut Vec<usize>,
+) -> Result<Vec<(Seq, u64)>, LogError> {
+    let deadline = tokio::time::Instant::now() + inner.options.publish_timeout;
+    let mut written = Vec::with_capacity(records.len());
+    // Indexes into `records` still to publish, and whether each was
+    // published before (then a "duplicate" ack means that try landed).
+    let mut todo: Vec<(usize, bool)> = (0..records.len()).map(|k| (k, false)).collect();
+    let mut last_error = String::new();
+    while !todo.is_empty() {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(unavailable(format!(
+                "{} of the request's events not acknowledged in {:?}: {last_error}",
+                todo.len(),
+                inner.options.publish_timeout
+            )));
+        }
+        let mut acks = Vec::with_capacity(todo.len());
+        for &(k, retried) in &todo {
+            let (_, record) = records[k];
+            let message = jetstream::message::PublishMessage::build()
+                .payload(record.payload.clone())
+                .message_id(ids::hex(record.id));
+            let ack = inner.js.send_publish(inner.subject(record.order_key), message).await;
+            acks.push((k, retried, ack));
+        }
+        let mut again = Vec::new();
+        for (k, retried, ack) in acks {
+            let result = match ack {
+                Ok(future) => future.await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(ack) if ack.duplicate && !retried => duplicates.push(records[k].0),
+                Ok(ack) => {
+                    inner.end.fetch_max(ack.sequence + 1, Ordering::Relaxed);
+                    written.push((ack.sequence, records[k].1.id));
+                }
+                Err(e) => {
+                    let text = e.to_string();
+                    if is_full(&text) {
+                        inner.full.store(true, Ordering::Relaxed);
+                        return Err(LogError::Full(format!(
+                            "JetStream stream `{}` is full: {text}",
+                            inner.options.stream
+                        )));
+                    }
+                    last_error = text;
+                    again.push((k, true));
+                }
+            }
+        }
+        if !again.is_empty() {
+            tracing::debug!(count = again.len(), error = last_error, "publishing again with the same ids");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        todo = again;
+    }
+    Ok(written)
+}
+
+/// Whether a publish error says the stream is at its bounds.
+fn is_full(error: &str) -> bool {
+    let e = error.to_ascii_lowercase();
+    e.contains("maximum bytes") || e.contains("maximum messages") || e.contains("resource limits")
+}
+
+/// The pull consumer configuration of a destination.
+pub(crate) fn consumer_config(options: &Options, name: &str, max_ack_pending: i64) -> pull::Config {
+    pull::Config {
+        durable_name: Some(name.to_owned()),
+        description: Some("a Switchyard destination".into()),
+        deliver_policy: jetstream::consumer::DeliverPolicy::New,
+        ack_policy: jetstream::consumer::AckPolicy::Explicit,
+        ack_wait: options.ack_wait,
+        max_deliver: -1,
+        max_ack_pending,
+        num_replicas: options.replicas,
+        ..Default::default()
+    }
+}

@@ -1,0 +1,247 @@
+//! The JetStream backend with real NATS servers (`./x test` installs
+//! nats-server ≥ 2.12 into `target/nats`): what only a shared log can do
+//! or fail at — several nodes sharing delivery, the cluster going away,
+//! a full stream, node loss. The rest of the suite runs on JetStream too,
+//! in its second pass (`SWITCHYARD_TEST_LOG=jetstream`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use switchyard_tests::nats::log_section;
+use switchyard_tests::{Config, NatsCluster, NatsServer, Receiver, Switchyard, eventually, http, post_json, try_http};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn events(prefix: &str, range: std::ops::Range<usize>) -> Vec<Value> {
+    range
+        .map(|i| json!({"type": "track", "event": "E", "userId": format!("u{}", i % 7), "messageId": format!("{prefix}-{i}")}))
+        .collect()
+}
+
+/// A config with one webhook destination to `receiver`, on `servers`.
+fn config(receiver: &Receiver, servers: &[String], jetstream: &str) -> String {
+    let cfg = Config::new()
+        .admin("t0ken")
+        .source("web", "wk")
+        .webhook("hook", &format!("{}/hook", receiver.origin()), "batch = { max_events = 50, linger_ms = 5 }")
+        .build();
+    format!("{cfg}{}", log_section(servers, &format!("ack_wait_secs = 5\n{jetstream}")))
+}
+
+/// Counts per messageId of what reached `receiver`.
+fn counts(receiver: &Receiver) -> HashMap<String, usize> {
+    let mut c = HashMap::new();
+    for id in receiver.message_ids() {
+        *c.entry(id).or_default() += 1;
+    }
+    c
+}
+
+async fn admin(sy: &Switchyard, path: &str) -> u16 {
+    http(hyper::Method::POST, &sy.admin_url(path), &[("authorization", "Bearer t0ken")], Vec::new()).await.0
+}
+
+async fn ready(sy: &Switchyard) -> u16 {
+    http(hyper::Method::GET, &sy.admin_url("/ready"), &[], Vec::new()).await.0
+}
+
+#[tokio::test]
+async fn two_nodes_share_delivery_and_each_event_arrives_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path());
+    let receiver = Receiver::always(200).await;
+    let cfg = config(&receiver, &[nats.url()], "");
+    let a = Switchyard::start(&cfg).await;
+    let b = Switchyard::start(&cfg).await;
+    for round in 0..20 {
+        let node = if round % 2 == 0 { &a } else { &b };
+        let body = json!({ "batch": events(&format!("r{round}"), 0..25) });
+        assert_eq!(post_json(&node.url("/v1/batch"), Some("wk"), &body).await.0, 200);
+    }
+    eventually(WAIT, "500 events delivered", || counts(&receiver).len() == 500).await;
+    // Give a duplicate time to show up, then count.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let c = counts(&receiver);
+    assert!(c.values().all(|n| *n == 1), "an event delivered twice without a failure: {c:?}");
+    let metric = "switchyard_destination_delivered_total{destination=\"hook\"}";
+    let (by_a, by_b) = (a.metric(metric).await, b.metric(metric).await);
+    assert_eq!(by_a + by_b, 500);
+    assert!(by_a > 0 && by_b > 0, "both nodes deliver from the shared consumer: {by_a} and {by_b}");
+
+    // A repeat of an event sent to the other node long after: dropped by
+    // the id stream (the events stream's window alone would also catch it
+    // this soon; the id stream is what holds for a day).
+    let again = json!({ "batch": events("r0", 0..25) });
+    assert_eq!(post_json(&b.url("/v1/batch"), Some("wk"), &again).await.0, 200);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.message_ids().len(), 500, "repeats on another node are dropped");
+}
+
+#[tokio::test]
+async fn without_the_cluster_ingest_answers_503_and_resumes_when_it_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nats = NatsServer::start(dir.path());
+    let receiver = Receiver::always(200).await;
+    let sy = Switchyard::start(&config(&receiver, &[nats.url()], "publish_timeout_ms = 2000")).await;
+    let body = json!({ "batch": events("before", 0..10) });
+    assert_eq!(post_json(&sy.url("/v1/batch"), Some("wk"), &body).await.0, 200);
+    eventually(WAIT, "delivered before the outage", || counts(&receiver).len() == 10).await;
+
+    nats.stop();
+    let start = Instant::now();
+    while ready(&sy).await != 503 {
+        assert!(start.elapsed() < WAIT, "/ready stays 200 without NATS");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (code, reply) = post_json(&sy.url("/v1/batch"), Some("wk"), &json!({ "batch": events("during", 0..10) })).await;
+    assert_eq!(code, 503, "{reply}");
+    assert_eq!(reply["code"], "log_unavailable", "{reply}");
+    assert!(reply["message"].as_str().unwrap_or("").contains("NATS"), "{reply}");
+
+    nats.restart();
+    let start = Instant::now();
+    loop {
+        let (code, _) = post_json(&sy.url("/v1/batch"), Some("wk"), &json!({ "batch": events("after", 0..10) })).await;
+        if code == 200 {
+            break;
+        }
+        assert!(start.elapsed() < WAIT, "ingest does not resume once NATS is back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eventually(WAIT, "delivery resumes", || (0..10).all(|i| counts(&receiver).contains_key(&format!("after-{i}"))))
+        .await;
+    assert_eq!(ready(&sy).await, 200);
+}
+
+#[tokio::test]
+async fn a_full_stream_answers_503_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path());
+    let receiver = Receiver::always(200).await;
+    let sy = Switchyard::start(&config(&receiver, &[nats.url()], "max_bytes_mb = 1")).await;
+    // Paused, the destination leaves every event in the stream.
+    assert_eq!(admin(&sy, "/admin/destinations/hook/pause").await, 200);
+    // ~1 KiB events until the stream refuses.
+    let pad = "x".repeat(1000);
+    let mut accepted = Vec::new();
+    let mut refused = None;
+    for round in 0..200 {
+        let batch: Vec<Value> = (0..50)
+            .map(|i| json!({"type": "track", "event": "E", "userId": "u", "messageId": format!("f{round}-{i}"), "properties": {"pad": pad}}))
+            .collect();
+        let ids: Vec<String> = (0..50).map(|i| format!("f{round}-{i}")).collect();
+        let (code, reply) = post_json(&sy.url("/v1/batch"), Some("wk"), &json!({ "batch": batch })).await;
+        match code {
+            200 => accepted.extend(ids),
+            503 => {
+                refused = Some(reply);
+                break;
+            }
+            other => panic!("unexpected {other}: {reply}"),
+        }
+    }
+    let refused = refused.expect("a 1 MiB stream refuses 50 KiB batches before the 200th");
+    assert_eq!(refused["code"], "log_full", "{refused}");
+    assert!(!accepted.is_empty());
+
+    assert_eq!(admin(&sy, "/admin/destinations/hook/resume").await, 200);
+    eventually(WAIT, "every accepted event delivered", || {
+        let c = counts(&receiver);
+        accepted.iter().all(|id| c.contains_key(id))
+    })
+    .await;
+    // Delivered events are deleted (interest retention): room again.
+    let start = Instant::now();
+    loop {
+        let (code, _) = post_json(&sy.url("/v1/batch"), Some("wk"), &json!({ "batch": events("later", 0..5) })).await;
+        if code == 200 {
+            break;
+        }
+        assert!(start.elapsed() < WAIT, "the stream never had room again");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Three Switchyard nodes on a three-node NATS cluster (replicas 3) under
+/// continuous load: a node killed and restarted several times, then a NATS
+/// node. Every event answered 200 arrives at least once.
+#[tokio::test]
+async fn node_loss_loses_no_acknowledged_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = NatsCluster::start(dir.path(), 3);
+    let receiver = Receiver::always(200).await;
+    let cfg = config(&receiver, &cluster.urls(), "replicas = 3\npublish_timeout_ms = 15000");
+    // The cluster elects its leaders a moment after it listens.
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(start_with_retries(&cfg).await);
+    }
+    let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = tokio::spawn(send_until(ports, stop.clone()));
+
+    for round in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let victim = &mut nodes[round % 3];
+        victim.kill9();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        victim.restart().await;
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    cluster.nodes[2].kill9();
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    stop.store(true, Ordering::SeqCst);
+    let (acknowledged, refused) = load.await.unwrap();
+    assert!(acknowledged.len() > 500, "the load got through: {} acknowledged, {refused} refused", acknowledged.len());
+
+    eventually(Duration::from_secs(120), "every acknowledged event delivered", || {
+        let c = counts(&receiver);
+        acknowledged.iter().all(|id| c.contains_key(id))
+    })
+    .await;
+    let c = counts(&receiver);
+    let duplicates: usize = c.values().map(|n| n - 1).sum();
+    eprintln!(
+        "node loss: {} acknowledged, {refused} refused (503), {} delivered, {duplicates} duplicates",
+        acknowledged.len(),
+        c.len()
+    );
+}
+
+/// Starts a node, retrying while the cluster has no JetStream leader yet.
+async fn start_with_retries(cfg: &str) -> Switchyard {
+    let start = Instant::now();
+    loop {
+        match Switchyard::try_start(cfg).await {
+            Ok(sy) => return sy,
+            Err(_) if start.elapsed() < WAIT => tokio::time::sleep(Duration::from_millis(500)).await,
+            Err(logs) => panic!("no node started on the cluster:\n{logs}"),
+        }
+    }
+}
+
+/// Sends batches of 20 round-robin to `ports` until `stop`; returns the
+/// messageIds answered 200 and how many requests were refused.
+async fn send_until(ports: Vec<u16>, stop: Arc<AtomicBool>) -> (Vec<String>, usize) {
+    let mut acknowledged = Vec::new();
+    let mut refused = 0;
+    let mut round = 0usize;
+    while !stop.load(Ordering::SeqCst) {
+        let port = ports[round % ports.len()];
+        let batch = events(&format!("l{round}"), 0..20);
+        let ids: Vec<String> = batch.iter().map(|e| e["messageId"].as_str().unwrap_or("").to_owned()).collect();
+        let url = format!("http://127.0.0.1:{port}/v1/batch");
+        let body = json!({ "batch": batch }).to_string().into_bytes();
+        let headers = [("content-type", "application/json"), ("authorization", "Basic d2s6")];
+        let sent = tokio::time::timeout(Duration::from_secs(20), try_http(hyper::Method::POST, &url, &headers, body));
+        match sent.await {
+            Ok(Ok((200, _))) => acknowledged.extend(ids),
+            _ => refused += 1,
+        }
+        round += 1;
+    }
+    (acknowledged, refused)
+}
