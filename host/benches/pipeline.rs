@@ -32,6 +32,19 @@
 //!   measure another device.
 //! - `CARGO_TARGET_DIR`: where the binary and the plugins are found.
 //! - `PIPELINE_SERVER`: another `switchyard` binary to measure.
+//! - `BENCH_LOG`: `embedded` (default); `jetstream`, one NATS server and
+//!   replicas 1; `jetstream-r3`, a three-node NATS cluster on loopback and
+//!   replicas 3 (`target/nats/bin/nats-server`, or `NATS_SERVER_BIN`). The
+//!   NATS servers share this machine's cores, and their CPU and RSS are
+//!   reported beside the server's.
+//! - `BENCH_NATS_SYNC`: the NATS servers' `sync_interval`: `always`
+//!   (default: fsync before every ack, as the embedded log does),
+//!   `default` (NATS's own, every 2 minutes) or a duration (`1s`).
+//! - `BENCH_JETSTREAM`: lines added to `[log.jetstream]` (e.g.
+//!   `dedupe = "window"`), `\n`-separated.
+//! - `BENCH_NODES`: Switchyard nodes on the one log (default 1; more need
+//!   JetStream): the load generator spreads its connections over them, and
+//!   CPU is summed, RSS the largest node's.
 
 mod common;
 
@@ -195,18 +208,32 @@ fn body() -> Bytes {
 /// prints a [`LoadReport`] as one JSON line.
 async fn loadgen() {
     exit_with_parent();
-    let addr: SocketAddr = std::env::var("PIPELINE_ADDR").expect("PIPELINE_ADDR").parse().expect("address");
+    let addrs: Vec<SocketAddr> = std::env::var("PIPELINE_ADDR")
+        .expect("PIPELINE_ADDR")
+        .split(',')
+        .map(|a| a.parse().expect("address"))
+        .collect();
     let conns: usize = env_or("PIPELINE_CONNS", 8);
     let secs: f64 = env_or("BENCH_SECS", 20.0);
     common::first_seed(env_or("PIPELINE_SEED", 0));
     let started = Instant::now();
-    let (mut latencies, failures, missed) = match std::env::var("PIPELINE_RATE").ok().and_then(|r| r.parse().ok()) {
-        Some(rate) => {
-            let p = common::paced(addr, "/v1/batch", rate, secs, conns, body).await;
-            (p.latencies_ms, p.failed, p.missed)
-        }
-        None => flood(addr, secs, conns).await,
-    };
+    let (mut latencies, failures, missed) =
+        match std::env::var("PIPELINE_RATE").ok().and_then(|r| r.parse::<f64>().ok()) {
+            Some(rate) => {
+                // The rate and the connections split evenly over the nodes.
+                let n = addrs.len();
+                let runs =
+                    addrs.iter().map(|&addr| common::paced(addr, "/v1/batch", rate / n as f64, secs, conns / n, body));
+                let (mut latencies, mut failed, mut missed) = (Vec::new(), 0, 0);
+                for p in futures_join_all(runs).await {
+                    latencies.extend(p.latencies_ms);
+                    failed += p.failed;
+                    missed += p.missed;
+                }
+                (latencies, failed, missed)
+            }
+            None => flood(&addrs, secs, conns).await,
+        };
     let secs = started.elapsed().as_secs_f64();
     let requests = latencies.len() as u64 - missed;
     let mut pct = |p| if latencies.is_empty() { 0.0 } else { percentile(&mut latencies, p) };
@@ -223,12 +250,27 @@ async fn loadgen() {
     println!("{}", serde_json::to_string(&report).expect("json"));
 }
 
+/// Runs `futures` concurrently and returns their outputs in order.
+async fn futures_join_all<F: std::future::Future + Send + 'static>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F::Output: Send,
+{
+    let tasks: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        out.push(t.await.expect("load task"));
+    }
+    out
+}
+
 /// Sends batches back to back on each of `conns` keep-alive connections
-/// for `secs`; returns every request's latency (ms) and the failures.
-async fn flood(addr: SocketAddr, secs: f64, conns: usize) -> (Vec<f64>, u64, u64) {
+/// (spread round-robin over `addrs`) for `secs`; returns every request's
+/// latency (ms) and the failures.
+async fn flood(addrs: &[SocketAddr], secs: f64, conns: usize) -> (Vec<f64>, u64, u64) {
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let tasks: Vec<_> = (0..conns)
-        .map(|_| {
+        .map(|i| {
+            let addr = addrs[i % addrs.len()];
             tokio::spawn(async move {
                 let mut send = common::connect(addr).await;
                 let (mut latencies, mut failures) = (Vec::new(), 0u64);
@@ -338,9 +380,20 @@ fn device_bytes_written(path: &Path) -> Option<u64> {
 }
 
 /// The server's config: one source, the three destinations pointed at the
-/// receiver, and `BENCH_CONFIG`'s lines.
-fn config(dir: &Path, port: u16, admin: u16, receiver: SocketAddr) -> String {
+/// receiver, `BENCH_CONFIG`'s lines, and a `[log]` section for `nats`
+/// (when not empty) with `BENCH_JETSTREAM`'s lines.
+fn config(dir: &Path, port: u16, admin: u16, receiver: SocketAddr, nats: &[String], replicas: usize) -> String {
     let extra = std::env::var("BENCH_CONFIG").unwrap_or_default().replace("\\n", "\n");
+    let log = if nats.is_empty() {
+        String::new()
+    } else {
+        let servers: Vec<String> = nats.iter().map(|u| format!("\"{u}\"")).collect();
+        let lines = std::env::var("BENCH_JETSTREAM").unwrap_or_default().replace("\\n", "\n");
+        format!(
+            "\n[log]\nbackend = \"jetstream\"\n\n[log.jetstream]\nservers = [{}]\nreplicas = {replicas}\n{lines}\n",
+            servers.join(", ")
+        )
+    };
     let plugin = |name: &str| common::plugin(name).display().to_string();
     let origin = format!("http://{receiver}");
     format!(
@@ -371,7 +424,7 @@ name = "webhook"
 plugin = "{webhook}"
 settings = {{ url = "{origin}/hook" }}
 allow_http = ["{origin}"]
-"#,
+{log}"#,
         data = dir.join("data").display(),
         amplitude = plugin("amplitude_destination"),
         statsig = plugin("statsig_destination"),
@@ -379,13 +432,68 @@ allow_http = ["{origin}"]
     )
 }
 
-/// A running server and its receiver, on a fresh data dir.
+/// The running servers (nodes) on one log, their NATS servers if any, and
+/// the receiver, on fresh data dirs.
 struct Stack {
-    server: Proc,
+    servers: Vec<Proc>,
+    nats: Vec<Proc>,
     _receiver: Proc,
-    addr: SocketAddr,
+    addrs: Vec<SocketAddr>,
     receiver: SocketAddr,
     dir: tempfile::TempDir,
+}
+
+/// The NATS servers `BENCH_LOG` asks for, started under `dir`: their URLs
+/// and the replicas to use.
+fn start_nats(dir: &Path) -> (Vec<Proc>, Vec<String>, usize) {
+    let (nodes, replicas) = match std::env::var("BENCH_LOG").as_deref() {
+        Err(_) | Ok("embedded") => return (Vec::new(), Vec::new(), 1),
+        Ok("jetstream") => (1, 1),
+        Ok("jetstream-r3") => (3, 3),
+        Ok(other) => panic!("BENCH_LOG {other:?}: embedded, jetstream or jetstream-r3"),
+    };
+    let binary = std::env::var_os("NATS_SERVER_BIN")
+        .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/nats/bin/nats-server"), PathBuf::from);
+    assert!(binary.exists(), "{} is missing: `./x test` installs it", binary.display());
+    let ports: Vec<(u16, u16)> = (0..nodes).map(|_| (free_port(), free_port())).collect();
+    let routes: Vec<String> = ports.iter().map(|(_, r)| format!("nats://127.0.0.1:{r}")).collect();
+    let mut procs = Vec::new();
+    for (i, (port, route)) in ports.iter().enumerate() {
+        let node = dir.join(format!("nats{i}"));
+        std::fs::create_dir_all(&node).expect("nats dir");
+        let cluster = if nodes > 1 {
+            format!("cluster {{ name: bench, listen: 127.0.0.1:{route}, routes: [{}] }}\n", routes.join(", "))
+        } else {
+            String::new()
+        };
+        let sync = match std::env::var("BENCH_NATS_SYNC").as_deref() {
+            Ok("default") => String::new(),
+            Ok(every) => format!(", sync_interval: {every}"),
+            Err(_) => ", sync_interval: always".to_owned(),
+        };
+        let conf = format!(
+            "listen: 127.0.0.1:{port}\nserver_name: n{i}\njetstream {{ store_dir: \"{}\"{sync} }}\n{cluster}",
+            node.join("store").display()
+        );
+        std::fs::write(node.join("nats.conf"), conf).expect("nats.conf");
+        let log = std::fs::File::create(node.join("nats.log")).expect("nats.log");
+        let child = Command::new(&binary)
+            .arg("-c")
+            .arg(node.join("nats.conf"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn nats-server");
+        procs.push(Proc(child));
+    }
+    for (port, _) in &ports {
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", *port)).is_err() {
+            assert!(start.elapsed() < Duration::from_secs(30), "nats-server did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    (procs, ports.iter().map(|(p, _)| format!("nats://127.0.0.1:{p}")).collect(), replicas)
 }
 
 impl Stack {
@@ -396,54 +504,90 @@ impl Stack {
         let mut line = String::new();
         BufReader::new(receiver.0.stdout.as_mut().expect("stdout")).read_line(&mut line).expect("receiver port");
         let receiver_addr = SocketAddr::from(([127, 0, 0, 1], line.trim().parse().expect("port")));
-        let (port, admin) = (free_port(), free_port());
-        let config_path = dir.path().join("switchyard.toml");
-        std::fs::write(&config_path, config(dir.path(), port, admin, receiver_addr)).expect("config");
-        let log = std::fs::File::create(dir.path().join("server.log")).expect("server.log");
-        let server = Command::new(server_binary())
-            .arg("run")
-            .arg("--config")
-            .arg(&config_path)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn switchyard");
-        let mut stack = Stack {
-            server: Proc(server),
-            _receiver: receiver,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            receiver: receiver_addr,
-            dir,
-        };
-        stack.wait_ready(SocketAddr::from(([127, 0, 0, 1], admin)));
+        let (nats, urls, replicas) = start_nats(dir.path());
+        let nodes: usize = env_or("BENCH_NODES", 1);
+        assert!(nodes == 1 || !urls.is_empty(), "BENCH_NODES > 1 needs BENCH_LOG=jetstream");
+        let mut stack =
+            Stack { servers: Vec::new(), nats, _receiver: receiver, addrs: Vec::new(), receiver: receiver_addr, dir };
+        for node in 0..nodes {
+            let node_dir = stack.dir.path().join(format!("node{node}"));
+            std::fs::create_dir_all(&node_dir).expect("node dir");
+            let (port, admin) = (free_port(), free_port());
+            let config_path = node_dir.join("switchyard.toml");
+            std::fs::write(&config_path, config(&node_dir, port, admin, receiver_addr, &urls, replicas))
+                .expect("config");
+            let admin = SocketAddr::from(([127, 0, 0, 1], admin));
+            // A cluster elects its JetStream leaders a moment after it
+            // listens: a node that exits at start is started again.
+            let start = Instant::now();
+            loop {
+                let log = std::fs::File::create(node_dir.join("server.log")).expect("server.log");
+                let server = Command::new(server_binary())
+                    .arg("run")
+                    .arg("--config")
+                    .arg(&config_path)
+                    .stdout(Stdio::null())
+                    .stderr(log)
+                    .spawn()
+                    .expect("spawn switchyard");
+                let mut server = Proc(server);
+                match wait_ready(&mut server, admin) {
+                    Ok(()) => {
+                        stack.servers.push(server);
+                        break;
+                    }
+                    Err(exited) if start.elapsed() < Duration::from_secs(60) => {
+                        eprintln!("pipeline: node {node} exited at start ({exited}); starting it again");
+                        std::thread::sleep(Duration::from_millis(500));
+                    }
+                    Err(exited) => {
+                        let log = std::fs::read_to_string(node_dir.join("server.log")).unwrap_or_default();
+                        panic!("switchyard did not become ready ({exited}); its log:\n{log}");
+                    }
+                }
+            }
+            stack.addrs.push(SocketAddr::from(([127, 0, 0, 1], port)));
+        }
         stack
     }
 
-    /// Until `/ready` answers 200; panics with the server's log when it
-    /// exits or takes a minute.
-    fn wait_ready(&mut self, admin: SocketAddr) {
-        let start = Instant::now();
-        loop {
-            if get(admin, "/ready").is_some_and(|(status, _)| status == 200) {
-                return;
-            }
-            let exited = self.server.0.try_wait().ok().flatten();
-            if exited.is_some() || start.elapsed() > Duration::from_secs(60) {
-                let log = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
-                panic!("switchyard did not become ready ({exited:?}); its log:\n{log}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+    /// utime + stime of every node, s.
+    fn cpu_secs(&self) -> f64 {
+        self.servers.iter().map(|s| cpu_secs(s.0.id())).sum()
     }
 
-    fn pid(&self) -> u32 {
-        self.server.0.id()
+    /// utime + stime of the NATS servers, s.
+    fn nats_cpu_secs(&self) -> f64 {
+        self.nats.iter().map(|s| cpu_secs(s.0.id())).sum()
+    }
+
+    /// The largest node's peak RSS, MB.
+    fn rss_mb(&self) -> f64 {
+        self.servers.iter().map(|s| peak_rss_mb(s.0.id())).fold(0.0, f64::max)
+    }
+
+    /// The NATS servers' peak RSS, summed, MB.
+    fn nats_rss_mb(&self) -> f64 {
+        self.nats.iter().map(|s| peak_rss_mb(s.0.id())).sum()
+    }
+
+    /// Every node's WARN and ERROR lines.
+    fn log_problems(&self) -> (usize, Vec<String>) {
+        let (mut n, mut first) = (0, Vec::new());
+        for node in 0..self.servers.len() {
+            let (k, lines) = log_problems(&self.dir.path().join(format!("node{node}/server.log")));
+            n += k;
+            first.extend(lines);
+        }
+        first.truncate(3);
+        (n, first)
     }
 
     /// Runs a load generator against the server and waits for its report.
     fn load(&self, conns: usize, secs: f64, seed: u64, rate: Option<f64>) -> LoadReport {
         let mut cmd = role("loadgen");
-        cmd.env("PIPELINE_ADDR", self.addr.to_string())
+        let addrs: Vec<String> = self.addrs.iter().map(SocketAddr::to_string).collect();
+        cmd.env("PIPELINE_ADDR", addrs.join(","))
             .env("PIPELINE_CONNS", conns.to_string())
             .env("BENCH_SECS", secs.to_string())
             .env("PIPELINE_SEED", seed.to_string());
@@ -456,6 +600,25 @@ impl Stack {
         let status = child.0.wait().expect("loadgen");
         assert!(status.success(), "the load generator failed: {status}");
         serde_json::from_str(out.lines().last().unwrap_or_default()).expect("loadgen report")
+    }
+}
+
+/// Until `/ready` answers 200 on `admin`, or the server exits (Err, how).
+///
+/// # Panics
+///
+/// When it is not ready within a minute.
+fn wait_ready(server: &mut Proc, admin: SocketAddr) -> Result<(), String> {
+    let start = Instant::now();
+    loop {
+        if get(admin, "/ready").is_some_and(|(status, _)| status == 200) {
+            return Ok(());
+        }
+        if let Some(status) = server.0.try_wait().ok().flatten() {
+            return Err(status.to_string());
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "switchyard did not become ready in a minute");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -473,6 +636,9 @@ struct Phase {
     final_counts: [u64; 3],
     cores: f64,
     rss_mb: f64,
+    /// The NATS servers' cores busy and peak RSS (0 on the embedded log).
+    nats_cores: f64,
+    nats_rss_mb: f64,
     device_bytes: Option<u64>,
     paced: Option<LoadReport>,
     /// The server's WARN and ERROR log lines: how many, and the first few.
@@ -482,15 +648,16 @@ struct Phase {
 fn run_phase(conns: usize, secs: f64, index: u64) -> Phase {
     eprintln!("pipeline: {conns} connections: starting switchyard and the receivers");
     let stack = Stack::start();
-    let data = stack.dir.path().join("data");
-    let (cpu0, dev0) = (cpu_secs(stack.pid()), device_bytes_written(&data));
+    let data = stack.dir.path().to_owned();
+    let (cpu0, nats0, dev0) = (stack.cpu_secs(), stack.nats_cpu_secs(), device_bytes_written(&data));
     eprintln!("pipeline: {conns} connections: {secs} s of load");
     let t0 = Instant::now();
     // Seeds far apart: each load's message ids are its own.
     let peak = stack.load(conns, secs, index << 40, None);
     let window = t0.elapsed().as_secs_f64();
     let at_end = stats(stack.receiver);
-    let cores = (cpu_secs(stack.pid()) - cpu0) / window;
+    let cores = (stack.cpu_secs() - cpu0) / window;
+    let nats_cores = (stack.nats_cpu_secs() - nats0) / window;
 
     let drain_start = Instant::now();
     let mut drained = [None; 3];
@@ -511,8 +678,8 @@ fn run_phase(conns: usize, secs: f64, index: u64) -> Phase {
         eprintln!("pipeline: {conns} connections: {secs} s paced at {rate:.0} requests/s");
         stack.load(conns, secs, (index << 40) + (1 << 39), Some(rate))
     });
-    let rss_mb = peak_rss_mb(stack.pid());
-    let log_problems = log_problems(&stack.dir.path().join("server.log"));
+    let (rss_mb, nats_rss_mb) = (stack.rss_mb(), stack.nats_rss_mb());
+    let log_problems = stack.log_problems();
     Phase {
         conns,
         peak,
@@ -522,6 +689,8 @@ fn run_phase(conns: usize, secs: f64, index: u64) -> Phase {
         final_counts: counts,
         cores,
         rss_mb,
+        nats_cores,
+        nats_rss_mb,
         device_bytes,
         paced,
         log_problems,
@@ -557,22 +726,27 @@ fn orchestrate() {
 }
 
 fn print_tables(phases: &[Phase], secs: f64) {
-    let extra = std::env::var("BENCH_CONFIG").map(|c| format!(", BENCH_CONFIG `{c}`")).unwrap_or_default();
+    let mut extra = std::env::var("BENCH_CONFIG").map(|c| format!(", BENCH_CONFIG `{c}`")).unwrap_or_default();
+    for var in ["BENCH_LOG", "BENCH_JETSTREAM", "BENCH_NODES", "BENCH_NATS_SYNC"] {
+        if let Ok(v) = std::env::var(var) {
+            extra.push_str(&format!(", {var} `{v}`"));
+        }
+    }
     println!(
         "# pipeline: `cargo bench -p switchyard --bench pipeline`: release binary, load generator and \
          receivers in their own processes; /v1/batch of {BATCH} × ~500-byte events for {secs} s{extra}\n"
     );
     println!(
         "| connections | accepted events/s | requests | failures | p50 ms | p99 ms | max ms | server cores busy | \
-         server peak RSS MB | device bytes written / accepted event |"
+         server peak RSS MB | NATS cores busy | NATS peak RSS MB | device bytes written / accepted event |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for p in phases {
         let r = &p.peak;
         let device =
             p.device_bytes.map_or_else(|| "n/a".to_owned(), |b| format!("{:.0}", b as f64 / r.accepted.max(1) as f64));
         println!(
-            "| {} | {:.0} | {} | {} | {:.1} | {:.1} | {:.1} | {:.2} | {:.0} | {device} |",
+            "| {} | {:.0} | {} | {} | {:.1} | {:.1} | {:.1} | {:.2} | {:.0} | {:.2} | {:.0} | {device} |",
             p.conns,
             r.accepted as f64 / r.secs,
             r.requests,
@@ -582,6 +756,8 @@ fn print_tables(phases: &[Phase], secs: f64) {
             r.max_ms,
             p.cores,
             p.rss_mb,
+            p.nats_cores,
+            p.nats_rss_mb,
         );
     }
     println!(

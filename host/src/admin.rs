@@ -186,7 +186,11 @@ async fn destinations<L: EventLog>(state: &AdminState<L>) -> DestinationList {
             name: d.name.clone(),
             state: d.state().to_owned(),
             reason: status.quarantined,
-            backlog: d.position.backlog(end).or_else(|| backlog(&d.name)),
+            backlog: if state.log.shared() {
+                backlog(&d.name)
+            } else {
+                d.position.backlog(end).or_else(|| backlog(&d.name))
+            },
             log_bytes: state.log.held_bytes(&d.name),
             plugin: Some(PluginView {
                 hash: status.plugin_hash,

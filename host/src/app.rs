@@ -130,6 +130,9 @@ async fn serve<L: EventLog>(
     }
     let scheme = if config.server.tls.is_some() { "https" } else { "http" };
     tracing::info!(%addr, scheme, destinations = config.destinations.len(), "tracking API listening");
+    if log.shared() {
+        tokio::spawn(follow_shared_pauses(registry.clone(), http_stop_rx.clone()));
+    }
     tokio::spawn(warn_about_removed_destinations(
         registry.clone(),
         config.server.removed_destination_warn_mb * 1024 * 1024,
@@ -167,6 +170,19 @@ async fn warn_about_removed_destinations<L: EventLog>(
         tokio::select! {
             () = &mut stop => return,
             _ = every.tick() => registry.warn_removed_holding(threshold).await,
+        }
+    }
+}
+
+/// Every second, applies pauses made through other nodes of a shared log.
+async fn follow_shared_pauses<L: EventLog>(registry: Arc<Registry<L>>, shutdown: watch::Receiver<bool>) {
+    let stop = crate::stopped(shutdown);
+    tokio::pin!(stop);
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            _ = every.tick() => registry.follow_shared_pauses().await,
         }
     }
 }

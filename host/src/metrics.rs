@@ -283,6 +283,8 @@ pub trait LogGauges {
     fn free_bytes(&self) -> Option<u64>;
     /// Whether an append would be accepted now.
     fn accepting(&self) -> bool;
+    /// Whether other nodes consume the log too.
+    fn shared(&self) -> bool;
 }
 
 impl<L: switchyard_log::EventLog> LogGauges for L {
@@ -303,6 +305,10 @@ impl<L: switchyard_log::EventLog> LogGauges for L {
     }
     fn accepting(&self) -> bool {
         switchyard_log::EventLog::accepting(self).is_ok()
+    }
+
+    fn shared(&self) -> bool {
+        switchyard_log::EventLog::shared(self)
     }
 }
 
@@ -371,7 +377,8 @@ impl Metrics {
             writeln!(out, "# HELP {name} Events in the log not yet finished by the destination\n# TYPE {name} gauge");
         let end = log.end();
         for c in &consumers {
-            let live = destinations.iter().find(|d| d.name == *c).and_then(|d| d.position.backlog(end));
+            let live =
+                destinations.iter().find(|d| d.name == *c && !log.shared()).and_then(|d| d.position.backlog(end));
             if let Some(n) = live.or_else(|| log.backlog(c)) {
                 let _ = writeln!(out, "{name}{{destination=\"{c}\"}} {n}");
             }

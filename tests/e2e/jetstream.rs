@@ -81,6 +81,58 @@ async fn two_nodes_share_delivery_and_each_event_arrives_once() {
 }
 
 #[tokio::test]
+async fn a_pause_through_one_node_pauses_every_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path());
+    let receiver = Receiver::always(200).await;
+    let cfg = config(&receiver, &[nats.url()], "");
+    let a = Switchyard::start(&cfg).await;
+    let b = Switchyard::start(&cfg).await;
+    assert_eq!(admin(&a, "/admin/destinations/hook/pause").await, 200);
+    for node in [&a, &b] {
+        wait_state(node, "paused").await;
+    }
+    for (i, node) in [&a, &b].into_iter().enumerate() {
+        let body = json!({ "batch": events(&format!("p{i}"), 0..20) });
+        assert_eq!(post_json(&node.url("/v1/batch"), Some("wk"), &body).await.0, 200);
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(receiver.message_ids().len(), 0, "nothing is delivered while paused");
+    let (_, list) =
+        http(hyper::Method::GET, &b.admin_url("/admin/destinations"), &[("authorization", "Bearer t0ken")], Vec::new())
+            .await;
+    let list: Value = serde_json::from_slice(&list).unwrap();
+    assert_eq!(list["destinations"][0]["backlog"], 40, "the backlog is the consumer's, the same on every node: {list}");
+
+    // Resumed through the other node: both deliver again.
+    assert_eq!(admin(&b, "/admin/destinations/hook/resume").await, 200);
+    for node in [&a, &b] {
+        wait_state(node, "active").await;
+    }
+    eventually(WAIT, "40 events delivered once resumed", || counts(&receiver).len() == 40).await;
+}
+
+/// Polls `/admin/destinations` until `hook` is in `state`.
+async fn wait_state(sy: &Switchyard, state: &str) {
+    let start = Instant::now();
+    loop {
+        let (_, body) = http(
+            hyper::Method::GET,
+            &sy.admin_url("/admin/destinations"),
+            &[("authorization", "Bearer t0ken")],
+            Vec::new(),
+        )
+        .await;
+        let list: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        if list["destinations"][0]["state"] == state {
+            return;
+        }
+        assert!(start.elapsed() < WAIT, "`hook` never {state}: {list}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
 async fn without_the_cluster_ingest_answers_503_and_resumes_when_it_is_back() {
     let dir = tempfile::tempdir().unwrap();
     let mut nats = NatsServer::start(dir.path());

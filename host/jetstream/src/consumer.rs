@@ -214,7 +214,7 @@ impl Drop for JetStreamConsumer {
         // What it held is backlog again (until the next refresh reads the
         // server's count).
         let backlog = self.pending + held.len() as u64;
-        self.inner.backlogs().insert(self.name.clone(), backlog);
+        self.inner.consumers().entry(self.name.clone()).or_default().backlog = backlog;
         for (_, flight) in held {
             if !flight.naked {
                 let _ = self.acks.send((flight.reply, AckKind::Nak(None).into()));

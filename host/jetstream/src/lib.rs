@@ -124,9 +124,19 @@ pub(crate) struct Inner {
     /// Set when the stream refused an append for being full; cleared by
     /// the next refresh that finds room.
     full: AtomicBool,
-    /// Consumers by name with their backlog (pending + unacked), refreshed
-    /// from the server.
-    backlogs: Mutex<HashMap<String, u64>>,
+    /// Consumers by name with what the server says of them, refreshed.
+    consumers: Mutex<HashMap<String, ConsumerState>>,
+}
+
+/// A consumer as the server last described it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ConsumerState {
+    /// Records not yet delivered plus those delivered and not acked.
+    pub(crate) backlog: u64,
+    pub(crate) paused: bool,
+    /// Until then `paused` is what this node just set, not what a refresh
+    /// read.
+    pub(crate) settled_at: Option<std::time::Instant>,
 }
 
 /// Why the cluster could not be set up at start.
@@ -215,7 +225,7 @@ impl JetStreamLog {
             options,
             end: AtomicU64::new(end),
             full: AtomicBool::new(false),
-            backlogs: Mutex::default(),
+            consumers: Mutex::default(),
         });
         inner.refresh().await;
         tokio::spawn(refresh_every(Arc::downgrade(&inner), Duration::from_secs(1)));
@@ -234,8 +244,8 @@ impl Inner {
         format!("{}.ev.{p}", self.options.subject_prefix)
     }
 
-    pub(crate) fn backlogs(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
-        self.backlogs.lock().unwrap_or_else(PoisonError::into_inner)
+    pub(crate) fn consumers(&self) -> std::sync::MutexGuard<'_, HashMap<String, ConsumerState>> {
+        self.consumers.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Reads the stream's end and fullness and every consumer's backlog.
@@ -256,7 +266,12 @@ impl Inner {
         while let Some(info) = consumers.next().await {
             match info {
                 Ok(info) => {
-                    seen.insert(info.name.clone(), info.num_pending + info.num_ack_pending as u64);
+                    let state = ConsumerState {
+                        backlog: info.num_pending + info.num_ack_pending as u64,
+                        paused: info.paused,
+                        settled_at: None,
+                    };
+                    seen.insert(info.name.clone(), state);
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "cannot list the stream's consumers");
@@ -264,7 +279,14 @@ impl Inner {
                 }
             }
         }
-        *self.backlogs() = seen;
+        let mut consumers = self.consumers();
+        let now = std::time::Instant::now();
+        for (name, state) in &mut seen {
+            if let Some(mine) = consumers.get(name).filter(|c| c.settled_at.is_some_and(|t| t > now)) {
+                *state = ConsumerState { backlog: state.backlog, ..*mine };
+            }
+        }
+        *consumers = seen;
     }
 }
 
@@ -348,18 +370,18 @@ impl EventLog for JetStreamLog {
 
     async fn consumer(&self, name: &str) -> Result<JetStreamConsumer, LogError> {
         let consumer = JetStreamConsumer::open(self.inner.clone(), name).await?;
-        self.inner.backlogs().entry(name.to_owned()).or_insert(0);
+        self.inner.consumers().entry(consumer_name(name)).or_default();
         Ok(consumer)
     }
 
     fn consumers(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.inner.backlogs().keys().cloned().collect();
+        let mut names: Vec<String> = self.inner.consumers().keys().cloned().collect();
         names.sort();
         names
     }
 
     fn backlog(&self, name: &str) -> Option<u64> {
-        self.inner.backlogs().get(&consumer_name(name)).copied()
+        self.inner.consumers().get(&consumer_name(name)).map(|c| c.backlog)
     }
 
     async fn remove_consumer(&self, name: &str) -> Result<Option<u64>, LogError> {
@@ -370,8 +392,36 @@ impl EventLog for JetStreamLog {
             Err(e) => return Err(unavailable(e)),
         };
         self.inner.events.delete_consumer(&name).await.map_err(unavailable)?;
-        self.inner.backlogs().remove(&name);
+        self.inner.consumers().remove(&name);
         Ok(Some(backlog))
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    /// Pauses the consumer on the server (until a resume: ten years), so
+    /// that no node is handed its records; what a node holds already it
+    /// keeps, and finishes once resumed.
+    async fn pause(&self, name: &str, paused: bool) -> Result<(), LogError> {
+        let name = consumer_name(name);
+        let reply = if paused {
+            let until = time::OffsetDateTime::now_utc() + time::Duration::days(3650);
+            self.inner.events.pause_consumer(&name, until).await
+        } else {
+            self.inner.events.resume_consumer(&name).await
+        };
+        reply.map_err(unavailable)?;
+        let mut consumers = self.inner.consumers();
+        let state = consumers.entry(name).or_default();
+        state.paused = paused;
+        // A refresh already under way read the state before this change.
+        state.settled_at = Some(std::time::Instant::now() + Duration::from_secs(3));
+        Ok(())
+    }
+
+    fn paused(&self, name: &str) -> Option<bool> {
+        self.inner.consumers().get(&consumer_name(name)).map(|c| c.paused)
     }
 }
 

@@ -180,6 +180,32 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// Stops taking appends after those already queued (at shutdown).
     fn close(&self) {}
+
+    /// Whether other nodes consume this log too (JetStream): a node's own
+    /// consumer position then says nothing of a destination's backlog, and
+    /// [`EventLog::backlog`] is the figure to show.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// Pauses (or resumes) consumer `name` for every node that shares the
+    /// log: no record is handed out while it is paused. On a log only this
+    /// node reads there is nothing to do (the worker's own pause does it).
+    ///
+    /// # Errors
+    ///
+    /// When the backend cannot be told.
+    fn pause(&self, name: &str, paused: bool) -> impl Future<Output = Result<(), LogError>> + Send {
+        let _ = (name, paused);
+        std::future::ready(Ok(()))
+    }
+
+    /// Whether consumer `name` is paused on the shared log, as last read;
+    /// `None` where the log keeps no such state.
+    fn paused(&self, name: &str) -> Option<bool> {
+        let _ = name;
+        None
+    }
 }
 
 /// One destination's view of the log: records in order from its position,

@@ -453,12 +453,31 @@ impl<L: EventLog> Registry<L> {
     /// # Errors
     ///
     /// [`ActionError::NotFound`] when no such destination runs.
+    ///
+    /// On a log other nodes share, the destination's consumer is paused for
+    /// all of them (see [`Registry::follow_shared_pauses`]).
     pub async fn set_paused(&self, name: &str, paused: bool) -> Result<(), ActionError> {
         let state = self.state.lock().await;
         let r = state.running.get(name).ok_or_else(|| ActionError::NotFound(name.to_owned()))?;
+        self.shared.log.pause(name, paused).await?;
         r.stats.update_status(|s| s.paused = paused);
         let _ = r.paused.send(paused);
         Ok(())
+    }
+
+    /// Pauses or resumes the workers whose consumer another node paused or
+    /// resumed on a shared log, so that every node shows (and keeps) the
+    /// same state.
+    pub async fn follow_shared_pauses(&self) {
+        let state = self.state.lock().await;
+        for (name, r) in &state.running {
+            let Some(paused) = self.shared.log.paused(name) else { continue };
+            if *r.paused.borrow() != paused {
+                tracing::info!(destination = name.as_str(), paused, "pause changed on the shared log");
+                r.stats.update_status(|s| s.paused = paused);
+                let _ = r.paused.send(paused);
+            }
+        }
     }
 
     /// The dead letters of a running destination.
