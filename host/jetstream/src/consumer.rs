@@ -3,30 +3,35 @@
 //!
 //! A reader task pulls continuously (JetStream's pull stream: batches
 //! requested ahead, heartbeats, re-requested as they are consumed) into a
-//! bounded channel that [`Consumer::try_batch`] drains; every record
-//! received is *in flight* until acked, whether handed out yet or not. The
-//! consumer sends progress acks (`+WPI`) for every record in flight
-//! every third of `ack_wait`, so a record held in a batch, a slow call or a
-//! quarantine is not handed to another node meanwhile; a node that dies
-//! stops sending them and its records go to the others after `ack_wait`.
+//! bounded channel; each message holds several records ([`pack`]), handed
+//! out one by one. A message is *held* from its receipt until every record
+//! in it is finished; then it is acked (`+ACK`). A keep-alive task sends
+//! progress acks (`+WPI`) for every held message every third of
+//! `ack_wait`, so that a message held through a batch, a slow call, a
+//! retry's backoff or a quarantine is not handed to another node; a node
+//! that dies stops sending them and its messages go to the others after
+//! `ack_wait`.
 //!
-//! - **ack** sends `+ACK`; **nak** sends `-NAK` with the delay, and the
-//!   server hands the record out again once it has passed — to whichever
-//!   node pulls first. The record keeps its slot in `max_ack_pending`
-//!   meanwhile, as it keeps its place in the embedded log's window.
-//! - **The window** is the consumer's `max_ack_pending`, shared by every
-//!   node: a failing destination holds at most that many records across
-//!   the cluster.
-//! - A record handed out again while this node still holds it (its
+//! - **Retries are this node's**: a record whose attempt failed is handed
+//!   out again after its delay by the same [`Progress`] bookkeeping as the
+//!   embedded log's, while its message stays held. A nak to the server
+//!   would hand the whole message — records already delivered too — to
+//!   another node; if this node dies meanwhile, that is what happens (at
+//!   least once).
+//! - **The window** bounds the records handed out and not finished, as on
+//!   the embedded log; the server's `max_ack_pending` (set to the same
+//!   number) bounds the messages held across every node.
+//! - A message handed out again while this node still holds it (its
 //!   `ack_wait` ran out before a progress ack arrived) is not handed out
 //!   twice: the newer delivery's reply subject replaces the older.
 //! - **Dropped** (a reload that replaces the worker, shutdown), the
 //!   consumer naks what it holds without delay, so that the next reader
 //!   gets it at once instead of after `ack_wait`.
-//! - The position it reports is the first record in flight; JetStream
+//! - The position it reports is the first record unfinished; JetStream
 //!   keeps the real one (its ack floor), so `commit` has nothing to save.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -35,52 +40,52 @@ use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::PullConsumer;
 use bytes::Bytes;
 use futures_util::StreamExt as _;
-use switchyard_log::{Consumer, LogError, Seq};
+use switchyard_log::{Consumer, LogError, Progress, Seq};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::{Inner, consumer_config, consumer_name, unavailable};
+use crate::{Inner, consumer_config, consumer_name, pack, unavailable};
 
-/// Records requested per pull, and the channel's room.
-const PULL_BATCH: usize = 500;
-/// `max_ack_pending` until the worker sets its window.
+/// Messages requested per pull, and the channel's room.
+const PULL_BATCH: usize = 64;
+/// The window until the worker sets one.
 const INITIAL_WINDOW: usize = 10_000;
 
-/// A record received and not yet acked.
-struct Flight {
+/// A message received and not yet acked.
+struct Held {
     /// Where its ack goes (the latest delivery's).
     reply: Subject,
-    /// Nak'd: the server hands it out again after the delay.
-    naked: bool,
+    /// Its records, and those not yet finished.
+    records: usize,
+    unfinished: usize,
 }
 
-/// A record on its way from the reader task.
-struct Delivery {
-    seq: Seq,
-    payload: Bytes,
-    /// Records the server holds for this consumer beyond this one.
-    pending: u64,
+/// A message on its way from the reader task, unpacked.
+struct Received {
+    stream_seq: u64,
+    records: Vec<Bytes>,
 }
 
-type Flights = Arc<Mutex<BTreeMap<Seq, Flight>>>;
+type HeldMessages = Arc<Mutex<BTreeMap<u64, Held>>>;
 
-fn lock(flights: &Mutex<BTreeMap<Seq, Flight>>) -> MutexGuard<'_, BTreeMap<Seq, Flight>> {
-    flights.lock().unwrap_or_else(PoisonError::into_inner)
+fn lock(held: &Mutex<BTreeMap<u64, Held>>) -> MutexGuard<'_, BTreeMap<u64, Held>> {
+    held.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A destination's consumer of a [`JetStreamLog`](crate::JetStreamLog).
 pub struct JetStreamConsumer {
     inner: Arc<Inner>,
     name: String,
-    deliveries: mpsc::Receiver<Delivery>,
-    peeked: Option<Delivery>,
-    flights: Flights,
+    messages: mpsc::Receiver<Received>,
+    /// Records received and not yet handed out, in order.
+    ready: VecDeque<(Seq, Bytes)>,
+    progress: Progress,
+    held: HeldMessages,
     acks: mpsc::UnboundedSender<(Subject, Bytes)>,
     reader: JoinHandle<()>,
-    progress: JoinHandle<()>,
+    keep_alive: JoinHandle<()>,
     window: usize,
-    pending: u64,
-    /// One past the last record handed out.
+    /// One past the last record received.
     next: Seq,
 }
 
@@ -90,91 +95,107 @@ impl JetStreamConsumer {
     pub(crate) async fn open(inner: Arc<Inner>, destination: &str) -> Result<JetStreamConsumer, LogError> {
         let name = consumer_name(destination);
         let config = consumer_config(&inner.options, &name, INITIAL_WINDOW as i64);
-        let consumer: PullConsumer = inner.events.get_or_create_consumer(&name, config).await.map_err(unavailable)?;
-        let (tx, deliveries) = mpsc::channel(PULL_BATCH * 2);
-        let flights: Flights = Arc::default();
+        let (consumer, new): (PullConsumer, bool) = match inner.events.get_consumer(&name).await {
+            Ok(c) => (c, false),
+            Err(_) => (inner.events.create_consumer(config).await.map_err(unavailable)?, true),
+        };
+        inner.counts.track(&name, new).await.map_err(unavailable)?;
+        let window = usize::try_from(consumer.cached_info().config.max_ack_pending).unwrap_or(INITIAL_WINDOW);
+        let (tx, messages) = mpsc::channel(PULL_BATCH);
+        let held: HeldMessages = Arc::default();
         let (acks, ack_rx) = mpsc::unbounded_channel();
         tokio::spawn(send_acks(inner.client.clone(), ack_rx));
-        let progress_every = (inner.options.ack_wait / 3).max(Duration::from_millis(100));
-        let progress = tokio::spawn(keep_alive(flights.clone(), acks.clone(), progress_every));
-        let window = usize::try_from(consumer.cached_info().config.max_ack_pending).unwrap_or(INITIAL_WINDOW);
-        let reader = tokio::spawn(read(consumer, name.clone(), tx, flights.clone()));
-        let next = inner.end.load(std::sync::atomic::Ordering::Relaxed);
+        let every = (inner.options.ack_wait / 3).max(Duration::from_millis(100));
+        let keep_alive = tokio::spawn(keep_alive(held.clone(), acks.clone(), every));
+        let reader = tokio::spawn(read(consumer, name.clone(), tx, held.clone(), acks.clone()));
+        let next = inner.end.load(Ordering::Relaxed);
+        let mut progress = Progress::new(next);
+        progress.set_window(window);
         Ok(JetStreamConsumer {
             inner,
             name,
-            deliveries,
-            peeked: None,
-            flights,
+            messages,
+            ready: VecDeque::new(),
+            progress,
+            held,
             acks,
             reader,
-            progress,
+            keep_alive,
             window,
-            pending: 0,
             next,
         })
     }
 
-    fn reply(&self, seq: Seq, kind: AckKind, finished: bool) {
-        let mut flights = lock(&self.flights);
-        let reply = if finished {
-            flights.remove(&seq).map(|f| f.reply)
-        } else {
-            flights.get_mut(&seq).map(|f| {
-                f.naked = true;
-                f.reply.clone()
-            })
-        };
-        drop(flights);
-        if let Some(reply) = reply {
-            let _ = self.acks.send((reply, kind.into()));
+    fn take(&mut self, m: Received) {
+        for (i, record) in m.records.into_iter().enumerate() {
+            let seq = pack::seq(m.stream_seq, i);
+            self.next = self.next.max(seq + 1);
+            self.ready.push_back((seq, record));
         }
     }
 }
 
 impl Consumer for JetStreamConsumer {
     async fn try_batch(&mut self, max: usize) -> Result<Vec<(Seq, Bytes)>, LogError> {
-        let mut out: Vec<Delivery> = self.peeked.take().into_iter().collect();
-        while out.len() < max {
-            match self.deliveries.try_recv() {
-                Ok(d) => out.push(d),
+        while self.ready.len() < max {
+            match self.messages.try_recv() {
+                Ok(m) => self.take(m),
                 Err(_) => break,
             }
         }
-        if let Some(last) = out.last() {
-            self.pending = last.pending;
+        let mut out = self.progress.due(max, tokio::time::Instant::now());
+        let room = self.progress.room(max - out.len()).min(self.ready.len());
+        for (seq, payload) in self.ready.drain(..room) {
+            self.progress.started(seq, payload.clone());
+            out.push((seq, payload));
         }
-        Ok(out
-            .into_iter()
-            .map(|d| {
-                self.next = self.next.max(d.seq + 1);
-                (d.seq, d.payload)
-            })
-            .collect())
+        Ok(out)
     }
 
     async fn wait(&mut self) -> Result<(), LogError> {
-        if self.peeked.is_some() {
+        if !self.ready.is_empty() && self.progress.room(1) > 0 {
             return Ok(());
         }
-        match self.deliveries.recv().await {
-            Some(d) => {
-                self.peeked = Some(d);
-                Ok(())
-            }
-            None => Err(LogError::Closed),
+        // Here nothing is ready, or the window is full (then only a
+        // redelivery's time ends the wait).
+        let messages = &mut self.messages;
+        let mut got = None;
+        let fresh = async {
+            let m = messages.recv().await.ok_or(LogError::Closed)?;
+            got = Some(m);
+            Ok(())
+        };
+        let result = self.progress.wait(fresh).await;
+        if let Some(m) = got {
+            self.take(m);
         }
+        result
     }
 
     fn ack(&mut self, seq: Seq) {
-        self.reply(seq, AckKind::Ack, true);
+        self.progress.finished(seq);
+        let message = pack::message_of(seq);
+        let mut held = lock(&self.held);
+        let done = match held.get_mut(&message) {
+            Some(h) => {
+                h.unfinished = h.unfinished.saturating_sub(1);
+                h.unfinished == 0
+            }
+            None => false,
+        };
+        if done && let Some(h) = held.remove(&message) {
+            drop(held);
+            let _ = self.acks.send((h.reply, AckKind::Ack.into()));
+            self.inner.counts.finished(&self.name, h.records as u64);
+        }
     }
 
     fn nak(&mut self, seq: Seq, delay: Duration) {
-        self.reply(seq, AckKind::Nak(Some(delay)), false);
+        self.progress.redeliver(seq, delay);
     }
 
     fn set_window(&mut self, window: usize) {
+        self.progress.set_window(window);
         if window == self.window {
             return;
         }
@@ -189,16 +210,16 @@ impl Consumer for JetStreamConsumer {
     }
 
     fn in_flight(&self) -> usize {
-        let waiting = self.deliveries.len() + usize::from(self.peeked.is_some());
-        lock(&self.flights).len().saturating_sub(waiting)
+        self.progress.in_flight()
     }
 
     fn pending(&self) -> u64 {
-        self.pending + (self.deliveries.len() as u64)
+        let backlog = self.inner.counts.backlog(&self.name).unwrap_or(0);
+        backlog.saturating_sub(self.progress.in_flight() as u64)
     }
 
     fn position(&self) -> Seq {
-        lock(&self.flights).keys().next().copied().unwrap_or(self.next)
+        self.progress.position(self.ready.front().map_or(self.next, |(seq, _)| *seq))
     }
 
     fn commit(&mut self) -> Result<(), LogError> {
@@ -209,16 +230,10 @@ impl Consumer for JetStreamConsumer {
 impl Drop for JetStreamConsumer {
     fn drop(&mut self) {
         self.reader.abort();
-        self.progress.abort();
-        let held = std::mem::take(&mut *lock(&self.flights));
-        // What it held is backlog again (until the next refresh reads the
-        // server's count).
-        let backlog = self.pending + held.len() as u64;
-        self.inner.consumers().entry(self.name.clone()).or_default().backlog = backlog;
-        for (_, flight) in held {
-            if !flight.naked {
-                let _ = self.acks.send((flight.reply, AckKind::Nak(None).into()));
-            }
+        self.keep_alive.abort();
+        let held = std::mem::take(&mut *lock(&self.held));
+        for (_, h) in held {
+            let _ = self.acks.send((h.reply, AckKind::Nak(None).into()));
         }
     }
 }
@@ -227,20 +242,19 @@ impl Drop for JetStreamConsumer {
 async fn send_acks(client: async_nats::Client, mut acks: mpsc::UnboundedReceiver<(Subject, Bytes)>) {
     while let Some((reply, kind)) = acks.recv().await {
         if let Err(e) = client.publish(reply, kind).await {
-            tracing::debug!(error = %e, "cannot send an ack; the record will be handed out again");
+            tracing::debug!(error = %e, "cannot send an ack; the message will be handed out again");
         }
     }
 }
 
-/// Sends a progress ack for every record in flight and not nak'd, every
-/// `every`.
-async fn keep_alive(flights: Flights, acks: mpsc::UnboundedSender<(Subject, Bytes)>, every: Duration) {
+/// Sends a progress ack for every held message, every `every`.
+async fn keep_alive(held: HeldMessages, acks: mpsc::UnboundedSender<(Subject, Bytes)>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     loop {
         tick.tick().await;
-        let replies: Vec<Subject> = lock(&flights).values().filter(|f| !f.naked).map(|f| f.reply.clone()).collect();
+        let replies: Vec<Subject> = lock(&held).values().map(|h| h.reply.clone()).collect();
         for reply in replies {
             if acks.send((reply, AckKind::Progress.into())).is_err() {
                 return;
@@ -249,9 +263,15 @@ async fn keep_alive(flights: Flights, acks: mpsc::UnboundedSender<(Subject, Byte
     }
 }
 
-/// Pulls records into `tx`, and pulls again after an error (the
-/// connection is lost, the consumer deleted meanwhile, …).
-async fn read(consumer: PullConsumer, name: String, tx: mpsc::Sender<Delivery>, flights: Flights) {
+/// Pulls messages into `tx`, unpacked, and pulls again after an error
+/// (the connection is lost, the consumer deleted meanwhile, …).
+async fn read(
+    consumer: PullConsumer,
+    name: String,
+    tx: mpsc::Sender<Received>,
+    held: HeldMessages,
+    acks: mpsc::UnboundedSender<(Subject, Bytes)>,
+) {
     loop {
         let messages = consumer
             .stream()
@@ -280,27 +300,34 @@ async fn read(consumer: PullConsumer, name: String, tx: mpsc::Sender<Delivery>, 
                     Some(Ok(message)) => {
                         let Some(reply) = message.reply.clone() else { continue };
                         let Ok(info) = message.info() else { continue };
-                        let (seq, pending) = (info.stream_sequence, info.pending);
-                        let hand_out = {
-                            let mut flights = lock(&flights);
-                            match flights.get_mut(&seq) {
-                                Some(f) => {
-                                    let again = f.naked;
-                                    f.reply = reply;
-                                    f.naked = false;
-                                    again
+                        let stream_seq = info.stream_sequence;
+                        let (records, intact) = pack::decode(&message.payload);
+                        if !intact {
+                            tracing::error!(
+                                consumer = name, stream_seq, kept = records.len(),
+                                "a message in the stream is not in Switchyard's layout; delivering the records before the damage"
+                            );
+                        }
+                        if records.is_empty() {
+                            let _ = acks.send((reply, AckKind::Ack.into()));
+                            continue;
+                        }
+                        let fresh = {
+                            let mut held = lock(&held);
+                            match held.get_mut(&stream_seq) {
+                                Some(h) => {
+                                    h.reply = reply;
+                                    false
                                 }
                                 None => {
-                                    flights.insert(seq, Flight { reply, naked: false });
+                                    let n = records.len();
+                                    held.insert(stream_seq, Held { reply, records: n, unfinished: n });
                                     true
                                 }
                             }
                         };
-                        if hand_out {
-                            let delivery = Delivery { seq, payload: message.payload.clone(), pending };
-                            if tx.send(delivery).await.is_err() {
-                                return;
-                            }
+                        if fresh && tx.send(Received { stream_seq, records }).await.is_err() {
+                            return;
                         }
                     }
                 },

@@ -8,16 +8,21 @@
 //! - **The events stream** (`<stream>`, default `SWITCHYARD_EVENTS`):
 //!   subjects `<prefix>.ev.<partition>`, where the partition is a hash of
 //!   the record's order key (the event's user) modulo
-//!   [`Options::partitions`], so per-user order is possible. File storage,
-//!   [`Options::replicas`] replicas, **interest** retention (a record is
-//!   deleted once every destination's consumer acked it) and
-//!   **`discard = new`**: a full stream refuses the append, ingest answers
-//!   503, and no undelivered event is ever evicted silently.
-//!   `max_age` and `max_bytes` bound it; see [`Options`].
+//!   [`Options::partitions`]. An append packs the records of one partition
+//!   into as few messages as it can ([`pack`]): one JetStream operation per
+//!   event held ingest to a few thousand events/s. File storage,
+//!   [`Options::replicas`] replicas, **interest** retention (a message is
+//!   deleted once every destination's consumer acked it) and **`discard =
+//!   new`**: a full stream refuses the append, ingest answers 503, and no
+//!   undelivered event is ever evicted silently. `max_age` and `max_bytes`
+//!   bound it; see [`Options`].
 //! - **One durable pull consumer per destination**, named after it and
-//!   shared by every node (the server splits its records between them),
-//!   explicit acks, `ack_wait` longer than a call and progress acks while a
-//!   record is held ([`JetStreamConsumer`]).
+//!   shared by every node (the server splits its messages between them),
+//!   explicit acks, progress acks while a message is held
+//!   ([`JetStreamConsumer`]).
+//! - **The counters** (`<stream>_COUNTS`): records appended and records
+//!   each consumer finished, so that backlogs are exact in records on
+//!   every node ([`counts`]).
 //! - **The id stream** (`<stream>_IDS`, subjects `<prefix>.id.<hex id>`),
 //!   when [`Dedupe::Stream`]: one empty message per accepted id, kept for
 //!   the dedupe window (`max_age`) and bounded in count (`max_msgs`,
@@ -25,20 +30,22 @@
 //!
 //! # Acknowledgements
 //!
-//! [`EventLog::append`] publishes every record with `Nats-Msg-Id` set to
-//! its id, pipelined, and resolves only once the stream acknowledged every
-//! one of them: ingest answers 200 only then. A publish whose ack timed
-//! out or whose stream lost its leader is published again with the same
-//! id (the stream's duplicate window makes that safe) until
-//! [`Options::publish_timeout`] has passed; then the append fails and
-//! ingest answers 503. Sequence numbers are the stream's: they start at 1
-//! and a consumer sees gaps (records not yet published when it read,
-//! records of other nodes' batches), which the seam allows.
+//! [`EventLog::append`] publishes its messages pipelined, each with a
+//! `Nats-Msg-Id` derived from its records' ids, and resolves only once the
+//! stream acknowledged every one of them: ingest answers 200 only then. A
+//! publish whose ack timed out or whose stream lost its leader is
+//! published again with the same id (the stream's duplicate window makes
+//! that safe) until [`Options::publish_timeout`] has passed; then the
+//! append fails and ingest answers 503. A record's sequence number is its
+//! message's stream sequence and its index in it ([`pack::seq`]): ordered
+//! like the stream, with gaps, which the seam allows.
 
 mod consumer;
+mod counts;
 pub mod ids;
+pub mod pack;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -97,7 +104,7 @@ impl Default for Options {
             replicas: 1,
             max_age: Duration::from_secs(72 * 3600),
             max_bytes: 0,
-            partitions: 32,
+            partitions: 8,
             duplicate_window: Duration::from_secs(600),
             dedupe: Dedupe::Stream,
             dedupe_window: Duration::from_secs(24 * 3600),
@@ -107,6 +114,11 @@ impl Default for Options {
         }
     }
 }
+
+/// How often the stream's and the consumers' state is read from the
+/// server. Between reads, appends and acks of this node adjust the
+/// backlogs; what other nodes do shows at the next read.
+const REFRESH_EVERY: Duration = Duration::from_millis(500);
 
 /// A log on a JetStream stream shared by every node.
 pub struct JetStreamLog {
@@ -124,6 +136,8 @@ pub(crate) struct Inner {
     /// Set when the stream refused an append for being full; cleared by
     /// the next refresh that finds room.
     full: AtomicBool,
+    /// Records appended and finished per consumer: the backlogs.
+    pub(crate) counts: counts::Counts,
     /// Consumers by name with what the server says of them, refreshed.
     consumers: Mutex<HashMap<String, ConsumerState>>,
 }
@@ -131,8 +145,6 @@ pub(crate) struct Inner {
 /// A consumer as the server last described it.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct ConsumerState {
-    /// Records not yet delivered plus those delivered and not acked.
-    pub(crate) backlog: u64,
     pub(crate) paused: bool,
     /// Until then `paused` is what this node just set, not what a refresh
     /// read.
@@ -199,7 +211,7 @@ impl JetStreamLog {
             })
             .await
             .map_err(|e| stream_err(&options.stream, &e))?;
-        let end = events.state.last_sequence + 1;
+        let end = pack::seq(events.state.last_sequence + 1, 0);
         let events = js.get_stream(&options.stream).await.map_err(|e| stream_err(&options.stream, &e))?;
         let ids = match options.dedupe {
             Dedupe::Window => None,
@@ -217,6 +229,9 @@ impl JetStreamLog {
             dedupe = ?options.dedupe,
             "events go to a JetStream stream"
         );
+        let counts = counts::Counts::open(&js, &options)
+            .await
+            .map_err(|e| stream_err(&format!("{}_COUNTS", options.stream), &e))?;
         let inner = Arc::new(Inner {
             client,
             js,
@@ -225,10 +240,12 @@ impl JetStreamLog {
             options,
             end: AtomicU64::new(end),
             full: AtomicBool::new(false),
+            counts,
             consumers: Mutex::default(),
         });
         inner.refresh().await;
-        tokio::spawn(refresh_every(Arc::downgrade(&inner), Duration::from_secs(1)));
+        tokio::spawn(refresh_every(Arc::downgrade(&inner), REFRESH_EVERY));
+        tokio::spawn(flush_every(Arc::downgrade(&inner), counts::FLUSH_EVERY));
         Ok(JetStreamLog { inner })
     }
 
@@ -239,11 +256,6 @@ impl JetStreamLog {
 }
 
 impl Inner {
-    fn subject(&self, order_key: u64) -> String {
-        let p = order_key % u64::from(self.options.partitions.max(1));
-        format!("{}.ev.{p}", self.options.subject_prefix)
-    }
-
     pub(crate) fn consumers(&self) -> std::sync::MutexGuard<'_, HashMap<String, ConsumerState>> {
         self.consumers.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -252,7 +264,7 @@ impl Inner {
     async fn refresh(&self) {
         match self.events.get_info().await {
             Ok(info) => {
-                self.end.fetch_max(info.state.last_sequence + 1, Ordering::Relaxed);
+                self.end.fetch_max(pack::seq(info.state.last_sequence + 1, 0), Ordering::Relaxed);
                 let max = info.config.max_bytes;
                 let room = max <= 0 || info.state.bytes < (max as u64).saturating_sub(max as u64 / 100);
                 if room {
@@ -266,11 +278,7 @@ impl Inner {
         while let Some(info) = consumers.next().await {
             match info {
                 Ok(info) => {
-                    let state = ConsumerState {
-                        backlog: info.num_pending + info.num_ack_pending as u64,
-                        paused: info.paused,
-                        settled_at: None,
-                    };
+                    let state = ConsumerState { paused: info.paused, settled_at: None };
                     seen.insert(info.name.clone(), state);
                 }
                 Err(e) => {
@@ -279,14 +287,37 @@ impl Inner {
                 }
             }
         }
-        let mut consumers = self.consumers();
-        let now = std::time::Instant::now();
-        for (name, state) in &mut seen {
-            if let Some(mine) = consumers.get(name).filter(|c| c.settled_at.is_some_and(|t| t > now)) {
-                *state = ConsumerState { backlog: state.backlog, ..*mine };
+        let untracked: Vec<String> = seen.keys().filter(|n| self.counts.backlog(n).is_none()).cloned().collect();
+        {
+            let mut consumers = self.consumers();
+            let now = std::time::Instant::now();
+            for (name, state) in &mut seen {
+                if let Some(mine) = consumers.get(name)
+                    && mine.settled_at.is_some_and(|t| t > now)
+                {
+                    (state.paused, state.settled_at) = (mine.paused, mine.settled_at);
+                }
+            }
+            *consumers = seen;
+        }
+        // Consumers of destinations this node does not run (removed from
+        // the config, or run elsewhere) are counted from their totals.
+        for name in untracked {
+            if let Err(e) = self.counts.track(&name, false).await {
+                tracing::debug!(consumer = name, error = e, "cannot read a consumer's count");
             }
         }
-        *consumers = seen;
+        self.counts.refresh().await;
+    }
+}
+
+async fn flush_every(inner: std::sync::Weak<Inner>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        inner.counts.flush().await;
     }
 }
 
@@ -346,6 +377,10 @@ impl EventLog for JetStreamLog {
             });
         }
         let written = publish_all(inner, &fresh, &mut duplicates).await?;
+        if let Err(e) = inner.counts.appended(written.len() as u64).await {
+            // They are durable; only the backlogs shown are short of them.
+            tracing::warn!(error = e, "cannot count appended events; backlogs show fewer");
+        }
         if let Some(ids) = &inner.ids {
             ids.remember(written.iter().map(|(_, id)| *id)).await;
         }
@@ -381,18 +416,22 @@ impl EventLog for JetStreamLog {
     }
 
     fn backlog(&self, name: &str) -> Option<u64> {
-        self.inner.consumers().get(&consumer_name(name)).map(|c| c.backlog)
+        self.inner.counts.backlog(&consumer_name(name))
     }
 
     async fn remove_consumer(&self, name: &str) -> Result<Option<u64>, LogError> {
         let name = consumer_name(name);
-        let backlog = match self.inner.events.consumer_info(&name).await {
-            Ok(info) => info.num_pending + info.num_ack_pending as u64,
+        match self.inner.events.consumer_info(&name).await {
+            Ok(_) => {}
             Err(e) if e.to_string().contains("not found") => return Ok(None),
             Err(e) => return Err(unavailable(e)),
-        };
+        }
+        let backlog = self.inner.counts.backlog(&name).unwrap_or(0);
         self.inner.events.delete_consumer(&name).await.map_err(unavailable)?;
         self.inner.consumers().remove(&name);
+        if let Err(e) = self.inner.counts.forget(&name).await {
+            tracing::warn!(consumer = name, error = e, "cannot delete a purged consumer's count");
+        }
         Ok(Some(backlog))
     }
 
@@ -425,42 +464,43 @@ impl EventLog for JetStreamLog {
     }
 }
 
-/// Publishes `records` pipelined, each with its id as `Nats-Msg-Id`, and
-/// waits for every ack; publishes again what timed out, with the same id,
-/// until the publish timeout. Returns the written ones' sequence numbers
-/// and ids; a record the stream took for a repeat of one published before
-/// this append goes to `duplicates`.
+/// Packs `records` into messages, one or more per partition ([`pack`]),
+/// publishes them pipelined, each with a `Nats-Msg-Id` derived from its
+/// records' ids, and waits for every ack; publishes again what timed out,
+/// with the same id, until the publish timeout. Returns the written
+/// records' sequence numbers and ids; the records of a message the stream
+/// took for a repeat of one published before this append go to
+/// `duplicates`.
 ///
 /// # Errors
 ///
-/// When some record is still not acknowledged at the deadline, or the
+/// When some message is still not acknowledged at the deadline, or the
 /// stream refused it (full: [`LogError::Full`]).
 async fn publish_all(
     inner: &Inner,
     records: &[(usize, &Record)],
     duplicates: &mut Vec<usize>,
 ) -> Result<Vec<(Seq, u64)>, LogError> {
+    let messages = group(inner, records);
     let deadline = tokio::time::Instant::now() + inner.options.publish_timeout;
     let mut written = Vec::with_capacity(records.len());
-    // Indexes into `records` still to publish, and whether each was
-    // published before (then a "duplicate" ack means that try landed).
-    let mut todo: Vec<(usize, bool)> = (0..records.len()).map(|k| (k, false)).collect();
+    // Messages still to publish, and whether each was published before
+    // (then a "duplicate" ack means that try landed).
+    let mut todo: Vec<(usize, bool)> = (0..messages.len()).map(|k| (k, false)).collect();
     let mut last_error = String::new();
     while !todo.is_empty() {
         if tokio::time::Instant::now() >= deadline {
             return Err(unavailable(format!(
-                "{} of the request's events not acknowledged in {:?}: {last_error}",
+                "{} of the request's messages not acknowledged in {:?}: {last_error}",
                 todo.len(),
                 inner.options.publish_timeout
             )));
         }
         let mut acks = Vec::with_capacity(todo.len());
         for &(k, retried) in &todo {
-            let (_, record) = records[k];
-            let message = jetstream::message::PublishMessage::build()
-                .payload(record.payload.clone())
-                .message_id(ids::hex(record.id));
-            let ack = inner.js.send_publish(inner.subject(record.order_key), message).await;
+            let m = &messages[k];
+            let message = jetstream::message::PublishMessage::build().payload(m.body.clone()).message_id(&m.id);
+            let ack = inner.js.send_publish(m.subject.clone(), message).await;
             acks.push((k, retried, ack));
         }
         let mut again = Vec::new();
@@ -469,11 +509,14 @@ async fn publish_all(
                 Ok(future) => future.await,
                 Err(e) => Err(e),
             };
+            let m = &messages[k];
             match result {
-                Ok(ack) if ack.duplicate && !retried => duplicates.push(records[k].0),
+                Ok(ack) if ack.duplicate && !retried => duplicates.extend(m.records.iter().map(|r| records[*r].0)),
                 Ok(ack) => {
-                    inner.end.fetch_max(ack.sequence + 1, Ordering::Relaxed);
-                    written.push((ack.sequence, records[k].1.id));
+                    inner.end.fetch_max(pack::seq(ack.sequence + 1, 0), Ordering::Relaxed);
+                    written.extend(
+                        m.records.iter().enumerate().map(|(i, r)| (pack::seq(ack.sequence, i), records[*r].1.id)),
+                    );
                 }
                 Err(e) => {
                     let text = e.to_string();
@@ -496,6 +539,53 @@ async fn publish_all(
         todo = again;
     }
     Ok(written)
+}
+
+/// One message to publish: its subject, body, `Nats-Msg-Id`, and the
+/// indexes (into the append's fresh records) of the records it holds.
+struct Outgoing {
+    subject: String,
+    body: bytes::Bytes,
+    id: String,
+    records: Vec<usize>,
+}
+
+/// The records grouped by partition, in order, and cut into messages of at
+/// most [`pack::MAX_RECORDS`] records and [`pack::MAX_BYTES`] bytes.
+fn group(inner: &Inner, records: &[(usize, &Record)]) -> Vec<Outgoing> {
+    let partitions = u64::from(inner.options.partitions.max(1));
+    let mut by_partition: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+    for (k, (_, r)) in records.iter().enumerate() {
+        by_partition.entry(r.order_key % partitions).or_default().push(k);
+    }
+    let mut out = Vec::new();
+    for (partition, ks) in by_partition {
+        let mut chunk: Vec<usize> = Vec::new();
+        let mut bytes = 0;
+        let mut flush = |chunk: &mut Vec<usize>| {
+            if chunk.is_empty() {
+                return;
+            }
+            let taken = std::mem::take(chunk);
+            out.push(Outgoing {
+                subject: format!("{}.ev.{partition}", inner.options.subject_prefix),
+                body: pack::encode(taken.iter().map(|k| &records[*k].1.payload)),
+                id: pack::message_id(taken.iter().map(|k| records[*k].1.id)),
+                records: taken,
+            });
+        };
+        for k in ks {
+            let len = records[k].1.payload.len() + 4;
+            if !chunk.is_empty() && (chunk.len() >= pack::MAX_RECORDS || bytes + len > pack::MAX_BYTES) {
+                flush(&mut chunk);
+                bytes = 0;
+            }
+            chunk.push(k);
+            bytes += len;
+        }
+        flush(&mut chunk);
+    }
+    out
 }
 
 /// Whether a publish error says the stream is at its bounds.

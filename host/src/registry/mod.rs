@@ -298,6 +298,14 @@ impl<L: EventLog> Registry<L> {
                 let _ = r.deploy.send(Arc::new(deploy));
                 report.updated.push(name);
             } else {
+                // Added to the config, it starts unpaused, as on the
+                // embedded log, also where a shared log kept a pause from
+                // before it was removed.
+                if self.shared.log.paused(&name) == Some(true)
+                    && let Err(e) = self.shared.log.pause(&name, false).await
+                {
+                    tracing::warn!(destination = name.as_str(), error = %e, "cannot resume its consumer");
+                }
                 let running = self.spawn(&config, c).await.map_err(|e| ReloadError(format!("{e:#}")))?;
                 state.running.insert(name.clone(), running);
                 report.added.push(name);
