@@ -22,7 +22,7 @@
 //!   ([`JetStreamConsumer`]).
 //! - **The counters** (`<stream>_COUNTS`): records appended and records
 //!   each consumer finished, so that backlogs are exact in records on
-//!   every node ([`counts`]).
+//!   every node (the `counts` module).
 //! - **The id stream** (`<stream>_IDS`, subjects `<prefix>.id.<hex id>`),
 //!   when [`Dedupe::Stream`]: one empty message per accepted id, kept for
 //!   the dedupe window (`max_age`) and bounded in count (`max_msgs`,
