@@ -131,13 +131,19 @@ async fn serve<L: EventLog>(
     let scheme = if config.server.tls.is_some() { "https" } else { "http" };
     tracing::info!(%addr, scheme, destinations = config.destinations.len(), "tracking API listening");
     if log.shared() {
-        tokio::spawn(follow_shared_pauses(registry.clone(), http_stop_rx.clone()));
+        // Pauses made through other nodes of the shared log, applied here.
+        let r = registry.clone();
+        tokio::spawn(periodically(SHARED_PAUSES_EVERY, http_stop_rx.clone(), move || {
+            let r = r.clone();
+            async move { r.follow_shared_pauses().await }
+        }));
     }
-    tokio::spawn(warn_about_removed_destinations(
-        registry.clone(),
-        config.server.removed_destination_warn_mb * 1024 * 1024,
-        http_stop_rx.clone(),
-    ));
+    // Removed destinations holding more than the threshold, warned about.
+    let (r, threshold) = (registry.clone(), config.server.removed_destination_warn_mb * 1024 * 1024);
+    tokio::spawn(periodically(REMOVED_CHECK_EVERY, http_stop_rx.clone(), move || {
+        let r = r.clone();
+        async move { r.warn_removed_holding(threshold).await }
+    }));
 
     shutdown.await;
     tracing::info!("shutting down: no new requests; finishing in-flight work");
@@ -156,36 +162,25 @@ async fn serve<L: EventLog>(
     Ok(())
 }
 
-/// Every [`REMOVED_CHECK_EVERY`], from start, warns about removed
-/// destinations holding more than `threshold` bytes of the log.
-async fn warn_about_removed_destinations<L: EventLog>(
-    registry: Arc<Registry<L>>,
-    threshold: u64,
-    shutdown: watch::Receiver<bool>,
-) {
+/// Runs `work` every `period`, from start, until `shutdown` turns true.
+async fn periodically<F, Fut>(period: Duration, shutdown: watch::Receiver<bool>, work: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let stop = crate::stopped(shutdown);
     tokio::pin!(stop);
-    let mut every = tokio::time::interval(REMOVED_CHECK_EVERY);
+    let mut every = tokio::time::interval(period);
     loop {
         tokio::select! {
             () = &mut stop => return,
-            _ = every.tick() => registry.warn_removed_holding(threshold).await,
+            _ = every.tick() => work().await,
         }
     }
 }
 
-/// Every second, applies pauses made through other nodes of a shared log.
-async fn follow_shared_pauses<L: EventLog>(registry: Arc<Registry<L>>, shutdown: watch::Receiver<bool>) {
-    let stop = crate::stopped(shutdown);
-    tokio::pin!(stop);
-    let mut every = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            () = &mut stop => return,
-            _ = every.tick() => registry.follow_shared_pauses().await,
-        }
-    }
-}
+/// How often pauses made through other nodes of a shared log are applied.
+const SHARED_PAUSES_EVERY: Duration = Duration::from_secs(1);
 
 /// How often removed destinations that hold the log are warned about.
 const REMOVED_CHECK_EVERY: Duration = Duration::from_secs(300);

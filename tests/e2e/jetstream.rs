@@ -154,15 +154,7 @@ async fn without_the_cluster_ingest_answers_503_and_resumes_when_it_is_back() {
     assert!(reply["message"].as_str().unwrap_or("").contains("NATS"), "{reply}");
 
     nats.restart();
-    let start = Instant::now();
-    loop {
-        let (code, _) = post_json(&sy.url("/v1/batch"), Some("wk"), &json!({ "batch": events("after", 0..10) })).await;
-        if code == 200 {
-            break;
-        }
-        assert!(start.elapsed() < WAIT, "ingest does not resume once NATS is back");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    post_until_accepted(&sy, events("after", 0..10), "ingest does not resume once NATS is back").await;
     eventually(WAIT, "delivery resumes", || (0..10).all(|i| counts(&receiver).contains_key(&format!("after-{i}"))))
         .await;
     assert_eq!(ready(&sy).await, 200);
@@ -206,14 +198,17 @@ async fn a_full_stream_answers_503_and_loses_nothing() {
     })
     .await;
     // Delivered events are deleted (interest retention): room again.
+    post_until_accepted(&sy, events("later", 0..5), "the stream never had room again").await;
+}
+
+/// Posts `batch` until it is answered 200 (within [`WAIT`]; `what` says
+/// what failed otherwise).
+async fn post_until_accepted(sy: &Switchyard, batch: Vec<Value>, what: &str) {
     let start = Instant::now();
-    loop {
-        let (code, _) = post_json(&sy.url("/v1/batch"), Some("wk"), &json!({ "batch": events("later", 0..5) })).await;
-        if code == 200 {
-            break;
-        }
-        assert!(start.elapsed() < WAIT, "the stream never had room again");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    let body = json!({ "batch": batch });
+    while post_json(&sy.url("/v1/batch"), Some("wk"), &body).await.0 != 200 {
+        assert!(start.elapsed() < WAIT, "{what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -122,29 +122,29 @@ impl Switchyard {
     pub async fn try_start(config: &str) -> Result<Switchyard, String> {
         let Spawned { child, dir, port, admin_port, log, nats, log_section } = Self::spawn(config, &[]);
         let mut sy = Switchyard { child, dir, port, admin_port, log, env: Vec::new(), nats, log_section };
-        let addr = SocketAddr::from(([127, 0, 0, 1], sy.port));
-        let start = Instant::now();
-        loop {
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                return Ok(sy);
-            }
-            if let Ok(Some(_)) = sy.child.try_wait() {
-                return Err(sy.logs());
-            }
-            assert!(start.elapsed() < Duration::from_secs(120), "switchyard did not listen:\n{}", sy.logs());
-            tokio::time::sleep(Duration::from_millis(25)).await;
+        match sy.listening().await {
+            Ok(()) => Ok(sy),
+            Err(_) => Err(sy.logs()),
         }
     }
 
     async fn wait_listening(&mut self) {
+        if let Err(status) = self.listening().await {
+            panic!("switchyard exited with {status} before listening:\n{}", self.logs());
+        }
+    }
+
+    /// Until the tracking port accepts connections, or the process exits
+    /// (`Err`, how). Panics after two minutes.
+    async fn listening(&mut self) -> Result<(), std::process::ExitStatus> {
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
         let start = Instant::now();
         loop {
             if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                break;
+                return Ok(());
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("switchyard exited with {status} before listening:\n{}", self.logs());
+                return Err(status);
             }
             assert!(start.elapsed() < Duration::from_secs(120), "switchyard did not listen:\n{}", self.logs());
             tokio::time::sleep(Duration::from_millis(25)).await;

@@ -244,14 +244,11 @@ impl JetStreamLog {
             consumers: Mutex::default(),
         });
         inner.refresh().await;
-        tokio::spawn(refresh_every(Arc::downgrade(&inner), REFRESH_EVERY));
-        tokio::spawn(flush_every(Arc::downgrade(&inner), counts::FLUSH_EVERY));
+        tokio::spawn(every(Arc::downgrade(&inner), REFRESH_EVERY, |inner| async move { inner.refresh().await }));
+        tokio::spawn(every(Arc::downgrade(&inner), counts::FLUSH_EVERY, |inner| async move {
+            inner.counts.flush().await;
+        }));
         Ok(JetStreamLog { inner })
-    }
-
-    /// The options it was opened with.
-    pub fn options(&self) -> &Options {
-        &self.inner.options
     }
 }
 
@@ -311,23 +308,18 @@ impl Inner {
     }
 }
 
-async fn flush_every(inner: std::sync::Weak<Inner>, every: Duration) {
-    let mut tick = tokio::time::interval(every);
+/// Runs `work` every `period` until the log is dropped.
+async fn every<F, Fut>(inner: std::sync::Weak<Inner>, period: Duration, work: F)
+where
+    F: Fn(Arc<Inner>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let Some(inner) = inner.upgrade() else { return };
-        inner.counts.flush().await;
-    }
-}
-
-async fn refresh_every(inner: std::sync::Weak<Inner>, every: Duration) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let Some(inner) = inner.upgrade() else { return };
-        inner.refresh().await;
+        work(inner).await;
     }
 }
 
