@@ -1205,6 +1205,38 @@ batch = { max_events = 10, linger_ms = 5 }
     }
 
     #[test]
+    fn the_jetstream_log_section_is_parsed_and_its_bad_values_named() {
+        let good = format!(
+            "{GOOD}\n[log]\nbackend = \"jetstream\"\n\n[log.jetstream]\n\
+             servers = [\"nats://10.0.0.1:4222\", \"10.0.0.2:4222\"]\nreplicas = 3\ndedupe = \"window\"\n"
+        );
+        let c = parse(&good).unwrap();
+        assert_eq!(c.log.backend, LogBackend::Jetstream);
+        let o = c.log.jetstream.options(std::time::Duration::from_secs(60));
+        assert_eq!((o.servers.len(), o.replicas, o.dedupe), (2, 3, switchyard_jetstream::Dedupe::Window));
+        assert_eq!(parse(GOOD).unwrap().log.backend, LogBackend::Embedded, "embedded by default");
+
+        let bad = format!(
+            "{GOOD}\n[log]\nbackend = \"kafka\"\n\n[log.jetstream]\nservers = [\"nats://\"]\nreplicas = 7\n\
+             partitions = 0\nstream = \"a.b\"\nack_wait_secs = 0\n"
+        );
+        let e = parse(&bad).unwrap_err();
+        assert_eq!(keys(&e)[0], (Some(line(&bad, "kafka")), "log.backend"), "{e}");
+        let fixed = bad.replace("\"kafka\"", "\"jetstream\"");
+        let e = parse(&fixed).unwrap_err();
+        let named: Vec<&str> = keys(&e).into_iter().map(|(_, k)| k).collect();
+        for key in [
+            "log.jetstream.servers[0]",
+            "log.jetstream.replicas",
+            "log.jetstream.partitions",
+            "log.jetstream.stream",
+            "log.jetstream.ack_wait_secs",
+        ] {
+            assert!(named.contains(&key), "{key} not named: {e}");
+        }
+    }
+
+    #[test]
     fn a_destination_missing_a_key_does_not_hide_the_next_ones_problems() {
         let text = "[[destinations]]\nplugin = \"a.wasm\"\n\n[[destinations]]\nname = \"b\"\nplugin = \"b.wasm\"\n\
                     batch = { linger_ms = \"soon\" }\n";

@@ -326,7 +326,7 @@ where
 /// Whether `url` is a NATS server address (`nats://host:port`, `host:port`,
 /// `tls://…`), as `[log.jetstream] servers` needs.
 pub fn is_server_url(url: &str) -> bool {
-    url.parse::<async_nats::ServerAddr>().is_ok()
+    url.parse::<async_nats::ServerAddr>().is_ok_and(|a| !a.host().is_empty())
 }
 
 /// A JetStream consumer name for a destination: names may not hold `.`,
