@@ -138,8 +138,8 @@ async fn route<L: EventLog>(req: &Request<hyper::body::Incoming>, state: &AdminS
         },
         (&Method::GET, ["admin", "destinations", name, "dead-letters"]) => {
             let Some(dl) = state.registry.dead_letters(name).await else { return no_destination(name) };
-            match dl.pending(1000).await {
-                Ok(list) => {
+            match tokio::try_join!(dl.pending(1000), dl.count()) {
+                Ok((list, count)) => {
                     let dead_letters = list
                         .into_iter()
                         .map(|d| DeadLetterView {
@@ -151,10 +151,10 @@ async fn route<L: EventLog>(req: &Request<hyper::body::Incoming>, state: &AdminS
                             kind: d.kind.to_owned(),
                         })
                         .collect();
-                    let page = DeadLetterPage { destination: (*name).to_owned(), count: dl.count(), dead_letters };
+                    let page = DeadLetterPage { destination: (*name).to_owned(), count, dead_letters };
                     reply(StatusCode::OK, &page)
                 }
-                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+                Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
             }
         }
         (&Method::POST, ["admin", "destinations", name, "dead-letters", "replay"]) => {
@@ -177,7 +177,10 @@ async fn destinations<L: EventLog>(state: &AdminState<L>) -> DestinationList {
     for d in state.metrics.destinations() {
         let status = d.status();
         let dead = match state.registry.dead_letters(&d.name).await {
-            Some(dl) => dl.count(),
+            Some(dl) => dl.count().await.unwrap_or_else(|e| {
+                tracing::debug!(destination = d.name, error = %e, "cannot count dead letters");
+                0
+            }),
             None => 0,
         };
         let refused =

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use switchyard_jetstream::JetStreamLog;
-use switchyard_log::{DedupeOptions, EventLog, LocalLog, LogOptions};
+use switchyard_log::{EventLog, LocalLog, LogOptions};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -32,14 +32,13 @@ use crate::sink::LogSink;
 pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
     let data = &config.server.data_dir;
     std::fs::create_dir_all(data).with_context(|| format!("creating data_dir {}", data.display()))?;
-    let dedupe_window = Duration::from_secs(config.server.dedupe_window_secs);
     match config.log.backend {
         LogBackend::Embedded => {
             let log = open_embedded(&config)?;
             serve(config, log, shutdown).await
         }
         LogBackend::Jetstream => {
-            let options = config.log.jetstream.options(dedupe_window);
+            let options = config.log.jetstream.options(&config.server.dedupe());
             let log = JetStreamLog::open(options).await.context("opening the JetStream log")?;
             serve(config, Arc::new(log), shutdown).await
         }
@@ -54,11 +53,7 @@ fn open_embedded(config: &Config) -> anyhow::Result<Arc<LocalLog>> {
         fsync: true,
         min_free_bytes: config.server.min_free_disk_mb * 1024 * 1024,
     };
-    let dedupe = DedupeOptions {
-        window: Duration::from_secs(config.server.dedupe_window_secs),
-        max_ids: config.server.dedupe_max_ids,
-    };
-    Ok(Arc::new(LocalLog::open(data, log_opts, &dedupe).context("opening the durable log")?))
+    Ok(Arc::new(LocalLog::open(data, log_opts, &config.server.dedupe()).context("opening the durable log")?))
 }
 
 /// Runs the server on `log` until `shutdown` resolves (see [`run`]).

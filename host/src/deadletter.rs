@@ -1,16 +1,18 @@
 //! Dead letters: events a destination rejected or could not take within the
-//! retry horizon, kept per destination under `data_dir/dead-letters/<name>`
-//! (a [`SegmentLog`] of their own) until an operator replays them.
+//! retry horizon, kept per destination until an operator replays them —
+//! where the log backend keeps them ([`EventLog::dead_letters`]): on this
+//! node's disk under `data_dir/dead-letters/<name>` for the embedded log,
+//! on the cluster for JetStream, so that any node lists and replays them.
 //!
 //! Replay appends them to the main log again, addressed to that destination
 //! only, so they are delivered with the same at-least-once guarantee; the
-//! replayed ones are then marked so and no longer listed.
+//! replayed ones are then released and no longer listed.
 
-use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
-use switchyard_log::{EventLog, LogError, LogOptions, LogReader, Record, SegmentLog, Seq};
+use switchyard_log::{DeadLetterLog, EventLog, LogError, Record, Seq};
 
 use crate::normalize::Envelope;
 use crate::record::{decode_envelope, encode_envelope};
@@ -38,22 +40,15 @@ pub struct Replayed {
     pub remaining: u64,
 }
 
-/// A destination's dead-letter store.
+/// A destination's dead letters, encoded into its backend's store.
 pub struct DeadLetters {
-    log: SegmentLog,
-    replayed: PathBuf,
+    store: Arc<dyn DeadLetterLog>,
 }
 
 impl DeadLetters {
-    /// Opens (or creates) the store in `dir`.
-    ///
-    /// # Errors
-    ///
-    /// I/O errors.
-    pub fn open(dir: &Path) -> Result<DeadLetters, LogError> {
-        let log =
-            SegmentLog::open(dir, LogOptions { segment_bytes: 16 * 1024 * 1024, fsync: true, min_free_bytes: 0 })?;
-        Ok(DeadLetters { log, replayed: dir.join("replayed.cursor") })
+    /// Dead letters kept in `store`.
+    pub fn new(store: Arc<dyn DeadLetterLog>) -> DeadLetters {
+        DeadLetters { store }
     }
 
     /// Stores `event` with why it failed.
@@ -69,63 +64,42 @@ impl DeadLetters {
         b.put_u32_le(attempts);
         b.put_i64_le(chrono::Utc::now().timestamp_millis());
         b.put_slice(&env);
-        self.log.append(vec![b.freeze()]).await.map(|_| ())
+        self.store.add(b.freeze()).await.map(|_| ())
     }
 
     /// Dead letters not yet replayed, oldest first, at most `limit`.
     ///
     /// # Errors
     ///
-    /// I/O errors or corruption.
+    /// When the store cannot be read, or a dead letter is corrupt.
     pub async fn pending(&self, limit: usize) -> Result<Vec<DeadLetter>, LogError> {
-        let from = self.replayed_up_to();
-        let mut reader = self.log.reader(from)?;
-        let mut out = Vec::new();
-        while out.len() < limit {
-            let batch = reader.try_batch(limit - out.len()).await?;
-            if batch.is_empty() {
-                break;
-            }
-            for (seq, payload) in batch {
-                out.push(parse(seq, &payload)?);
-            }
-        }
-        Ok(out)
+        self.store.list(limit).await?.into_iter().map(|(seq, payload)| parse(seq, &payload)).collect()
     }
 
     /// How many are waiting for replay.
-    pub fn count(&self) -> u64 {
-        self.log.end().saturating_sub(self.replayed_up_to())
-    }
-
-    /// Marks everything before `seq` as replayed.
     ///
     /// # Errors
     ///
-    /// When the marker cannot be written.
-    pub fn mark_replayed(&self, seq: Seq) -> std::io::Result<()> {
-        let tmp = self.replayed.with_extension("tmp");
-        std::fs::write(&tmp, seq.to_string())?;
-        std::fs::rename(&tmp, &self.replayed)?;
-        self.log.release(seq);
-        Ok(())
+    /// When the store cannot be asked.
+    pub async fn count(&self) -> Result<u64, LogError> {
+        self.store.count().await
     }
 
     /// Appends up to `limit` dead letters to `log`, each addressed to
-    /// `destination` only, then marks them replayed. They are delivered
-    /// again with the log's at-least-once guarantee.
+    /// `destination` only, then releases them. They are delivered again
+    /// with the log's at-least-once guarantee.
     ///
     /// # Errors
     ///
     /// When they cannot be read, or `log` refuses the append (nothing is
-    /// marked then). A failure to mark them afterwards is only logged: a
-    /// later replay may repeat them, never lose them.
+    /// released then). A failure to release them afterwards is only
+    /// logged: a later replay may repeat them, never lose them.
     pub async fn replay<L: EventLog>(&self, log: &L, destination: &str, limit: usize) -> Result<Replayed, LogError> {
         let pending = self.pending(limit).await?;
         let Some(last) = pending.last().map(|d| d.seq) else {
             return Ok(Replayed { replayed: 0, remaining: 0 });
         };
-        let target: std::sync::Arc<str> = std::sync::Arc::from(destination);
+        let target: Arc<str> = Arc::from(destination);
         let records = pending
             .iter()
             .map(|d| {
@@ -137,15 +111,11 @@ impl DeadLetters {
             })
             .collect();
         log.append(records).await?;
-        if let Err(e) = self.mark_replayed(last + 1) {
+        if let Err(e) = self.store.release(last + 1).await {
             tracing::warn!(destination, error = %e, "cannot mark dead letters replayed");
         }
         tracing::info!(destination, replayed = pending.len(), "dead letters replayed");
-        Ok(Replayed { replayed: pending.len() as u64, remaining: self.count() })
-    }
-
-    fn replayed_up_to(&self) -> Seq {
-        std::fs::read_to_string(&self.replayed).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+        Ok(Replayed { replayed: pending.len() as u64, remaining: self.count().await? })
     }
 }
 

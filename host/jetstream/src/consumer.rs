@@ -29,6 +29,22 @@
 //!   gets it at once instead of after `ack_wait`.
 //! - The position it reports is the first record unfinished; JetStream
 //!   keeps the real one (its ack floor), so `commit` has nothing to save.
+//!
+//! # Ordered destinations
+//!
+//! With [`ConsumerOptions::ordered`] a destination has one consumer per
+//! partition (`<name>_ordered_p<k>`, filtered on that partition's subject)
+//! instead of one, each with `max_ack_pending = 1` and JetStream's
+//! pinned-client priority policy: every node pulls every partition, the
+//! server hands each partition to one of them and moves it when that node
+//! stops pulling for the pin's timeout (`ack_wait`). Since a partition has
+//! at most one message out at a time, cluster-wide, the next one goes out
+//! only once the previous is acked, that is finished: a node taking over
+//! gets the unfinished message again first, and no node can overtake
+//! another. On the node, [`Progress::set_ordered`] hands out one batch at
+//! a time and retries in place. A destination whose order setting changed
+//! gets its new consumers started where the old ones had all got to, and
+//! the old ones deleted (what lay in between is delivered again).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -37,10 +53,10 @@ use std::time::Duration;
 
 use async_nats::Subject;
 use async_nats::jetstream::AckKind;
-use async_nats::jetstream::consumer::PullConsumer;
+use async_nats::jetstream::consumer::{DeliverPolicy, PriorityPolicy, PullConsumer};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
-use switchyard_log::{Consumer, LogError, Progress, Seq};
+use switchyard_log::{Consumer, ConsumerOptions, LogError, Progress, Seq};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -76,13 +92,17 @@ fn lock(held: &Mutex<BTreeMap<u64, Held>>) -> MutexGuard<'_, BTreeMap<u64, Held>
 pub struct JetStreamConsumer {
     inner: Arc<Inner>,
     name: String,
+    ordered: bool,
+    /// Ordered: the partitions' JetStream consumers, unpinned when dropped.
+    pinned: Vec<String>,
     messages: mpsc::Receiver<Received>,
     /// Records received and not yet handed out, in order.
     ready: VecDeque<(Seq, Bytes)>,
     progress: Progress,
     held: HeldMessages,
     acks: mpsc::UnboundedSender<(Subject, Bytes)>,
-    reader: JoinHandle<()>,
+    /// One per JetStream consumer (one per partition when ordered).
+    readers: Vec<JoinHandle<()>>,
     keep_alive: JoinHandle<()>,
     window: usize,
     /// One past the last record received.
@@ -90,36 +110,56 @@ pub struct JetStreamConsumer {
 }
 
 impl JetStreamConsumer {
-    /// The destination's durable consumer: created delivering from now on
-    /// when new, kept (with its position) when it exists.
-    pub(crate) async fn open(inner: Arc<Inner>, destination: &str) -> Result<JetStreamConsumer, LogError> {
+    /// The destination's durable consumer — one, or, ordered, one per
+    /// partition ([`ordered_consumers`]) — created delivering from now on
+    /// when new, kept (with its position) when it exists, and moved over
+    /// from the other shape when `ordered` changed.
+    pub(crate) async fn open(
+        inner: Arc<Inner>,
+        destination: &str,
+        options: ConsumerOptions,
+    ) -> Result<JetStreamConsumer, LogError> {
         let name = consumer_name(destination);
-        let config = consumer_config(&inner.options, &name, INITIAL_WINDOW as i64);
-        let (consumer, new): (PullConsumer, bool) = match inner.events.get_consumer(&name).await {
-            Ok(c) => (c, false),
-            Err(_) => (inner.events.create_consumer(config).await.map_err(unavailable)?, true),
+        let (consumers, new) = if options.ordered {
+            ordered_consumers(&inner, &name).await?
+        } else {
+            let (consumer, new) = unordered_consumer(&inner, &name).await?;
+            (vec![consumer], new)
         };
         inner.counts.track(&name, new).await.map_err(unavailable)?;
-        let window = usize::try_from(consumer.cached_info().config.max_ack_pending).unwrap_or(INITIAL_WINDOW);
+        let window = if options.ordered {
+            INITIAL_WINDOW
+        } else {
+            usize::try_from(consumers[0].cached_info().config.max_ack_pending).unwrap_or(INITIAL_WINDOW)
+        };
         let (tx, messages) = mpsc::channel(PULL_BATCH);
         let held: HeldMessages = Arc::default();
         let (acks, ack_rx) = mpsc::unbounded_channel();
         tokio::spawn(send_acks(inner.client.clone(), ack_rx));
         let every = (inner.options.ack_wait / 3).max(Duration::from_millis(100));
         let keep_alive = tokio::spawn(keep_alive(held.clone(), acks.clone(), every));
-        let reader = tokio::spawn(read(consumer, name.clone(), tx, held.clone(), acks.clone()));
+        let pull = if options.ordered { Pull::pinned(&inner.options) } else { Pull::shared() };
+        let pinned =
+            if options.ordered { consumers.iter().map(|c| c.cached_info().name.clone()).collect() } else { Vec::new() };
+        let readers = consumers
+            .into_iter()
+            .map(|c| tokio::spawn(read(c, pull.clone(), name.clone(), tx.clone(), held.clone(), acks.clone())))
+            .collect();
         let next = inner.end.load(Ordering::Relaxed);
         let mut progress = Progress::new(next);
         progress.set_window(window);
+        progress.set_ordered(options.ordered);
         Ok(JetStreamConsumer {
             inner,
             name,
+            ordered: options.ordered,
+            pinned,
             messages,
             ready: VecDeque::new(),
             progress,
             held,
             acks,
-            reader,
+            readers,
             keep_alive,
             window,
             next,
@@ -196,7 +236,8 @@ impl Consumer for JetStreamConsumer {
 
     fn set_window(&mut self, window: usize) {
         self.progress.set_window(window);
-        if window == self.window {
+        // Ordered, each partition's consumer holds one message at a time.
+        if window == self.window || self.ordered {
             return;
         }
         self.window = window;
@@ -229,12 +270,176 @@ impl Consumer for JetStreamConsumer {
 
 impl Drop for JetStreamConsumer {
     fn drop(&mut self) {
-        self.reader.abort();
+        for reader in &self.readers {
+            reader.abort();
+        }
         self.keep_alive.abort();
         let held = std::mem::take(&mut *lock(&self.held));
         for (_, h) in held {
             let _ = self.acks.send((h.reply, AckKind::Nak(None).into()));
         }
+        // Ordered: hand the partitions to the next reader (here or on
+        // another node) now rather than after the pin's timeout.
+        if !self.pinned.is_empty()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let (stream, names) = (self.inner.events.clone(), std::mem::take(&mut self.pinned));
+            runtime.spawn(async move {
+                for name in names {
+                    if let Err(e) = stream.unpin_consumer(&name, PIN_GROUP).await {
+                        tracing::debug!(consumer = name, error = %e, "cannot unpin; the pin moves after its timeout");
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// How a reader pulls.
+#[derive(Clone)]
+struct Pull {
+    expires: Duration,
+    heartbeat: Duration,
+    /// The priority group of a pinned consumer.
+    group: Option<&'static str>,
+}
+
+impl Pull {
+    fn shared() -> Pull {
+        Pull { expires: Duration::from_secs(10), heartbeat: Duration::from_secs(3), group: None }
+    }
+
+    /// Pulls that keep the pin: expiring well within the pin's timeout.
+    fn pinned(options: &crate::Options) -> Pull {
+        let expires = (pin_timeout(options) / 4).max(Duration::from_millis(500));
+        Pull { expires, heartbeat: expires / 3, group: Some(PIN_GROUP) }
+    }
+}
+
+/// The priority group every node pulls an ordered destination's
+/// partitions in; the server pins one node per partition.
+const PIN_GROUP: &str = "switchyard";
+
+/// How long a pinned node may stop pulling before its partition's pin
+/// moves to another node: as long as its held messages wait to be handed
+/// out again (`ack_wait`), so both move together.
+fn pin_timeout(options: &crate::Options) -> Duration {
+    options.ack_wait.max(Duration::from_secs(2))
+}
+
+/// The JetStream consumer of an ordered destination's partition `k`.
+pub(crate) fn partition_consumer(name: &str, k: u32) -> String {
+    format!("{name}{PARTITION_MARK}{k}")
+}
+
+const PARTITION_MARK: &str = "_ordered_p";
+
+/// The destination's consumer name a JetStream consumer belongs to (its
+/// own name, or the destination of a partition consumer).
+pub(crate) fn destination_of(consumer: &str) -> &str {
+    match consumer.rsplit_once(PARTITION_MARK) {
+        Some((name, k)) if !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => consumer,
+    }
+}
+
+/// Every JetStream consumer of destination `name` on the stream: the
+/// unordered one and each partition's.
+pub(crate) fn all_consumers(options: &crate::Options, name: &str) -> Vec<String> {
+    std::iter::once(name.to_owned())
+        .chain((0..options.partitions.max(1)).map(|k| partition_consumer(name, k)))
+        .collect()
+}
+
+/// The unordered destination's one consumer: kept, or created — from
+/// where its ordered partition consumers (if any) had all got to, which
+/// are then deleted.
+async fn unordered_consumer(inner: &Inner, name: &str) -> Result<(PullConsumer, bool), LogError> {
+    if let Ok(c) = inner.events.get_consumer(name).await {
+        return Ok((c, false));
+    }
+    let end = stream_end(inner).await?;
+    let mut start = None;
+    let mut previous = Vec::new();
+    for k in 0..inner.options.partitions.max(1) {
+        let p = partition_consumer(name, k);
+        if let Ok(info) = inner.events.consumer_info(&p).await {
+            let from = resume_point(&info, end);
+            start = Some(start.map_or(from, |s: u64| s.min(from)));
+            previous.push(p);
+        }
+    }
+    let mut config = consumer_config(&inner.options, name, INITIAL_WINDOW as i64);
+    if let Some(start_sequence) = start {
+        config.deliver_policy = DeliverPolicy::ByStartSequence { start_sequence };
+    }
+    let consumer = inner.events.create_consumer(config).await.map_err(unavailable)?;
+    retire(inner, name, &previous, start).await;
+    Ok((consumer, start.is_none()))
+}
+
+/// An ordered destination's consumers, one per partition, each pinned to
+/// one node at a time and holding one message at a time: kept, or created
+/// — from where its unordered consumer (if any) had got to, which is then
+/// deleted.
+async fn ordered_consumers(inner: &Inner, name: &str) -> Result<(Vec<PullConsumer>, bool), LogError> {
+    let partitions = inner.options.partitions.max(1);
+    let end = stream_end(inner).await?;
+    let previous = inner.events.consumer_info(name).await.ok();
+    let start = previous.as_ref().map(|info| resume_point(info, end));
+    let mut consumers = Vec::with_capacity(partitions as usize);
+    let mut new = previous.is_none();
+    for k in 0..partitions {
+        let p = partition_consumer(name, k);
+        if let Ok(c) = inner.events.get_consumer(&p).await {
+            consumers.push(c);
+            new = false;
+            continue;
+        }
+        let mut config = consumer_config(&inner.options, &p, 1);
+        config.filter_subject = format!("{}.ev.{k}", inner.options.subject_prefix);
+        config.priority_policy = PriorityPolicy::PinnedClient;
+        config.priority_groups = vec![PIN_GROUP.to_owned()];
+        config.priority_timeout = pin_timeout(&inner.options);
+        if let Some(start_sequence) = start {
+            config.deliver_policy = DeliverPolicy::ByStartSequence { start_sequence };
+        }
+        consumers.push(inner.events.create_consumer(config).await.map_err(unavailable)?);
+    }
+    if previous.is_some() {
+        retire(inner, name, &[name.to_owned()], start).await;
+    }
+    Ok((consumers, new))
+}
+
+/// The stream's last sequence + 1, read before the consumers it bounds.
+async fn stream_end(inner: &Inner) -> Result<u64, LogError> {
+    let info = inner.events.get_info().await.map_err(unavailable)?;
+    Ok(info.state.last_sequence + 1)
+}
+
+/// Where a replacement of the consumer `info` describes may start without
+/// skipping what it did not finish: past its ack floor, or, when it had
+/// nothing pending, at `end` (the stream's end read before `info`).
+fn resume_point(info: &async_nats::jetstream::consumer::Info, end: u64) -> u64 {
+    if info.num_pending == 0 && info.num_ack_pending == 0 { end } else { info.ack_floor.stream_sequence + 1 }
+}
+
+/// Deletes the consumers a destination had in its other shape, now that
+/// the new ones start at `start`: what they had handed out beyond it is
+/// delivered again (at least once).
+async fn retire(inner: &Inner, name: &str, previous: &[String], start: Option<u64>) {
+    for p in previous {
+        if let Err(e) = inner.events.delete_consumer(p).await {
+            tracing::warn!(consumer = p, error = %e, "cannot delete a consumer of the destination's previous shape");
+        }
+    }
+    if !previous.is_empty() {
+        tracing::info!(
+            destination = name,
+            from_stream_seq = start,
+            "the destination's order setting changed: its consumers were replaced, resuming where the old ones had all got to"
+        );
     }
 }
 
@@ -267,19 +472,19 @@ async fn keep_alive(held: HeldMessages, acks: mpsc::UnboundedSender<(Subject, By
 /// (the connection is lost, the consumer deleted meanwhile, …).
 async fn read(
     consumer: PullConsumer,
+    pull: Pull,
     name: String,
     tx: mpsc::Sender<Received>,
     held: HeldMessages,
     acks: mpsc::UnboundedSender<(Subject, Bytes)>,
 ) {
     loop {
-        let messages = consumer
-            .stream()
-            .max_messages_per_batch(PULL_BATCH)
-            .expires(Duration::from_secs(10))
-            .heartbeat(Duration::from_secs(3))
-            .messages()
-            .await;
+        let mut stream =
+            consumer.stream().max_messages_per_batch(PULL_BATCH).expires(pull.expires).heartbeat(pull.heartbeat);
+        if let Some(group) = pull.group {
+            stream = stream.group(group);
+        }
+        let messages = stream.messages().await;
         let mut messages = match messages {
             Ok(m) => m,
             Err(e) => {

@@ -23,10 +23,13 @@
 //! - **The counters** (`<stream>_COUNTS`): records appended and records
 //!   each consumer finished, so that backlogs are exact in records on
 //!   every node (the `counts` module).
-//! - **The id stream** (`<stream>_IDS`, subjects `<prefix>.id.<hex id>`),
-//!   when [`Dedupe::Stream`]: one empty message per accepted id, kept for
-//!   the dedupe window (`max_age`) and bounded in count (`max_msgs`,
-//!   discard old), read back by direct get. See [`ids`].
+//! - **The dead letters** (`<stream>_DEAD`, subject `<prefix>.dead.<destination>`),
+//!   kept until replayed and seen by every node (the `letters` module).
+//! - **The dedupe ids** of the last day: every append's ids as one
+//!   message in `<stream>_IDSET`, which every node reads into a set of its
+//!   own ([`Dedupe::Set`], the default), or one message per id in
+//!   `<stream>_IDS`, read back by direct get ([`Dedupe::Lookup`]). See
+//!   [`ids`].
 //!
 //! # Acknowledgements
 //!
@@ -43,6 +46,7 @@
 mod consumer;
 mod counts;
 pub mod ids;
+mod letters;
 pub mod pack;
 
 use std::collections::{BTreeMap, HashMap};
@@ -52,7 +56,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, stream};
 use futures_util::StreamExt as _;
-use switchyard_log::{Appended, EventLog, LogError, Record, Seq};
+use switchyard_log::{Appended, ConsumerOptions, DeadLetterLog, EventLog, LogError, Record, Seq};
 
 pub use consumer::JetStreamConsumer;
 pub use ids::Dedupe;
@@ -65,7 +69,7 @@ pub struct Options {
     pub servers: Vec<String>,
     /// A token for the servers, if they need one.
     pub token: Option<String>,
-    /// The events stream's name; the id stream is `<stream>_IDS`.
+    /// The events stream's name; the others are named after it.
     pub stream: String,
     /// The first token of every subject this node publishes.
     pub subject_prefix: String,
@@ -84,9 +88,12 @@ pub struct Options {
     pub duplicate_window: Duration,
     /// How dedupe beyond that window works.
     pub dedupe: Dedupe,
-    /// The dedupe window of [`Dedupe::Stream`] and its bound in ids.
+    /// The dedupe window of [`Dedupe::Set`] and [`Dedupe::Lookup`].
     pub dedupe_window: Duration,
+    /// The bound in ids of [`Dedupe::Lookup`]'s stream (on the servers).
     pub dedupe_max_ids: i64,
+    /// The bound in ids of [`Dedupe::Set`]'s set (in every node's memory).
+    pub dedupe_set_max_ids: usize,
     /// How long the server waits for an ack before handing a record to
     /// another node; progress acks extend it while a record is held.
     pub ack_wait: Duration,
@@ -106,9 +113,10 @@ impl Default for Options {
             max_bytes: 0,
             partitions: 8,
             duplicate_window: Duration::from_secs(600),
-            dedupe: Dedupe::Stream,
+            dedupe: Dedupe::Set,
             dedupe_window: Duration::from_secs(24 * 3600),
             dedupe_max_ids: 50_000_000,
+            dedupe_set_max_ids: switchyard_log::DedupeOptions::default().max_ids,
             ack_wait: Duration::from_secs(30),
             publish_timeout: Duration::from_secs(10),
         }
@@ -129,7 +137,8 @@ pub(crate) struct Inner {
     pub(crate) client: async_nats::Client,
     pub(crate) js: jetstream::Context,
     pub(crate) events: stream::Stream,
-    ids: Option<ids::IdStore>,
+    ids: Option<ids::Ids>,
+    dead: stream::Stream,
     options: Options,
     /// The stream's last sequence + 1, from acks and refreshes.
     end: AtomicU64,
@@ -213,12 +222,9 @@ impl JetStreamLog {
             .map_err(|e| stream_err(&options.stream, &e))?;
         let end = pack::seq(events.state.last_sequence + 1, 0);
         let events = js.get_stream(&options.stream).await.map_err(|e| stream_err(&options.stream, &e))?;
-        let ids = match options.dedupe {
-            Dedupe::Window => None,
-            Dedupe::Stream => {
-                Some(ids::IdStore::open(&js, &options).await.map_err(|e| stream_err(&ids::stream_name(&options), &e))?)
-            }
-        };
+        let ids = ids::Ids::open(&js, &options).await.map_err(|e| stream_err(&ids::stream_name(&options), &e))?;
+        let dead =
+            letters::open_stream(&js, &options).await.map_err(|e| stream_err(&letters::stream_name(&options), &e))?;
         tracing::info!(
             servers,
             stream = options.stream,
@@ -237,6 +243,7 @@ impl JetStreamLog {
             js,
             events,
             ids,
+            dead,
             options,
             end: AtomicU64::new(end),
             full: AtomicBool::new(false),
@@ -275,8 +282,10 @@ impl Inner {
         while let Some(info) = consumers.next().await {
             match info {
                 Ok(info) => {
-                    let state = ConsumerState { paused: info.paused, settled_at: None };
-                    seen.insert(info.name.clone(), state);
+                    // An ordered destination's partitions count as one.
+                    let state: &mut ConsumerState =
+                        seen.entry(consumer::destination_of(&info.name).to_owned()).or_default();
+                    state.paused |= info.paused;
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "cannot list the stream's consumers");
@@ -358,7 +367,8 @@ impl EventLog for JetStreamLog {
         let mut fresh: Vec<(usize, &Record)> =
             records.iter().enumerate().filter(|(i, r)| firsts.get(&r.id) == Some(i)).collect();
         if let Some(ids) = &inner.ids {
-            let seen = ids.seen(fresh.iter().map(|(_, r)| r.id)).await.map_err(unavailable)?;
+            let keys: Vec<u64> = fresh.iter().map(|(_, r)| r.id).collect();
+            let seen = ids.seen(&keys).await.map_err(unavailable)?;
             let mut keep = seen.iter();
             fresh.retain(|(i, _)| {
                 let dup = keep.next().copied().unwrap_or(false);
@@ -374,7 +384,8 @@ impl EventLog for JetStreamLog {
             tracing::warn!(error = e, "cannot count appended events; backlogs show fewer");
         }
         if let Some(ids) = &inner.ids {
-            ids.remember(written.iter().map(|(_, id)| *id)).await;
+            let keys: Vec<u64> = written.iter().map(|(_, id)| *id).collect();
+            ids.remember(&keys).await;
         }
         duplicates.sort_unstable();
         let first = written.iter().map(|(seq, _)| *seq).min().unwrap_or_else(|| self.end());
@@ -395,8 +406,8 @@ impl EventLog for JetStreamLog {
         Ok(())
     }
 
-    async fn consumer(&self, name: &str) -> Result<JetStreamConsumer, LogError> {
-        let consumer = JetStreamConsumer::open(self.inner.clone(), name).await?;
+    async fn open_consumer(&self, name: &str, options: ConsumerOptions) -> Result<JetStreamConsumer, LogError> {
+        let consumer = JetStreamConsumer::open(self.inner.clone(), name, options).await?;
         self.inner.consumers().entry(consumer_name(name)).or_default();
         Ok(consumer)
     }
@@ -413,18 +424,30 @@ impl EventLog for JetStreamLog {
 
     async fn remove_consumer(&self, name: &str) -> Result<Option<u64>, LogError> {
         let name = consumer_name(name);
-        match self.inner.events.consumer_info(&name).await {
-            Ok(_) => {}
-            Err(e) if e.to_string().contains("not found") => return Ok(None),
-            Err(e) => return Err(unavailable(e)),
+        let existing = self.existing_consumers(&name).await?;
+        if existing.is_empty() {
+            return Ok(None);
         }
         let backlog = self.inner.counts.backlog(&name).unwrap_or(0);
-        self.inner.events.delete_consumer(&name).await.map_err(unavailable)?;
+        for c in &existing {
+            self.inner.events.delete_consumer(c).await.map_err(unavailable)?;
+        }
+        let letters = format!("{}.dead.{name}", self.inner.options.subject_prefix);
+        if let Err(e) = self.inner.dead.purge().filter(letters).await {
+            tracing::warn!(consumer = name, error = %e, "cannot delete a purged destination's dead letters");
+        }
         self.inner.consumers().remove(&name);
         if let Err(e) = self.inner.counts.forget(&name).await {
             tracing::warn!(consumer = name, error = e, "cannot delete a purged consumer's count");
         }
         Ok(Some(backlog))
+    }
+
+    async fn dead_letters(&self, name: &str) -> Result<Arc<dyn DeadLetterLog>, LogError> {
+        let inner = &self.inner;
+        let letters =
+            letters::StreamDeadLetters::new(inner.js.clone(), inner.dead.clone(), &inner.options.subject_prefix, name);
+        Ok(Arc::new(letters))
     }
 
     fn shared(&self) -> bool {
@@ -436,13 +459,15 @@ impl EventLog for JetStreamLog {
     /// keeps, and finishes once resumed.
     async fn pause(&self, name: &str, paused: bool) -> Result<(), LogError> {
         let name = consumer_name(name);
-        let reply = if paused {
-            let until = time::OffsetDateTime::now_utc() + time::Duration::days(3650);
-            self.inner.events.pause_consumer(&name, until).await
-        } else {
-            self.inner.events.resume_consumer(&name).await
-        };
-        reply.map_err(unavailable)?;
+        for c in self.existing_consumers(&name).await? {
+            let reply = if paused {
+                let until = time::OffsetDateTime::now_utc() + time::Duration::days(3650);
+                self.inner.events.pause_consumer(&c, until).await.map(|_| ())
+            } else {
+                self.inner.events.resume_consumer(&c).await.map(|_| ())
+            };
+            reply.map_err(unavailable)?;
+        }
         let mut consumers = self.inner.consumers();
         let state = consumers.entry(name).or_default();
         state.paused = paused;
@@ -453,6 +478,22 @@ impl EventLog for JetStreamLog {
 
     fn paused(&self, name: &str) -> Option<bool> {
         self.inner.consumers().get(&consumer_name(name)).map(|c| c.paused)
+    }
+}
+
+impl JetStreamLog {
+    /// The JetStream consumers destination consumer `name` has on the
+    /// stream: its one, or its partitions' when ordered.
+    async fn existing_consumers(&self, name: &str) -> Result<Vec<String>, LogError> {
+        let mut existing = Vec::new();
+        for c in consumer::all_consumers(&self.inner.options, name) {
+            match self.inner.events.consumer_info(&c).await {
+                Ok(_) => existing.push(c),
+                Err(e) if e.to_string().contains("not found") => {}
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        Ok(existing)
     }
 }
 

@@ -30,6 +30,7 @@
 mod crash_tests;
 mod cursor;
 pub mod dedupe;
+mod letters;
 mod local;
 mod memory;
 mod progress;
@@ -44,6 +45,7 @@ use bytes::Bytes;
 
 pub use cursor::{Cursors, Loaded};
 pub use dedupe::{Dedupe, DedupeOptions};
+pub use letters::{DeadLetterLog, LetterFuture, LocalDeadLetters, MemoryDeadLetters};
 pub use local::{LocalConsumer, LocalLog};
 pub use memory::{MemoryConsumer, MemoryLog};
 pub use progress::Progress;
@@ -108,6 +110,19 @@ pub struct Appended {
     pub duplicates: Vec<usize>,
 }
 
+/// How a consumer hands out records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConsumerOptions {
+    /// Keep the order of each order key (each user) as appended, across
+    /// failures and, on a shared log, across nodes: records are handed out
+    /// one batch at a time and a failed one is retried in place before
+    /// anything after it ([`Progress::set_ordered`]); a shared log gives
+    /// each partition one reading node at a time. Slower: one call in
+    /// flight per consumer (per partition on a shared log), and a failing
+    /// record holds back everything behind it.
+    pub ordered: bool,
+}
+
 /// An append-only, durable, ordered log of records, read by one durable
 /// consumer per destination. It drops duplicates on append (see
 /// [`dedupe`]).
@@ -159,7 +174,20 @@ pub trait EventLog: Send + Sync + 'static {
     /// # Errors
     ///
     /// When the consumer cannot be persisted or the log read.
-    fn consumer(&self, name: &str) -> impl Future<Output = Result<Self::Consumer, LogError>> + Send;
+    fn open_consumer(
+        &self,
+        name: &str,
+        options: ConsumerOptions,
+    ) -> impl Future<Output = Result<Self::Consumer, LogError>> + Send;
+
+    /// [`EventLog::open_consumer`] with the default options (unordered).
+    ///
+    /// # Errors
+    ///
+    /// As [`EventLog::open_consumer`].
+    fn consumer(&self, name: &str) -> impl Future<Output = Result<Self::Consumer, LogError>> + Send {
+        self.open_consumer(name, ConsumerOptions::default())
+    }
 
     /// Every consumer the log keeps, also of destinations removed from the
     /// config, which hold their undelivered records until removed.
@@ -170,13 +198,25 @@ pub trait EventLog: Send + Sync + 'static {
     fn backlog(&self, name: &str) -> Option<u64>;
 
     /// Forgets consumer `name`, so the log may delete what it never
-    /// finished; returns how many records that was, `None` when there was
-    /// no such consumer.
+    /// finished, and its dead letters; returns how many records that was,
+    /// `None` when there was no such consumer.
     ///
     /// # Errors
     ///
     /// When its persisted state cannot be deleted.
     fn remove_consumer(&self, name: &str) -> impl Future<Output = Result<Option<u64>, LogError>> + Send;
+
+    /// Destination `name`'s dead letters: on this node's disk for the
+    /// embedded log, on the cluster for a shared one, so that every node
+    /// lists and replays the same.
+    ///
+    /// # Errors
+    ///
+    /// When their store cannot be opened.
+    fn dead_letters(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<std::sync::Arc<dyn DeadLetterLog>, LogError>> + Send;
 
     /// Stops taking appends after those already queued (at shutdown).
     fn close(&self) {}

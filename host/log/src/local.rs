@@ -10,13 +10,16 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::{
-    Appended, Consumer, Cursors, Dedupe, DedupeOptions, EventLog, Loaded, LogError, LogOptions, LogReader, Progress,
-    Record, SegmentLog, SegmentReader, Seq,
+    Appended, Consumer, ConsumerOptions, Cursors, DeadLetterLog, Dedupe, DedupeOptions, EventLog, Loaded,
+    LocalDeadLetters, LogError, LogOptions, LogReader, Progress, Record, SegmentLog, SegmentReader, Seq,
 };
 
 /// The embedded log: segments under `<dir>/log`, cursors under
 /// `<dir>/cursors`, the dedupe journal at `<dir>/dedupe.journal`.
 pub struct LocalLog {
+    data_dir: std::path::PathBuf,
+    /// Dead letters by destination, opened once each.
+    letters: std::sync::Mutex<std::collections::HashMap<String, Arc<LocalDeadLetters>>>,
     log: Arc<SegmentLog>,
     cursors: Cursors,
     dedupe: Dedupe,
@@ -35,7 +38,7 @@ impl LocalLog {
         let log = Arc::new(SegmentLog::open(&data_dir.join("log"), opts)?);
         let cursors = Cursors::open(&data_dir.join("cursors"), sync)?;
         let dedupe = Dedupe::open(&data_dir.join("dedupe.journal"), dedupe)?;
-        Ok(LocalLog { log, cursors, dedupe })
+        Ok(LocalLog { data_dir: data_dir.to_owned(), letters: Default::default(), log, cursors, dedupe })
     }
 
     /// The segments, for size and count.
@@ -74,7 +77,7 @@ impl EventLog for LocalLog {
         self.cursors.position(name).map(|at| self.log.bytes_from(at))
     }
 
-    async fn consumer(&self, name: &str) -> Result<LocalConsumer, LogError> {
+    async fn open_consumer(&self, name: &str, options: ConsumerOptions) -> Result<LocalConsumer, LogError> {
         let oldest = self.log.oldest();
         let (start, found) = self.cursors.load(name, self.log.end(), oldest)?;
         match found {
@@ -97,7 +100,11 @@ impl EventLog for LocalLog {
         Ok(LocalConsumer {
             name: name.to_owned(),
             reader: self.log.reader(start)?,
-            progress: Progress::new(start),
+            progress: {
+                let mut p = Progress::new(start);
+                p.set_ordered(options.ordered);
+                p
+            },
             log: self.log.clone(),
             cursors: self.cursors.clone(),
         })
@@ -117,7 +124,23 @@ impl EventLog for LocalLog {
         if let Some(min) = self.cursors.remove(name)? {
             self.log.release(min);
         }
+        self.letters.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(name);
+        let letters = self.data_dir.join("dead-letters").join(name);
+        if letters.exists() {
+            std::fs::remove_dir_all(&letters)?;
+        }
         Ok(Some(dropped))
+    }
+
+    /// Under `data_dir/dead-letters/<name>`.
+    async fn dead_letters(&self, name: &str) -> Result<Arc<dyn DeadLetterLog>, LogError> {
+        let mut letters = self.letters.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(l) = letters.get(name) {
+            return Ok(l.clone());
+        }
+        let l = Arc::new(LocalDeadLetters::open(&self.data_dir.join("dead-letters").join(name))?);
+        letters.insert(name.to_owned(), l.clone());
+        Ok(l)
     }
 
     /// Stops the writer after the appends already queued.

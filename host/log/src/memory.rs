@@ -9,7 +9,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::watch;
 
-use super::{Appended, Consumer, Dedupe, DedupeOptions, EventLog, LogError, Progress, Record, Seq};
+use super::{
+    Appended, Consumer, ConsumerOptions, DeadLetterLog, Dedupe, DedupeOptions, EventLog, LogError, MemoryDeadLetters,
+    Progress, Record, Seq,
+};
 
 /// A log in memory. Records are never deleted.
 #[derive(Clone)]
@@ -24,6 +27,7 @@ struct Inner {
     /// Committed positions by consumer.
     positions: Mutex<HashMap<String, Seq>>,
     dedupe: Dedupe,
+    letters: Mutex<HashMap<String, Arc<MemoryDeadLetters>>>,
 }
 
 impl Inner {
@@ -44,6 +48,7 @@ impl Default for MemoryLog {
                 end: watch::channel(0).0,
                 positions: Mutex::default(),
                 dedupe: Dedupe::in_memory(&DedupeOptions::default()),
+                letters: Mutex::default(),
             }),
         }
     }
@@ -75,13 +80,17 @@ impl EventLog for MemoryLog {
         *self.inner.end.borrow()
     }
 
-    async fn consumer(&self, name: &str) -> Result<MemoryConsumer, LogError> {
+    async fn open_consumer(&self, name: &str, options: ConsumerOptions) -> Result<MemoryConsumer, LogError> {
         let end = self.end();
         let start = *self.inner.positions().entry(name.to_owned()).or_insert(end);
         Ok(MemoryConsumer {
             name: name.to_owned(),
             read: start,
-            progress: Progress::new(start),
+            progress: {
+                let mut p = Progress::new(start);
+                p.set_ordered(options.ordered);
+                p
+            },
             end: self.inner.end.subscribe(),
             inner: self.inner.clone(),
         })
@@ -100,7 +109,13 @@ impl EventLog for MemoryLog {
 
     async fn remove_consumer(&self, name: &str) -> Result<Option<u64>, LogError> {
         let end = self.end();
+        self.inner.letters.lock().unwrap_or_else(PoisonError::into_inner).remove(name);
         Ok(self.inner.positions().remove(name).map(|at| end.saturating_sub(at)))
+    }
+
+    async fn dead_letters(&self, name: &str) -> Result<Arc<dyn DeadLetterLog>, LogError> {
+        let mut letters = self.inner.letters.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(letters.entry(name.to_owned()).or_default().clone())
     }
 }
 

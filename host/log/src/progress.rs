@@ -34,6 +34,8 @@ pub struct Progress {
     redeliveries: BinaryHeap<Reverse<(Instant, Seq)>>,
     /// New records are handed out only while fewer are unfinished.
     window: usize,
+    /// Nothing new is handed out while anything is unfinished.
+    ordered: bool,
     saved: Seq,
 }
 
@@ -41,7 +43,13 @@ impl Progress {
     /// Progress from a saved position `at`, with no limit on unfinished
     /// records until [`Progress::set_window`].
     pub fn new(at: Seq) -> Progress {
-        Progress { unfinished: BTreeMap::new(), redeliveries: BinaryHeap::new(), window: usize::MAX, saved: at }
+        Progress {
+            unfinished: BTreeMap::new(),
+            redeliveries: BinaryHeap::new(),
+            window: usize::MAX,
+            ordered: false,
+            saved: at,
+        }
     }
 
     /// Record `seq` was handed out and is on its way.
@@ -63,7 +71,16 @@ impl Progress {
         }
     }
 
-    /// Up to `max` redeliveries due by `now`, in due order.
+    /// In order (a consumer's [`ConsumerOptions::ordered`](crate::ConsumerOptions)):
+    /// no new record is handed out while any is unfinished — one batch at
+    /// a time, and a failed record is retried before anything after it —
+    /// and redeliveries come in log order.
+    pub fn set_ordered(&mut self, ordered: bool) {
+        self.ordered = ordered;
+    }
+
+    /// Up to `max` redeliveries due by `now`, in due order (in log order
+    /// when ordered).
     pub fn due(&mut self, max: usize, now: Instant) -> Vec<(Seq, Bytes)> {
         let mut out = Vec::new();
         while out.len() < max
@@ -74,6 +91,9 @@ impl Progress {
             if let Some(payload) = self.unfinished.get(&seq) {
                 out.push((seq, payload.clone()));
             }
+        }
+        if self.ordered {
+            out.sort_unstable_by_key(|(seq, _)| *seq);
         }
         out
     }
@@ -142,6 +162,9 @@ impl Progress {
 
     /// How many new records may be handed out now, at most `max`.
     pub fn room(&self, max: usize) -> usize {
+        if self.ordered && !self.unfinished.is_empty() {
+            return 0;
+        }
         max.min(self.window.saturating_sub(self.unfinished.len()))
     }
 
@@ -171,6 +194,29 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn ordered_hands_out_nothing_new_while_a_record_is_unfinished_and_retries_in_log_order() {
+        let mut p = Progress::new(0);
+        p.set_ordered(true);
+        assert_eq!(p.room(10), 10);
+        for seq in 0..3 {
+            p.started(seq, Bytes::new());
+        }
+        assert_eq!(p.room(10), 0, "one batch at a time");
+        p.finished(1);
+        // 2 fails before 0 does: the retries still come 0, then 2.
+        p.redeliver(2, Duration::from_millis(10));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        p.redeliver(0, Duration::from_millis(10));
+        tokio::time::advance(Duration::from_millis(20)).await;
+        let due: Vec<Seq> = p.due(10, Instant::now()).into_iter().map(|(s, _)| s).collect();
+        assert_eq!(due, [0, 2]);
+        assert_eq!(p.room(10), 0, "nothing after them while they are retried");
+        p.finished(0);
+        p.finished(2);
+        assert_eq!(p.room(10), 10);
+    }
 
     #[test]
     fn out_of_order_completion_never_moves_the_position_past_an_unfinished_event() {

@@ -745,7 +745,7 @@ pub(crate) mod tests {
             paused: pause_rx,
             stats: stats.clone(),
             consumer,
-            dead_letters: Arc::new(DeadLetters::open(&dir.path().join("dead")).unwrap()),
+            dead_letters: Arc::new(DeadLetters::new(log.dead_letters("hook").await.unwrap())),
             commit_every: Duration::from_millis(50),
             own_threads: tokio::runtime::Handle::current(),
             catch_up: Some(super::CatchUp { threads: catch_up.handle().clone(), backlog: 5 }),

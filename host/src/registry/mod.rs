@@ -28,13 +28,13 @@ use std::time::{Duration, UNIX_EPOCH};
 pub mod deploy;
 
 use deploy::{TransportFactory, grants_for, settings_json};
-use switchyard_log::{EventLog, LocalLog};
+use switchyard_log::{ConsumerOptions, EventLog, LocalLog};
 use switchyard_runtime::capabilities::http::Transport;
 use switchyard_runtime::{Plugin, Runtime};
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, DestinationConfig};
+use crate::config::{BatchConfig, Config, DestinationConfig};
 use crate::deadletter::DeadLetters;
 use crate::delivery::Subscription;
 use crate::delivery::{CatchUp, Deploy, WorkerSpec, run_worker};
@@ -102,7 +102,6 @@ pub struct Shared<L: EventLog = LocalLog> {
 pub struct Registry<L: EventLog = LocalLog> {
     config_path: PathBuf,
     shared: Shared<L>,
-    data_dir: PathBuf,
     state: Mutex<State>,
 }
 
@@ -152,7 +151,6 @@ impl<L: EventLog> Registry<L> {
     pub async fn start(config: Config, shared: Shared<L>) -> anyhow::Result<Arc<Registry<L>>> {
         let registry = Registry {
             config_path: config.path.clone(),
-            data_dir: config.server.data_dir.clone(),
             shared,
             state: Mutex::new(State { config: config.clone(), running: BTreeMap::new(), stopping: Vec::new() }),
         };
@@ -288,7 +286,25 @@ impl<L: EventLog> Registry<L> {
         }
         for c in checked {
             let name = c.config.name.clone();
-            if let Some(r) = state.running.get_mut(&name) {
+            if let Some(r) = state.running.get(&name)
+                && r.config.ordered != c.config.ordered
+            {
+                // The consumer's shape changes (on a shared log, its
+                // JetStream consumers too): the worker is replaced, and the
+                // new consumer resumes where the old one got to.
+                let stopped = state.running.remove(&name).map(|r| {
+                    let _ = r.stop.send(true);
+                    r.task
+                });
+                if let Some(task) = stopped
+                    && tokio::time::timeout(Duration::from_secs(30), task).await.is_err()
+                {
+                    tracing::warn!(destination = name.as_str(), "the worker did not stop within 30 s");
+                }
+                let running = self.spawn(&config, c).await.map_err(|e| ReloadError(format!("{e:#}")))?;
+                state.running.insert(name.clone(), running);
+                report.updated.push(name);
+            } else if let Some(r) = state.running.get_mut(&name) {
                 r.generation += 1;
                 let deploy = Self::deploy(&config, &c, r.generation, &r.stats, &r.transport);
                 set_plugin_status(&r.stats, &c.plugin);
@@ -348,7 +364,10 @@ impl<L: EventLog> Registry<L> {
             grants: grants_for(d, &config.redactor, transport.clone(), stats.warehouse.clone()),
             settings_json: settings_json(d),
             subscription: Subscription { name: d.name.clone(), types: d.subscribe.types.clone() },
-            batch: d.batch.clone(),
+            // Ordered, nothing more arrives while a batch forms (the
+            // consumer hands out one batch at a time): lingering would
+            // only delay it.
+            batch: if d.ordered { BatchConfig { linger_ms: 0, ..d.batch.clone() } } else { d.batch.clone() },
             retry: d.retry.clone(),
             max_concurrent_calls: d.quota.max_concurrent_calls,
             events_per_second: d.quota.events_per_second,
@@ -361,10 +380,13 @@ impl<L: EventLog> Registry<L> {
     /// before under the same name resumes from its saved cursor.
     async fn spawn(&self, config: &Config, c: Checked) -> anyhow::Result<Running> {
         let name = c.config.name.clone();
-        let dead_letters = Arc::new(
-            DeadLetters::open(&self.data_dir.join("dead-letters").join(&name))
+        let dead_letters = Arc::new(DeadLetters::new(
+            self.shared
+                .log
+                .dead_letters(&name)
+                .await
                 .map_err(|e| anyhow::anyhow!("destination `{name}`: opening dead letters: {e}"))?,
-        );
+        ));
         let executor = Executor::for_destination(
             &name,
             c.config.quota.max_concurrent_calls,
@@ -380,7 +402,7 @@ impl<L: EventLog> Registry<L> {
         let consumer = self
             .shared
             .log
-            .consumer(&name)
+            .open_consumer(&name, ConsumerOptions { ordered: c.config.ordered })
             .await
             .map_err(|e| anyhow::anyhow!("destination `{name}`: opening its consumer of the log: {e}"))?;
         let spec: WorkerSpec<L> = WorkerSpec {
@@ -527,10 +549,6 @@ impl<L: EventLog> Registry<L> {
         let Some(dropped) = self.shared.log.remove_consumer(name).await? else {
             return Err(ActionError::NotFound(name.to_owned()));
         };
-        let dl = self.data_dir.join("dead-letters").join(name);
-        if dl.exists() {
-            std::fs::remove_dir_all(&dl)?;
-        }
         tracing::warn!(destination = name, dropped, "destination purged; its undelivered events are dropped");
         Ok(dropped)
     }
