@@ -1,7 +1,7 @@
 //! The durable log through the real binary: crashes, restarts, dedupe, dead
 //! letters and replay.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -291,4 +291,101 @@ async fn status_shows_a_quarantined_destination_and_its_waiting_backlog() {
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let line = stdout.lines().find(|l| l.starts_with("hook ")).unwrap_or_else(|| panic!("{stdout}"));
     assert!(line.contains("quarantined") && line.contains("30") && line.contains("not in allow_http"), "{stdout}");
+}
+
+#[tokio::test]
+async fn an_ordered_destination_retries_in_place_and_keeps_each_users_order() {
+    // Every third request fails (503, retried); the receiver sees each
+    // event at least once and, per user, never one before an earlier one.
+    let receiver = Receiver::start(|i, _| (if i % 3 == 1 { 503 } else { 200 }, vec![], String::new())).await;
+    let cfg = config(&receiver, "ordered = true\nquota = { max_concurrent_calls = 4 }").build();
+    let sy = Switchyard::start(&cfg.replace("max_events = 200", "max_events = 15")).await;
+    let mut sent: Vec<(String, String)> = Vec::new();
+    for round in 0..8 {
+        let batch: Vec<Value> = (0..30)
+            .map(|i| {
+                let (user, id) = (format!("u{}", i % 3), format!("o{round}-{i}"));
+                sent.push((user.clone(), id.clone()));
+                json!({"type": "track", "event": "E", "userId": user, "messageId": id})
+            })
+            .collect();
+        assert_eq!(post_json(&sy.url("/v1/batch"), Some("wk_test"), &json!({ "batch": batch })).await.0, 200);
+    }
+    eventually(WAIT, "all 240 delivered", || {
+        let got: HashSet<String> = receiver
+            .requests()
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 3 != 1)
+            .flat_map(|(_, r)| r.json()["batch"].as_array().cloned().unwrap_or_default())
+            .filter_map(|e| e["messageId"].as_str().map(str::to_owned))
+            .collect();
+        got.len() == 240
+    })
+    .await;
+    assert!(receiver.count() > 3, "some requests failed and were retried");
+    // Per user: the order in which events were taken (answered 200) is
+    // the order sent; without `ordered`, a failed batch's retry lands
+    // after later batches.
+    let user_of: HashMap<String, String> = sent.iter().map(|(u, id)| (id.clone(), u.clone())).collect();
+    let mut arrived: HashMap<String, Vec<String>> = HashMap::new();
+    let mut seen = HashSet::new();
+    let taken = receiver
+        .requests()
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 3 != 1)
+        .flat_map(|(_, r)| r.json()["batch"].as_array().cloned().unwrap_or_default())
+        .filter_map(|e| e["messageId"].as_str().map(str::to_owned))
+        .collect::<Vec<_>>();
+    for id in taken {
+        if seen.insert(id.clone()) {
+            arrived.entry(user_of[&id].clone()).or_default().push(id);
+        }
+    }
+    for user in ["u0", "u1", "u2"] {
+        let expected: Vec<String> = sent.iter().filter(|(u, _)| u == user).map(|(_, id)| id.clone()).collect();
+        assert_eq!(arrived[user], expected, "{user}'s events out of order");
+    }
+}
+
+#[tokio::test]
+async fn turning_order_on_and_off_by_reload_keeps_every_event() {
+    // The receiver fails until told otherwise, so events wait unfinished
+    // (retrying) while the destination's consumer changes shape.
+    let fail = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flag = fail.clone();
+    let receiver = Receiver::start(move |_, _| {
+        (if flag.load(std::sync::atomic::Ordering::SeqCst) { 503 } else { 200 }, vec![], String::new())
+    })
+    .await;
+    let cfg = |ordered: bool| config(&receiver, &format!("ordered = {ordered}")).build();
+    let sy = Switchyard::start(&cfg(false)).await;
+    let mut ids = Vec::new();
+    let mut send = async |tag: &str| {
+        let batch: Vec<Value> = (0..40)
+            .map(|i| {
+                ids.push(format!("{tag}-{i}"));
+                json!({"type": "track", "event": "E", "userId": format!("u{}", i % 5), "messageId": format!("{tag}-{i}")})
+            })
+            .collect();
+        assert_eq!(post_json(&sy.url("/v1/batch"), Some("wk_test"), &json!({ "batch": batch })).await.0, 200);
+    };
+    send("before").await;
+    eventually(WAIT, "attempts failing", || receiver.count() >= 2).await;
+    for (round, ordered) in [true, false].into_iter().enumerate() {
+        sy.rewrite_config(&cfg(ordered));
+        sy.wait_metric("switchyard_reloads_total{result=\"applied\"}", round as u64 + 1).await;
+        send(if ordered { "ordered" } else { "unordered" }).await;
+    }
+    // Requests from here on are answered 200.
+    let failed = receiver.count();
+    fail.store(false, std::sync::atomic::Ordering::SeqCst);
+    let taken = || -> HashSet<String> {
+        let requests = receiver.requests();
+        let batches = requests.get(failed..).unwrap_or_default().iter();
+        let events = batches.flat_map(|r| r.json()["batch"].as_array().cloned().unwrap_or_default());
+        events.filter_map(|e| e["messageId"].as_str().map(str::to_owned)).collect()
+    };
+    eventually(WAIT, "every event delivered after the changes", || ids.iter().all(|id| taken().contains(id))).await;
 }

@@ -50,10 +50,21 @@ async fn ready(sy: &Switchyard) -> u16 {
 
 #[tokio::test]
 async fn two_nodes_share_delivery_and_each_event_arrives_once() {
+    share_delivery_and_dedupe_across_nodes("").await;
+}
+
+#[tokio::test]
+async fn dedupe_by_lookup_holds_across_nodes_too() {
+    share_delivery_and_dedupe_across_nodes("dedupe = \"lookup\"").await;
+}
+
+/// Two nodes deliver 500 events between them, each once; repeats sent to
+/// another node, and to a node started afterwards, are dropped.
+async fn share_delivery_and_dedupe_across_nodes(jetstream: &str) {
     let dir = tempfile::tempdir().unwrap();
     let nats = NatsServer::start(dir.path());
     let receiver = Receiver::always(200).await;
-    let cfg = config(&receiver, &[nats.url()], "");
+    let cfg = config(&receiver, &[nats.url()], jetstream);
     let a = Switchyard::start(&cfg).await;
     let b = Switchyard::start(&cfg).await;
     for round in 0..20 {
@@ -71,13 +82,21 @@ async fn two_nodes_share_delivery_and_each_event_arrives_once() {
     assert_eq!(by_a + by_b, 500);
     assert!(by_a > 0 && by_b > 0, "both nodes deliver from the shared consumer: {by_a} and {by_b}");
 
-    // A repeat of an event sent to the other node long after: dropped by
-    // the id stream (the events stream's window alone would also catch it
-    // this soon; the id stream is what holds for a day).
-    let again = json!({ "batch": events("r0", 0..25) });
-    assert_eq!(post_json(&b.url("/v1/batch"), Some("wk"), &again).await.0, 200);
+    // Repeats of events node a took, sent to node b beside new ones: the
+    // messages differ from the first ones, so JetStream's `Nats-Msg-Id`
+    // window cannot catch the repeats; the day-long dedupe must.
+    let mut again = events("r0", 0..10);
+    again.extend(events("new", 0..5));
+    assert_eq!(post_json(&b.url("/v1/batch"), Some("wk"), &json!({ "batch": again })).await.0, 200);
+    eventually(WAIT, "the 5 new events delivered", || counts(&receiver).len() == 505).await;
+    // And to a node started after they were accepted: it learns them.
+    let c = Switchyard::start(&cfg).await;
+    let mut late = events("r1", 5..15);
+    late.extend(events("late", 0..5));
+    assert_eq!(post_json(&c.url("/v1/batch"), Some("wk"), &json!({ "batch": late })).await.0, 200);
+    eventually(WAIT, "the 5 late events delivered", || counts(&receiver).len() == 510).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(receiver.message_ids().len(), 500, "repeats on another node are dropped");
+    assert_eq!(receiver.message_ids().len(), 510, "repeats on other nodes are dropped: {:?}", counts(&receiver));
 }
 
 #[tokio::test]
@@ -110,6 +129,52 @@ async fn a_pause_through_one_node_pauses_every_node() {
         wait_state(node, "active").await;
     }
     eventually(WAIT, "40 events delivered once resumed", || counts(&receiver).len() == 40).await;
+}
+
+#[tokio::test]
+async fn dead_letters_are_listed_and_replayed_through_any_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path());
+    // The receiver refuses everything (400, final) until told otherwise.
+    let refuse = Arc::new(AtomicBool::new(true));
+    let flag = refuse.clone();
+    let receiver =
+        Receiver::start(move |_, _| (if flag.load(Ordering::SeqCst) { 400 } else { 200 }, vec![], String::new())).await;
+    let cfg = config(&receiver, &[nats.url()], "");
+    let a = Switchyard::start(&cfg).await;
+    let b = Switchyard::start(&cfg).await;
+    let body = json!({ "batch": events("dl", 0..10) });
+    assert_eq!(post_json(&a.url("/v1/batch"), Some("wk"), &body).await.0, 200);
+    let metric = "switchyard_destination_dead_lettered_total{destination=\"hook\"}";
+    let started = Instant::now();
+    while a.metric(metric).await + b.metric(metric).await < 10 {
+        assert!(started.elapsed() < WAIT, "10 events dead-lettered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Every node lists all ten, whichever dead-lettered them.
+    let auth = [("authorization", "Bearer t0ken")];
+    for node in [&a, &b] {
+        let url = node.admin_url("/admin/destinations/hook/dead-letters");
+        let (status, body) = http(hyper::Method::GET, &url, &auth, Vec::new()).await;
+        assert_eq!(status, 200);
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["count"], 10, "{body}");
+        assert_eq!(body["dead_letters"].as_array().map(Vec::len), Some(10), "{body}");
+    }
+    // Replayed through one node, delivered once, gone from every list.
+    refuse.store(false, Ordering::SeqCst);
+    let replay = b.admin_url("/admin/destinations/hook/dead-letters/replay");
+    let (status, body) = http(hyper::Method::POST, &replay, &auth, Vec::new()).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!((body["replayed"].as_u64(), body["remaining"].as_u64()), (Some(10), Some(0)), "{body}");
+    eventually(WAIT, "the replayed events delivered", || {
+        receiver.message_ids().iter().filter(|id| id.starts_with("dl-")).count() >= 20
+    })
+    .await;
+    let url = a.admin_url("/admin/destinations/hook/dead-letters");
+    let (_, body) = http(hyper::Method::GET, &url, &auth, Vec::new()).await;
+    assert_eq!(serde_json::from_slice::<Value>(&body).unwrap()["count"], 0, "nothing left to replay on any node");
 }
 
 /// Polls `/admin/destinations` until `hook` is in `state`.
@@ -228,7 +293,7 @@ async fn node_loss_loses_no_acknowledged_event() {
     }
     let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
     let stop = Arc::new(AtomicBool::new(false));
-    let load = tokio::spawn(send_until(ports, stop.clone()));
+    let load = tokio::spawn(send_until(ports, stop.clone(), Duration::ZERO));
 
     for round in 0..3 {
         tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -258,6 +323,65 @@ async fn node_loss_loses_no_acknowledged_event() {
     );
 }
 
+/// `ordered = true` with two nodes under continuous load, each killed and
+/// restarted in turn: every user's events are taken by the destination in
+/// the order they were acknowledged (repeats after a kill aside).
+#[tokio::test]
+async fn an_ordered_destination_keeps_each_users_order_across_node_kills() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path());
+    let receiver = Receiver::always(200).await;
+    let batch = "batch = { max_events = 50, linger_ms = 5 }";
+    let cfg = config(&receiver, &[nats.url()], "").replace(batch, &format!("{batch}\nordered = true"));
+    assert!(cfg.contains("ordered = true"));
+    let mut nodes = [Switchyard::start(&cfg).await, Switchyard::start(&cfg).await];
+    let stop = Arc::new(AtomicBool::new(false));
+    // Paced: an ordered destination delivers far fewer events/s than
+    // ingest takes, and the test waits for all of them.
+    let ports = nodes.iter().map(|n| n.port).collect();
+    let load = tokio::spawn(send_until(ports, stop.clone(), Duration::from_millis(20)));
+    for victim in [0, 1] {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        nodes[victim].kill9();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        nodes[victim].restart().await;
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, Ordering::SeqCst);
+    let (acknowledged, refused) = load.await.unwrap();
+    assert!(acknowledged.len() > 200, "the load got through: {} acknowledged, {refused} refused", acknowledged.len());
+    eventually(Duration::from_secs(120), "every acknowledged event delivered", || {
+        let c = counts(&receiver);
+        acknowledged.iter().all(|id| c.contains_key(id))
+    })
+    .await;
+
+    // Each user's acknowledged events, in the order the receiver first
+    // got them, against the order they were acknowledged in.
+    let user_of = |id: &str| -> usize {
+        let i: usize = id.rsplit('-').next().and_then(|i| i.parse().ok()).unwrap_or(0);
+        i % 7
+    };
+    let acked: std::collections::HashSet<&String> = acknowledged.iter().collect();
+    let mut first = std::collections::HashSet::new();
+    let mut arrived: HashMap<usize, Vec<String>> = HashMap::new();
+    for id in receiver.message_ids() {
+        if acked.contains(&id) && first.insert(id.clone()) {
+            arrived.entry(user_of(&id)).or_default().push(id);
+        }
+    }
+    for user in 0..7 {
+        let expected: Vec<String> = acknowledged.iter().filter(|id| user_of(id) == user).cloned().collect();
+        assert_eq!(arrived.get(&user), Some(&expected), "user u{user}'s events out of order");
+    }
+    let c = counts(&receiver);
+    eprintln!(
+        "ordered: {} acknowledged, {refused} refused, {} repeats after kills",
+        acknowledged.len(),
+        c.values().map(|n| n - 1).sum::<usize>()
+    );
+}
+
 /// Starts a node, retrying while the cluster has no JetStream leader yet.
 async fn start_with_retries(cfg: &str) -> Switchyard {
     let start = Instant::now();
@@ -270,9 +394,10 @@ async fn start_with_retries(cfg: &str) -> Switchyard {
     }
 }
 
-/// Sends batches of 20 round-robin to `ports` until `stop`; returns the
-/// messageIds answered 200 and how many requests were refused.
-async fn send_until(ports: Vec<u16>, stop: Arc<AtomicBool>) -> (Vec<String>, usize) {
+/// Sends batches of 20 round-robin to `ports`, `pause` apart, until
+/// `stop`; returns the messageIds answered 200 and how many requests were
+/// refused.
+async fn send_until(ports: Vec<u16>, stop: Arc<AtomicBool>, pause: Duration) -> (Vec<String>, usize) {
     let mut acknowledged = Vec::new();
     let mut refused = 0;
     let mut round = 0usize;
@@ -289,6 +414,7 @@ async fn send_until(ports: Vec<u16>, stop: Arc<AtomicBool>) -> (Vec<String>, usi
             _ => refused += 1,
         }
         round += 1;
+        tokio::time::sleep(pause).await;
     }
     (acknowledged, refused)
 }
