@@ -42,6 +42,8 @@
 //!   `default` (NATS's own, every 2 minutes) or a duration (`1s`).
 //! - `BENCH_JETSTREAM`: lines added to `[log.jetstream]` (e.g.
 //!   `dedupe = "window"`), `\n`-separated.
+//! - `BENCH_DESTINATION`: lines added to every destination (e.g.
+//!   `ordered = true`), `\n`-separated.
 //! - `BENCH_NODES`: Switchyard nodes on the one log (default 1; more need
 //!   JetStream): the load generator spreads its connections over them, and
 //!   CPU is summed, RSS the largest node's.
@@ -396,6 +398,7 @@ fn config(dir: &Path, port: u16, admin: u16, receiver: SocketAddr, nats: &[Strin
     };
     let plugin = |name: &str| common::plugin(name).display().to_string();
     let origin = format!("http://{receiver}");
+    let each = std::env::var("BENCH_DESTINATION").unwrap_or_default().replace("\\n", "\n");
     format!(
         r#"[server]
 listen = "127.0.0.1:{port}"
@@ -412,18 +415,21 @@ name = "amplitude"
 plugin = "{amplitude}"
 settings = {{ api_key = "bench-amplitude-key", endpoint = "{origin}" }}
 allow_http = ["{origin}"]
+{each}
 
 [[destinations]]
 name = "statsig"
 plugin = "{statsig}"
 settings = {{ server_secret = "secret-bench", endpoint = "{origin}" }}
 allow_http = ["{origin}"]
+{each}
 
 [[destinations]]
 name = "webhook"
 plugin = "{webhook}"
 settings = {{ url = "{origin}/hook" }}
 allow_http = ["{origin}"]
+{each}
 {log}"#,
         data = dir.join("data").display(),
         amplitude = plugin("amplitude_destination"),
@@ -727,7 +733,7 @@ fn orchestrate() {
 
 fn print_tables(phases: &[Phase], secs: f64) {
     let mut extra = std::env::var("BENCH_CONFIG").map(|c| format!(", BENCH_CONFIG `{c}`")).unwrap_or_default();
-    for var in ["BENCH_LOG", "BENCH_JETSTREAM", "BENCH_NODES", "BENCH_NATS_SYNC"] {
+    for var in ["BENCH_LOG", "BENCH_JETSTREAM", "BENCH_DESTINATION", "BENCH_NODES", "BENCH_NATS_SYNC"] {
         if let Ok(v) = std::env::var(var) {
             extra.push_str(&format!(", {var} `{v}`"));
         }
