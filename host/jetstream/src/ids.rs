@@ -11,7 +11,7 @@
 //!   of the window in memory (the embedded log's [`switchyard_log::Dedupe`],
 //!   bounded by `server.dedupe_max_ids`, ~40 B per id), so the check costs
 //!   no round trip. An append publishes the ids it wrote as *one* message
-//!   (8 bytes per id) to the set stream `<stream>_IDSET` (subject
+//!   (8 bytes per id, after the node's own id) to the set stream `<stream>_IDSET` (subject
 //!   `<prefix>.ids`, kept for the window, bounded in bytes to what the
 //!   sets hold); every node reads that stream with an ordered consumer
 //!   from its start and adds what it reads, so a node restarted or added
@@ -125,6 +125,9 @@ pub(crate) struct IdSet {
     js: jetstream::Context,
     subject: String,
     ids: Arc<switchyard_log::Dedupe>,
+    /// Heads this node's messages, so that it skips its own when they
+    /// come back.
+    node: u64,
     reader: JoinHandle<()>,
 }
 
@@ -173,7 +176,8 @@ impl IdSet {
             .messages()
             .await?;
         let (loaded_tx, loaded) = tokio::sync::oneshot::channel();
-        let reader = tokio::spawn(read(messages, ids.clone(), end, loaded_tx));
+        let node = fastrand::u64(..);
+        let reader = tokio::spawn(read(messages, ids.clone(), node, end, loaded_tx));
         let started = Instant::now();
         if end > 0 {
             match tokio::time::timeout(LOAD_TIMEOUT, loaded).await {
@@ -188,7 +192,7 @@ impl IdSet {
                 ),
             }
         }
-        Ok(IdSet { js: js.clone(), subject, ids, reader })
+        Ok(IdSet { js: js.clone(), subject, ids, node, reader })
     }
 
     /// Adds `ids` here at once and, for the other nodes, publishes them
@@ -196,7 +200,11 @@ impl IdSet {
     fn remember(&self, ids: &[u64]) {
         self.ids.remember(ids);
         for chunk in ids.chunks(IDS_PER_MESSAGE) {
-            let body: Vec<u8> = chunk.iter().flat_map(|id| id.to_le_bytes()).collect();
+            let mut body = Vec::with_capacity(8 * (chunk.len() + 1));
+            body.extend_from_slice(&self.node.to_le_bytes());
+            for id in chunk {
+                body.extend_from_slice(&id.to_le_bytes());
+            }
             let (js, subject) = (self.js.clone(), self.subject.clone());
             tokio::spawn(async move {
                 let ack = match js.publish(subject, body.into()).await {
@@ -211,11 +219,14 @@ impl IdSet {
     }
 }
 
-/// Adds every node's ids to `ids` as they arrive; says on `loaded` how
-/// many it read once it reached `end`, the stream's end at open.
+/// Adds the other nodes' ids to `ids` as they arrive (a message is the
+/// sending node's id, then the ids, 8 bytes each, little-endian; this
+/// node's own, `node`, it has already); says on `loaded` how many it read
+/// once it reached `end`, the stream's end at open.
 async fn read(
     mut messages: consumer::pull::Ordered,
     ids: Arc<switchyard_log::Dedupe>,
+    node: u64,
     end: u64,
     loaded: tokio::sync::oneshot::Sender<u64>,
 ) {
@@ -229,10 +240,12 @@ async fn read(
                 continue;
             }
         };
-        let batch: Vec<u64> =
-            message.payload.chunks_exact(8).filter_map(|b| b.try_into().ok().map(u64::from_le_bytes)).collect();
-        count += batch.len() as u64;
-        ids.remember(&batch);
+        let mut words = message.payload.chunks_exact(8).filter_map(|b| b.try_into().ok().map(u64::from_le_bytes));
+        if words.next() != Some(node) {
+            let batch: Vec<u64> = words.collect();
+            count += batch.len() as u64;
+            ids.remember(&batch);
+        }
         if let Ok(info) = message.info()
             && info.stream_sequence >= end
             && let Some(tx) = loaded.take()

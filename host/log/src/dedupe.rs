@@ -151,13 +151,16 @@ impl Dedupe {
                 tracing::warn!(error = %e, "cannot rotate the dedupe journal");
             }
         }
-        let mut buf = Vec::with_capacity(keys.len() * 16);
+        s.current.reserve(keys.len());
         for k in keys {
             s.current.insert(*k, now);
-            buf.extend_from_slice(&k.to_le_bytes());
-            buf.extend_from_slice(&now.to_le_bytes());
         }
         if let Some(j) = s.journal.as_mut() {
+            let mut buf = Vec::with_capacity(keys.len() * 16);
+            for k in keys {
+                buf.extend_from_slice(&k.to_le_bytes());
+                buf.extend_from_slice(&now.to_le_bytes());
+            }
             let _ = j.write_all(&buf).and_then(|()| j.flush());
         }
     }
