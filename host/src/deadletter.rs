@@ -71,9 +71,25 @@ impl DeadLetters {
     ///
     /// # Errors
     ///
-    /// When the store cannot be read, or a dead letter is corrupt.
+    /// When the store cannot be read.
     pub async fn pending(&self, limit: usize) -> Result<Vec<DeadLetter>, LogError> {
-        self.store.list(limit).await?.into_iter().map(|(seq, payload)| parse(seq, &payload)).collect()
+        Ok(self.read(limit).await?.0)
+    }
+
+    /// Up to `limit` stored dead letters, decoded, and one past the last
+    /// one read. One damaged entry must not hide (or block the replay of)
+    /// the others: it is skipped, said so, and released with them.
+    async fn read(&self, limit: usize) -> Result<(Vec<DeadLetter>, Option<Seq>), LogError> {
+        let stored = self.store.list(limit).await?;
+        let end = stored.last().map(|(seq, _)| seq + 1);
+        let letters = stored.into_iter().filter_map(|(seq, payload)| match parse(seq, &payload) {
+            Ok(letter) => Some(letter),
+            Err(e) => {
+                tracing::error!(seq, error = %e, "skipping an undecodable dead letter");
+                None
+            }
+        });
+        Ok((letters.collect(), end))
     }
 
     /// How many are waiting for replay.
@@ -95,8 +111,8 @@ impl DeadLetters {
     /// released then). A failure to release them afterwards is only
     /// logged: a later replay may repeat them, never lose them.
     pub async fn replay<L: EventLog>(&self, log: &L, destination: &str, limit: usize) -> Result<Replayed, LogError> {
-        let pending = self.pending(limit).await?;
-        let Some(last) = pending.last().map(|d| d.seq) else {
+        let (pending, end) = self.read(limit).await?;
+        let Some(end) = end else {
             return Ok(Replayed { replayed: 0, remaining: 0 });
         };
         let target: Arc<str> = Arc::from(destination);
@@ -110,8 +126,10 @@ impl DeadLetters {
                 Record { id: fastrand::u64(..), order_key: 0, payload: encode_envelope(&e) }
             })
             .collect();
-        log.append(records).await?;
-        if let Err(e) = self.store.release(last + 1).await {
+        if !pending.is_empty() {
+            log.append(records).await?;
+        }
+        if let Err(e) = self.store.release(end).await {
             tracing::warn!(destination, error = %e, "cannot mark dead letters replayed");
         }
         tracing::info!(destination, replayed = pending.len(), "dead letters replayed");

@@ -389,3 +389,25 @@ async fn turning_order_on_and_off_by_reload_keeps_every_event() {
     };
     eventually(WAIT, "every event delivered after the changes", || ids.iter().all(|id| taken().contains(id))).await;
 }
+
+#[tokio::test]
+async fn a_paused_destination_stays_paused_when_its_order_setting_changes() {
+    let receiver = Receiver::always(200).await;
+    let cfg = |ordered: bool| config(&receiver, &format!("ordered = {ordered}")).build();
+    let sy = Switchyard::start(&cfg(false)).await;
+    let auth = [("authorization", "Bearer adm1n-token")];
+    let pause = sy.admin_url("/admin/destinations/hook/pause");
+    assert_eq!(http(hyper::Method::POST, &pause, &auth, Vec::new()).await.0, 200);
+    sy.rewrite_config(&cfg(true));
+    sy.wait_metric("switchyard_reloads_total{result=\"applied\"}", 1).await;
+    let batch: Vec<Value> = (0..10)
+        .map(|i| json!({"type": "track", "event": "E", "userId": "u", "messageId": format!("pz-{i}")}))
+        .collect();
+    assert_eq!(post_json(&sy.url("/v1/batch"), Some("wk_test"), &json!({ "batch": batch })).await.0, 200);
+    // Longer than a shared log's pause refresh (1 s on every node).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(receiver.count(), 0, "still paused after the consumer was replaced");
+    let resume = sy.admin_url("/admin/destinations/hook/resume");
+    assert_eq!(http(hyper::Method::POST, &resume, &auth, Vec::new()).await.0, 200);
+    eventually(WAIT, "delivered once resumed", || receiver.message_ids().len() >= 10).await;
+}

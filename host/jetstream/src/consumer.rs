@@ -42,7 +42,11 @@
 //! only once the previous is acked, that is finished: a node taking over
 //! gets the unfinished message again first, and no node can overtake
 //! another. On the node, [`Progress::set_ordered`] hands out one batch at
-//! a time and retries in place. A destination whose order setting changed
+//! a time and retries in place. A node whose connection drops hands back
+//! what it held once it notices (pings every quarter of `ack_wait`)
+//! instead of delivering it late, behind what another node may have
+//! delivered meanwhile; only a call already under way when the
+//! connection dropped can still land late. A destination whose order setting changed
 //! gets its new consumers started where the old ones had all got to, and
 //! the old ones deleted (what lay in between is delivered again).
 
@@ -53,7 +57,8 @@ use std::time::Duration;
 
 use async_nats::Subject;
 use async_nats::jetstream::AckKind;
-use async_nats::jetstream::consumer::{DeliverPolicy, PriorityPolicy, PullConsumer};
+use async_nats::jetstream::consumer::{DeliverPolicy, Info as ConsumerInfo, PriorityPolicy, PullConsumer};
+use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use switchyard_log::{Consumer, ConsumerOptions, LogError, Progress, Seq};
@@ -71,6 +76,8 @@ const INITIAL_WINDOW: usize = 10_000;
 struct Held {
     /// Where its ack goes (the latest delivery's).
     reply: Subject,
+    /// The connection's disconnect count when it arrived.
+    epoch: u64,
     /// Its records, and those not yet finished.
     records: usize,
     unfinished: usize,
@@ -143,7 +150,10 @@ impl JetStreamConsumer {
             if options.ordered { consumers.iter().map(|c| c.cached_info().name.clone()).collect() } else { Vec::new() };
         let readers = consumers
             .into_iter()
-            .map(|c| tokio::spawn(read(c, pull.clone(), name.clone(), tx.clone(), held.clone(), acks.clone())))
+            .map(|c| {
+                let disconnects = inner.disconnects.clone();
+                tokio::spawn(read(c, pull.clone(), disconnects, name.clone(), tx.clone(), held.clone(), acks.clone()))
+            })
             .collect();
         let next = inner.end.load(Ordering::Relaxed);
         let mut progress = Progress::new(next);
@@ -166,6 +176,32 @@ impl JetStreamConsumer {
         })
     }
 
+    /// Ordered: hands back (naks) the messages held across a lost
+    /// connection, before anything more is handed out. While cut off, the
+    /// server may have given them to another node, which delivered them
+    /// and what follows; delivering them here now would put them behind.
+    fn drop_stale(&mut self) {
+        let now = self.inner.disconnects.load(Ordering::SeqCst);
+        let stale: Vec<(u64, Subject)> = {
+            let mut held = lock(&self.held);
+            let old: Vec<u64> = held.iter().filter(|(_, h)| h.epoch != now).map(|(m, _)| *m).collect();
+            old.into_iter().filter_map(|m| held.remove(&m).map(|h| (m, h.reply))).collect()
+        };
+        if stale.is_empty() {
+            return;
+        }
+        for (m, reply) in &stale {
+            self.progress.forget(pack::seq(*m, 0)..pack::seq(*m + 1, 0));
+            self.ready.retain(|(seq, _)| pack::message_of(*seq) != *m);
+            let _ = self.acks.send((reply.clone(), AckKind::Nak(None).into()));
+        }
+        tracing::warn!(
+            consumer = self.name,
+            messages = stale.len(),
+            "handing back what was held across a lost connection, so that it is not delivered out of order"
+        );
+    }
+
     fn take(&mut self, m: Received) {
         for (i, record) in m.records.into_iter().enumerate() {
             let seq = pack::seq(m.stream_seq, i);
@@ -182,6 +218,9 @@ impl Consumer for JetStreamConsumer {
                 Ok(m) => self.take(m),
                 Err(_) => break,
             }
+        }
+        if self.ordered {
+            self.drop_stale();
         }
         let mut out = self.progress.due(max, tokio::time::Instant::now());
         let room = self.progress.room(max - out.len()).min(self.ready.len());
@@ -280,11 +319,11 @@ impl Drop for JetStreamConsumer {
         }
         // Ordered: hand the partitions to the next reader (here or on
         // another node) now rather than after the pin's timeout.
-        if !self.pinned.is_empty()
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
+        if !self.pinned.is_empty() {
             let (stream, names) = (self.inner.events.clone(), std::mem::take(&mut self.pinned));
-            runtime.spawn(async move {
+            // On the log's runtime: a destination's executor is shut down
+            // right after its worker ends.
+            self.inner.runtime.spawn(async move {
                 for name in names {
                     if let Err(e) = stream.unpin_consumer(&name, PIN_GROUP).await {
                         tracing::debug!(consumer = name, error = %e, "cannot unpin; the pin moves after its timeout");
@@ -355,17 +394,21 @@ pub(crate) fn all_consumers(options: &crate::Options, name: &str) -> Vec<String>
 /// where its ordered partition consumers (if any) had all got to, which
 /// are then deleted.
 async fn unordered_consumer(inner: &Inner, name: &str) -> Result<(PullConsumer, bool), LogError> {
-    if let Ok(c) = inner.events.get_consumer(name).await {
-        return Ok((c, false));
+    if info_if_any(inner, name).await?.is_some() {
+        return Ok((inner.events.get_consumer(name).await.map_err(unavailable)?, false));
     }
     let end = stream_end(inner).await?;
     let mut start = None;
     let mut previous = Vec::new();
+    let mut pause_until = None;
     for k in 0..inner.options.partitions.max(1) {
         let p = partition_consumer(name, k);
-        if let Ok(info) = inner.events.consumer_info(&p).await {
+        if let Some(info) = info_if_any(inner, &p).await? {
             let from = resume_point(&info, end);
             start = Some(start.map_or(from, |s: u64| s.min(from)));
+            if info.paused {
+                pause_until = pause_until.or(info.config.pause_until);
+            }
             previous.push(p);
         }
     }
@@ -373,6 +416,8 @@ async fn unordered_consumer(inner: &Inner, name: &str) -> Result<(PullConsumer, 
     if let Some(start_sequence) = start {
         config.deliver_policy = DeliverPolicy::ByStartSequence { start_sequence };
     }
+    // A paused destination stays paused, on every node.
+    config.pause_until = pause_until;
     let consumer = inner.events.create_consumer(config).await.map_err(unavailable)?;
     retire(inner, name, &previous, start).await;
     Ok((consumer, start.is_none()))
@@ -385,14 +430,14 @@ async fn unordered_consumer(inner: &Inner, name: &str) -> Result<(PullConsumer, 
 async fn ordered_consumers(inner: &Inner, name: &str) -> Result<(Vec<PullConsumer>, bool), LogError> {
     let partitions = inner.options.partitions.max(1);
     let end = stream_end(inner).await?;
-    let previous = inner.events.consumer_info(name).await.ok();
+    let previous = info_if_any(inner, name).await?;
     let start = previous.as_ref().map(|info| resume_point(info, end));
     let mut consumers = Vec::with_capacity(partitions as usize);
     let mut new = previous.is_none();
     for k in 0..partitions {
         let p = partition_consumer(name, k);
-        if let Ok(c) = inner.events.get_consumer(&p).await {
-            consumers.push(c);
+        if info_if_any(inner, &p).await?.is_some() {
+            consumers.push(inner.events.get_consumer(&p).await.map_err(unavailable)?);
             new = false;
             continue;
         }
@@ -404,12 +449,28 @@ async fn ordered_consumers(inner: &Inner, name: &str) -> Result<(Vec<PullConsume
         if let Some(start_sequence) = start {
             config.deliver_policy = DeliverPolicy::ByStartSequence { start_sequence };
         }
+        // A paused destination stays paused, on every node.
+        config.pause_until = previous.as_ref().filter(|info| info.paused).and_then(|info| info.config.pause_until);
         consumers.push(inner.events.create_consumer(config).await.map_err(unavailable)?);
     }
     if previous.is_some() {
         retire(inner, name, &[name.to_owned()], start).await;
     }
     Ok((consumers, new))
+}
+
+/// Consumer `name`'s state on the server, `None` when it does not exist.
+///
+/// # Errors
+///
+/// Any other failure to ask: a consumer that may exist is never taken for
+/// an absent one (its replacement would skip what it had not finished).
+pub(crate) async fn info_if_any(inner: &Inner, name: &str) -> Result<Option<ConsumerInfo>, LogError> {
+    match inner.events.consumer_info(name).await {
+        Ok(info) => Ok(Some(info)),
+        Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => Ok(None),
+        Err(e) => Err(unavailable(e)),
+    }
 }
 
 /// The stream's last sequence + 1, read before the consumers it bounds.
@@ -421,7 +482,7 @@ async fn stream_end(inner: &Inner) -> Result<u64, LogError> {
 /// Where a replacement of the consumer `info` describes may start without
 /// skipping what it did not finish: past its ack floor, or, when it had
 /// nothing pending, at `end` (the stream's end read before `info`).
-fn resume_point(info: &async_nats::jetstream::consumer::Info, end: u64) -> u64 {
+fn resume_point(info: &ConsumerInfo, end: u64) -> u64 {
     if info.num_pending == 0 && info.num_ack_pending == 0 { end } else { info.ack_floor.stream_sequence + 1 }
 }
 
@@ -473,6 +534,7 @@ async fn keep_alive(held: HeldMessages, acks: mpsc::UnboundedSender<(Subject, By
 async fn read(
     consumer: PullConsumer,
     pull: Pull,
+    disconnects: Arc<std::sync::atomic::AtomicU64>,
     name: String,
     tx: mpsc::Sender<Received>,
     held: HeldMessages,
@@ -522,11 +584,13 @@ async fn read(
                             match held.get_mut(&stream_seq) {
                                 Some(h) => {
                                     h.reply = reply;
+                                    h.epoch = disconnects.load(Ordering::SeqCst);
                                     false
                                 }
                                 None => {
                                     let n = records.len();
-                                    held.insert(stream_seq, Held { reply, records: n, unfinished: n });
+                                    let epoch = disconnects.load(Ordering::SeqCst);
+                                    held.insert(stream_seq, Held { reply, epoch, records: n, unfinished: n });
                                     true
                                 }
                             }

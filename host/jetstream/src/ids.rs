@@ -166,18 +166,9 @@ impl IdSet {
             window: options.dedupe_window,
             max_ids: options.dedupe_set_max_ids,
         }));
-        let messages = stream
-            .create_consumer(consumer::pull::OrderedConfig {
-                description: Some("a Switchyard node's copy of the dedupe ids".into()),
-                deliver_policy: consumer::DeliverPolicy::All,
-                ..Default::default()
-            })
-            .await?
-            .messages()
-            .await?;
         let (loaded_tx, loaded) = tokio::sync::oneshot::channel();
         let node = fastrand::u64(..);
-        let reader = tokio::spawn(read(messages, ids.clone(), node, end, loaded_tx));
+        let reader = tokio::spawn(read(stream, ids.clone(), node, end, loaded_tx));
         let started = Instant::now();
         if end > 0 {
             match tokio::time::timeout(LOAD_TIMEOUT, loaded).await {
@@ -221,10 +212,12 @@ impl IdSet {
 
 /// Adds the other nodes' ids to `ids` as they arrive (a message is the
 /// sending node's id, then the ids, 8 bytes each, little-endian; this
-/// node's own, `node`, it has already); says on `loaded` how many it read
-/// once it reached `end`, the stream's end at open.
+/// node's own, `node`, it has already), reading the set stream from its
+/// start with an ordered consumer, and again from where it stopped should
+/// that ever end; says on `loaded` how many it read once it reached `end`
+/// (the stream's end at open) or had nothing left to read.
 async fn read(
-    mut messages: consumer::pull::Ordered,
+    stream: stream::Stream,
     ids: Arc<switchyard_log::Dedupe>,
     node: u64,
     end: u64,
@@ -232,26 +225,54 @@ async fn read(
 ) {
     let mut loaded = Some(loaded);
     let mut count = 0u64;
-    while let Some(message) = messages.next().await {
-        let message = match message {
+    let mut next = 0u64;
+    loop {
+        let deliver_policy = match next {
+            0 => consumer::DeliverPolicy::All,
+            start_sequence => consumer::DeliverPolicy::ByStartSequence { start_sequence },
+        };
+        let config = consumer::pull::OrderedConfig {
+            description: Some("a Switchyard node's copy of the dedupe ids".into()),
+            deliver_policy,
+            ..Default::default()
+        };
+        let messages = match stream.create_consumer(config).await {
+            Ok(c) => c.messages().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let mut messages = match messages {
             Ok(m) => m,
             Err(e) => {
-                tracing::debug!(error = %e, "reading the dedupe ids; the ordered consumer resumes");
+                tracing::warn!(error = e, "cannot read the dedupe ids; trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
         };
-        let mut words = message.payload.chunks_exact(8).filter_map(|b| b.try_into().ok().map(u64::from_le_bytes));
-        if words.next() != Some(node) {
-            let batch: Vec<u64> = words.collect();
-            count += batch.len() as u64;
-            ids.remember(&batch);
+        while let Some(message) = messages.next().await {
+            let message = match message {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::debug!(error = %e, "reading the dedupe ids; the ordered consumer resumes");
+                    continue;
+                }
+            };
+            let mut words = message.payload.chunks_exact(8).filter_map(|b| b.try_into().ok().map(u64::from_le_bytes));
+            if words.next() != Some(node) {
+                let batch: Vec<u64> = words.collect();
+                count += batch.len() as u64;
+                ids.remember(&batch);
+            }
+            if let Ok(info) = message.info() {
+                next = info.stream_sequence + 1;
+                if (info.stream_sequence >= end || info.pending == 0)
+                    && let Some(tx) = loaded.take()
+                {
+                    let _ = tx.send(count);
+                }
+            }
         }
-        if let Ok(info) = message.info()
-            && info.stream_sequence >= end
-            && let Some(tx) = loaded.take()
-        {
-            let _ = tx.send(count);
-        }
+        tracing::warn!("the dedupe id stream's reader ended; reading on from where it stopped");
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

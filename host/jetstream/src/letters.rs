@@ -5,8 +5,9 @@
 //! A dead letter is one message (its number is its stream sequence); a
 //! replay releases what it replayed by purging the destination's subject
 //! below the last one. Limits retention without an age or size bound:
-//! dead letters stay until replayed, as on the embedded log. Read back by
-//! direct get (any replica answers).
+//! dead letters stay until replayed, as on the embedded log. Read back
+//! one by one from the stream's leader: dead letters are few, and a
+//! replay of 100,000 takes a while (the CLI shows its progress).
 
 use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
@@ -32,7 +33,6 @@ pub(crate) async fn open_stream(
         num_replicas: options.replicas,
         retention: stream::RetentionPolicy::Limits,
         discard: stream::DiscardPolicy::New,
-        allow_direct: true,
         ..Default::default()
     })
     .await?;
@@ -64,13 +64,17 @@ impl DeadLetterLog for StreamDeadLetters {
         Box::pin(async move {
             let mut out = Vec::new();
             let mut from = 1;
+            // Read from the stream's leader (not by direct get, which any
+            // replica answers, one that may not have applied a release yet:
+            // a replay right after another would repeat it).
             while out.len() < limit {
-                match self.stream.direct_get_next_for_subject(self.subject.clone(), Some(from)).await {
+                let get = self.stream.raw_message_builder().sequence(from).next_by_subject(self.subject.clone());
+                match get.send().await {
                     Ok(m) => {
                         from = m.sequence + 1;
                         out.push((m.sequence, m.payload));
                     }
-                    Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => break,
+                    Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => break,
                     Err(e) => return Err(unavailable(e)),
                 }
             }

@@ -149,6 +149,11 @@ pub(crate) struct Inner {
     pub(crate) counts: counts::Counts,
     /// Consumers by name with what the server says of them, refreshed.
     consumers: Mutex<HashMap<String, ConsumerState>>,
+    /// How many times the connection was lost.
+    pub(crate) disconnects: Arc<AtomicU64>,
+    /// The runtime the log was opened on, for work that must outlive a
+    /// destination's own executor (unpinning its partitions).
+    pub(crate) runtime: tokio::runtime::Handle,
 }
 
 /// A consumer as the server last described it.
@@ -186,6 +191,23 @@ impl JetStreamLog {
         if let Some(token) = &options.token {
             connect = connect.token(token.clone());
         }
+        // A lost connection is noticed within a fraction of `ack_wait`
+        // (the default ping every 60 s would notice it long after the
+        // server handed this node's messages to another), and counted, so
+        // that an ordered consumer never delivers what it held across it.
+        let disconnects = Arc::new(AtomicU64::new(0));
+        let counter = disconnects.clone();
+        connect = connect
+            .ping_interval((options.ack_wait / 4).clamp(Duration::from_millis(500), Duration::from_secs(10)))
+            .event_callback(move |event| {
+                let counter = counter.clone();
+                async move {
+                    if matches!(event, async_nats::Event::Disconnected) {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        tracing::warn!("lost the connection to NATS; reconnecting");
+                    }
+                }
+            });
         let addrs: Vec<async_nats::ServerAddr> = options
             .servers
             .iter()
@@ -249,6 +271,8 @@ impl JetStreamLog {
             full: AtomicBool::new(false),
             counts,
             consumers: Mutex::default(),
+            disconnects,
+            runtime: tokio::runtime::Handle::current(),
         });
         inner.refresh().await;
         tokio::spawn(every(Arc::downgrade(&inner), REFRESH_EVERY, |inner| async move { inner.refresh().await }));
@@ -487,10 +511,8 @@ impl JetStreamLog {
     async fn existing_consumers(&self, name: &str) -> Result<Vec<String>, LogError> {
         let mut existing = Vec::new();
         for c in consumer::all_consumers(&self.inner.options, name) {
-            match self.inner.events.consumer_info(&c).await {
-                Ok(_) => existing.push(c),
-                Err(e) if e.to_string().contains("not found") => {}
-                Err(e) => return Err(unavailable(e)),
+            if consumer::info_if_any(&self.inner, &c).await?.is_some() {
+                existing.push(c);
             }
         }
         Ok(existing)
@@ -500,7 +522,11 @@ impl JetStreamLog {
 /// Packs `records` into messages, one or more per partition ([`pack`]),
 /// publishes them pipelined, each with a `Nats-Msg-Id` derived from its
 /// records' ids, and waits for every ack; publishes again what timed out,
-/// with the same id, until the publish timeout. Returns the written
+/// with the same id, until the publish timeout. A partition's second
+/// message goes out only once its first is stored (in waves: every
+/// partition's first message, then every second one, …), so that a
+/// republished message never lands behind a later one of its partition
+/// and per-user order holds in the stream. Returns the written
 /// records' sequence numbers and ids; the records of a message the stream
 /// took for a repeat of one published before this append go to
 /// `duplicates`.
@@ -517,9 +543,27 @@ async fn publish_all(
     let messages = group(inner, records);
     let deadline = tokio::time::Instant::now() + inner.options.publish_timeout;
     let mut written = Vec::with_capacity(records.len());
-    // Messages still to publish, and whether each was published before
-    // (then a "duplicate" ack means that try landed).
-    let mut todo: Vec<(usize, bool)> = (0..messages.len()).map(|k| (k, false)).collect();
+    let waves = messages.iter().map(|m| m.wave + 1).max().unwrap_or(0);
+    for wave in 0..waves {
+        // Messages still to publish, and whether each was published before
+        // (then a "duplicate" ack means that try landed).
+        let todo = messages.iter().enumerate().filter(|(_, m)| m.wave == wave).map(|(k, _)| (k, false)).collect();
+        publish_wave(inner, records, &messages, todo, deadline, &mut written, duplicates).await?;
+    }
+    Ok(written)
+}
+
+/// Publishes `todo` of `messages` pipelined until each is acknowledged
+/// (see [`publish_all`]).
+async fn publish_wave(
+    inner: &Inner,
+    records: &[(usize, &Record)],
+    messages: &[Outgoing],
+    mut todo: Vec<(usize, bool)>,
+    deadline: tokio::time::Instant,
+    written: &mut Vec<(Seq, u64)>,
+    duplicates: &mut Vec<usize>,
+) -> Result<(), LogError> {
     let mut last_error = String::new();
     while !todo.is_empty() {
         if tokio::time::Instant::now() >= deadline {
@@ -571,7 +615,7 @@ async fn publish_all(
         }
         todo = again;
     }
-    Ok(written)
+    Ok(())
 }
 
 /// One message to publish: its subject, body, `Nats-Msg-Id`, and the
@@ -581,6 +625,8 @@ struct Outgoing {
     body: bytes::Bytes,
     id: String,
     records: Vec<usize>,
+    /// Its place among its partition's messages.
+    wave: usize,
 }
 
 /// The records grouped by partition, in order, and cut into messages of at
@@ -595,6 +641,7 @@ fn group(inner: &Inner, records: &[(usize, &Record)]) -> Vec<Outgoing> {
     for (partition, ks) in by_partition {
         let mut chunk: Vec<usize> = Vec::new();
         let mut bytes = 0;
+        let mut wave = 0;
         let mut flush = |chunk: &mut Vec<usize>| {
             if chunk.is_empty() {
                 return;
@@ -605,7 +652,9 @@ fn group(inner: &Inner, records: &[(usize, &Record)]) -> Vec<Outgoing> {
                 body: pack::encode(taken.iter().map(|k| &records[*k].1.payload)),
                 id: pack::message_id(taken.iter().map(|k| records[*k].1.id)),
                 records: taken,
+                wave,
             });
+            wave += 1;
         };
         for k in ks {
             let len = records[k].1.payload.len() + 4;

@@ -32,6 +32,9 @@ pub struct Progress {
     unfinished: BTreeMap<Seq, Bytes>,
     /// Unfinished records to hand out again, by due time then log order.
     redeliveries: BinaryHeap<Reverse<(Instant, Seq)>>,
+    /// Ordered: the unfinished records waiting to be handed out again, in
+    /// log order, with when each is due (instead of `redeliveries`).
+    waiting: BTreeMap<Seq, Instant>,
     /// New records are handed out only while fewer are unfinished.
     window: usize,
     /// Nothing new is handed out while anything is unfinished.
@@ -46,6 +49,7 @@ impl Progress {
         Progress {
             unfinished: BTreeMap::new(),
             redeliveries: BinaryHeap::new(),
+            waiting: BTreeMap::new(),
             window: usize::MAX,
             ordered: false,
             saved: at,
@@ -61,28 +65,66 @@ impl Progress {
     /// for this consumer). A redelivery still queued for it is dropped.
     pub fn finished(&mut self, seq: Seq) {
         self.unfinished.remove(&seq);
+        self.waiting.remove(&seq);
+    }
+
+    /// Forgets the records in `seqs` without finishing them: another
+    /// reader will hand them out (a shared log's consumer that lost its
+    /// hold on them). A call still under way for one of them finishes as
+    /// a no-op.
+    pub fn forget(&mut self, seqs: std::ops::Range<Seq>) {
+        let gone: Vec<Seq> = self.unfinished.range(seqs).map(|(seq, _)| *seq).collect();
+        for seq in gone {
+            self.finished(seq);
+        }
     }
 
     /// Hands record `seq` out again once `delay` has passed (it stays
     /// unfinished meanwhile). Ignored for a record not unfinished.
     pub fn redeliver(&mut self, seq: Seq, delay: Duration) {
-        if self.unfinished.contains_key(&seq) {
-            self.redeliveries.push(Reverse((Instant::now() + delay, seq)));
+        if !self.unfinished.contains_key(&seq) {
+            return;
+        }
+        let at = Instant::now() + delay;
+        if self.ordered {
+            self.waiting.insert(seq, at);
+        } else {
+            self.redeliveries.push(Reverse((at, seq)));
         }
     }
 
     /// In order (a consumer's [`ConsumerOptions::ordered`](crate::ConsumerOptions)):
     /// no new record is handed out while any is unfinished — one batch at
     /// a time, and a failed record is retried before anything after it —
-    /// and redeliveries come in log order.
+    /// and the records waiting for a retry are handed out together, in log
+    /// order, once nothing is on its way and the first of them is due.
+    /// Set it before the first record is handed out.
     pub fn set_ordered(&mut self, ordered: bool) {
         self.ordered = ordered;
+    }
+
+    /// Ordered: records handed out and neither finished nor waiting.
+    fn on_their_way(&self) -> usize {
+        self.unfinished.len() - self.waiting.len()
     }
 
     /// Up to `max` redeliveries due by `now`, in due order (in log order
     /// when ordered).
     pub fn due(&mut self, max: usize, now: Instant) -> Vec<(Seq, Bytes)> {
         let mut out = Vec::new();
+        if self.ordered {
+            if self.on_their_way() > 0 || self.waiting.first_key_value().is_none_or(|(_, at)| *at > now) {
+                return out;
+            }
+            while out.len() < max
+                && let Some((seq, _)) = self.waiting.pop_first()
+            {
+                if let Some(payload) = self.unfinished.get(&seq) {
+                    out.push((seq, payload.clone()));
+                }
+            }
+            return out;
+        }
         while out.len() < max
             && let Some(Reverse((at, seq))) = self.redeliveries.peek().copied()
             && at <= now
@@ -91,9 +133,6 @@ impl Progress {
             if let Some(payload) = self.unfinished.get(&seq) {
                 out.push((seq, payload.clone()));
             }
-        }
-        if self.ordered {
-            out.sort_unstable_by_key(|(seq, _)| *seq);
         }
         out
     }
@@ -149,8 +188,12 @@ impl Progress {
         }
     }
 
-    /// When the next redelivery is due.
+    /// When the next redelivery is due (ordered: when the first record
+    /// waiting is, once nothing is on its way).
     pub fn next_due(&self) -> Option<Instant> {
+        if self.ordered {
+            return if self.on_their_way() > 0 { None } else { self.waiting.first_key_value().map(|(_, at)| *at) };
+        }
         self.redeliveries.peek().map(|Reverse((at, _))| *at)
     }
 
@@ -200,19 +243,30 @@ mod tests {
         let mut p = Progress::new(0);
         p.set_ordered(true);
         assert_eq!(p.room(10), 10);
-        for seq in 0..3 {
+        for seq in 0..4 {
             p.started(seq, Bytes::new());
         }
         assert_eq!(p.room(10), 0, "one batch at a time");
+        // 0 waits 5 s, 2 waits 1 s, 1 is delivered, 3 is still on its way.
+        p.redeliver(0, Duration::from_secs(5));
+        p.redeliver(2, Duration::from_secs(1));
         p.finished(1);
-        // 2 fails before 0 does: the retries still come 0, then 2.
-        p.redeliver(2, Duration::from_millis(10));
-        tokio::time::advance(Duration::from_millis(1)).await;
-        p.redeliver(0, Duration::from_millis(10));
-        tokio::time::advance(Duration::from_millis(20)).await;
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert!(p.due(10, Instant::now()).is_empty(), "nothing while a record is on its way");
+        assert_eq!(p.next_due(), None);
+        p.finished(3);
         let due: Vec<Seq> = p.due(10, Instant::now()).into_iter().map(|(s, _)| s).collect();
-        assert_eq!(due, [0, 2]);
+        assert_eq!(due, [0, 2], "together, in log order");
         assert_eq!(p.room(10), 0, "nothing after them while they are retried");
+
+        // Again: 2 is due before 0, and waits for it.
+        p.redeliver(0, Duration::from_secs(5));
+        p.redeliver(2, Duration::from_secs(1));
+        assert_eq!(p.next_due(), Some(Instant::now() + Duration::from_secs(5)));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(p.due(10, Instant::now()).is_empty(), "2 does not overtake 0");
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert_eq!(p.due(10, Instant::now()).len(), 2);
         p.finished(0);
         p.finished(2);
         assert_eq!(p.room(10), 10);

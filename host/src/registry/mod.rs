@@ -172,7 +172,7 @@ impl<L: EventLog> Registry<L> {
                 ),
             }
             let checked = Checked { plugin: loaded.plugin, config: d.clone() };
-            running.insert(d.name.clone(), registry.spawn(&config, checked).await?);
+            running.insert(d.name.clone(), registry.spawn(&config, checked, false).await?);
         }
         registry.publish_sources(&config, &[]);
         registry.publish_destinations(&running);
@@ -288,22 +288,40 @@ impl<L: EventLog> Registry<L> {
             let name = c.config.name.clone();
             if let Some(r) = state.running.get(&name)
                 && r.config.ordered != c.config.ordered
+                && let Some(old) = state.running.remove(&name)
             {
                 // The consumer's shape changes (on a shared log, its
                 // JetStream consumers too): the worker is replaced, and the
                 // new consumer resumes where the old one got to.
-                let stopped = state.running.remove(&name).map(|r| {
-                    let _ = r.stop.send(true);
-                    r.task
-                });
-                if let Some(task) = stopped
-                    && tokio::time::timeout(Duration::from_secs(30), task).await.is_err()
-                {
-                    tracing::warn!(destination = name.as_str(), "the worker did not stop within 30 s");
+                let paused = *old.paused.borrow();
+                let restore = Checked { plugin: old.deploy.borrow().plugin.clone(), config: old.config.clone() };
+                let _ = old.stop.send(true);
+                let mut task = old.task;
+                if tokio::time::timeout(Duration::from_secs(30), &mut task).await.is_err() {
+                    // Its calls in flight end here; their events are
+                    // delivered again (at least once), never overtaken.
+                    tracing::warn!(destination = name.as_str(), "the worker did not stop within 30 s; stopping it");
+                    task.abort();
+                    let _ = task.await;
                 }
-                let running = self.spawn(&config, c).await.map_err(|e| ReloadError(format!("{e:#}")))?;
-                state.running.insert(name.clone(), running);
-                report.updated.push(name);
+                match self.spawn(&config, c, paused).await {
+                    Ok(running) => {
+                        state.running.insert(name.clone(), running);
+                        report.updated.push(name);
+                    }
+                    Err(e) => {
+                        // Keep delivering as before rather than not at all.
+                        match self.spawn(&state.config, restore, paused).await {
+                            Ok(running) => {
+                                state.running.insert(name.clone(), running);
+                            }
+                            Err(again) => {
+                                tracing::error!(destination = name.as_str(), error = %again, "cannot restart the destination");
+                            }
+                        }
+                        return Err(ReloadError(format!("{e:#}")));
+                    }
+                }
             } else if let Some(r) = state.running.get_mut(&name) {
                 r.generation += 1;
                 let deploy = Self::deploy(&config, &c, r.generation, &r.stats, &r.transport);
@@ -322,7 +340,7 @@ impl<L: EventLog> Registry<L> {
                 {
                     tracing::warn!(destination = name.as_str(), error = %e, "cannot resume its consumer");
                 }
-                let running = self.spawn(&config, c).await.map_err(|e| ReloadError(format!("{e:#}")))?;
+                let running = self.spawn(&config, c, false).await.map_err(|e| ReloadError(format!("{e:#}")))?;
                 state.running.insert(name.clone(), running);
                 report.added.push(name);
             }
@@ -376,9 +394,10 @@ impl<L: EventLog> Registry<L> {
     }
 
     /// Starts `c`'s worker, on an executor of its own (see
-    /// [`crate::executor`]), with fresh counters; a destination that ran
-    /// before under the same name resumes from its saved cursor.
-    async fn spawn(&self, config: &Config, c: Checked) -> anyhow::Result<Running> {
+    /// [`crate::executor`]), with fresh counters, paused if `paused` (a
+    /// worker replaced while paused); a destination that ran before under
+    /// the same name resumes from its saved cursor.
+    async fn spawn(&self, config: &Config, c: Checked, paused: bool) -> anyhow::Result<Running> {
         let name = c.config.name.clone();
         let dead_letters = Arc::new(DeadLetters::new(
             self.shared
@@ -395,9 +414,10 @@ impl<L: EventLog> Registry<L> {
         .map_err(|e| anyhow::anyhow!("destination `{name}`: starting its threads: {e}"))?;
         let transport = (self.shared.transports)();
         let stats = Arc::new(DestinationStats::new(&name));
+        stats.update_status(|s| s.paused = paused);
         set_plugin_status(&stats, &c.plugin);
         let (deploy_tx, deploy_rx) = watch::channel(Arc::new(Self::deploy(config, &c, 1, &stats, &transport)));
-        let (paused_tx, paused_rx) = watch::channel(false);
+        let (paused_tx, paused_rx) = watch::channel(paused);
         let (stop_tx, stop_rx) = watch::channel(false);
         let consumer = self
             .shared
