@@ -540,6 +540,7 @@ async fn read(
     held: HeldMessages,
     acks: mpsc::UnboundedSender<(Subject, Bytes)>,
 ) {
+    let mut gone_told = false;
     loop {
         let mut stream =
             consumer.stream().max_messages_per_batch(PULL_BATCH).expires(pull.expires).heartbeat(pull.heartbeat);
@@ -550,7 +551,14 @@ async fn read(
         let mut messages = match messages {
             Ok(m) => m,
             Err(e) => {
-                tracing::debug!(consumer = name, error = %e, "cannot pull; trying again");
+                // Deleted under it: by a purge, or by a node that runs
+                // the destination with another order setting.
+                if e.to_string().contains("not found") && !gone_told {
+                    gone_told = true;
+                    tracing::warn!(consumer = name, error = %e, "the consumer is gone; is every node on the same config?");
+                } else {
+                    tracing::debug!(consumer = name, error = %e, "cannot pull; trying again");
+                }
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             }
