@@ -21,6 +21,15 @@ fn config(receiver: &Receiver, extra: &str) -> Config {
     )
 }
 
+/// The `messageId`s of the requests whose index `pick` accepts, in
+/// arrival order.
+fn ids_of_requests(receiver: &Receiver, pick: impl Fn(usize) -> bool) -> Vec<String> {
+    let requests = receiver.requests();
+    let picked = requests.iter().enumerate().filter(|(i, _)| pick(*i));
+    let events = picked.flat_map(|(_, r)| r.json()["batch"].as_array().cloned().unwrap_or_default());
+    events.filter_map(|e| e["messageId"].as_str().map(str::to_owned)).collect()
+}
+
 /// Sends batches of 50 until told to stop; records the ids answered 200.
 fn load(url: String, acked: Arc<Mutex<Vec<String>>>, stop: Arc<std::sync::atomic::AtomicBool>, tag: &'static str) {
     tokio::spawn(async move {
@@ -311,18 +320,9 @@ async fn an_ordered_destination_retries_in_place_and_keeps_each_users_order() {
             .collect();
         assert_eq!(post_json(&sy.url("/v1/batch"), Some("wk_test"), &json!({ "batch": batch })).await.0, 200);
     }
-    eventually(WAIT, "all 240 delivered", || {
-        let got: HashSet<String> = receiver
-            .requests()
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| i % 3 != 1)
-            .flat_map(|(_, r)| r.json()["batch"].as_array().cloned().unwrap_or_default())
-            .filter_map(|e| e["messageId"].as_str().map(str::to_owned))
-            .collect();
-        got.len() == 240
-    })
-    .await;
+    // Requests `i % 3 == 1` were answered 503.
+    let taken = || ids_of_requests(&receiver, |i| i % 3 != 1);
+    eventually(WAIT, "all 240 delivered", || taken().into_iter().collect::<HashSet<_>>().len() == 240).await;
     assert!(receiver.count() > 3, "some requests failed and were retried");
     // Per user: the order in which events were taken (answered 200) is
     // the order sent; without `ordered`, a failed batch's retry lands
@@ -330,15 +330,7 @@ async fn an_ordered_destination_retries_in_place_and_keeps_each_users_order() {
     let user_of: HashMap<String, String> = sent.iter().map(|(u, id)| (id.clone(), u.clone())).collect();
     let mut arrived: HashMap<String, Vec<String>> = HashMap::new();
     let mut seen = HashSet::new();
-    let taken = receiver
-        .requests()
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| i % 3 != 1)
-        .flat_map(|(_, r)| r.json()["batch"].as_array().cloned().unwrap_or_default())
-        .filter_map(|e| e["messageId"].as_str().map(str::to_owned))
-        .collect::<Vec<_>>();
-    for id in taken {
+    for id in taken() {
         if seen.insert(id.clone()) {
             arrived.entry(user_of[&id].clone()).or_default().push(id);
         }
@@ -381,12 +373,7 @@ async fn turning_order_on_and_off_by_reload_keeps_every_event() {
     // Requests from here on are answered 200.
     let failed = receiver.count();
     fail.store(false, std::sync::atomic::Ordering::SeqCst);
-    let taken = || -> HashSet<String> {
-        let requests = receiver.requests();
-        let batches = requests.get(failed..).unwrap_or_default().iter();
-        let events = batches.flat_map(|r| r.json()["batch"].as_array().cloned().unwrap_or_default());
-        events.filter_map(|e| e["messageId"].as_str().map(str::to_owned)).collect()
-    };
+    let taken = || -> HashSet<String> { ids_of_requests(&receiver, |i| i >= failed).into_iter().collect() };
     eventually(WAIT, "every event delivered after the changes", || ids.iter().all(|id| taken().contains(id))).await;
 }
 

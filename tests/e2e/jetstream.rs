@@ -309,11 +309,7 @@ async fn node_loss_loses_no_acknowledged_event() {
     let (acknowledged, refused) = load.await.unwrap();
     assert!(acknowledged.len() > 500, "the load got through: {} acknowledged, {refused} refused", acknowledged.len());
 
-    eventually(Duration::from_secs(120), "every acknowledged event delivered", || {
-        let c = counts(&receiver);
-        acknowledged.iter().all(|id| c.contains_key(id))
-    })
-    .await;
+    wait_all_delivered(&receiver, &acknowledged).await;
     let c = counts(&receiver);
     let duplicates: usize = c.values().map(|n| n - 1).sum();
     eprintln!(
@@ -350,11 +346,7 @@ async fn an_ordered_destination_keeps_each_users_order_across_node_kills() {
     stop.store(true, Ordering::SeqCst);
     let (acknowledged, refused) = load.await.unwrap();
     assert!(acknowledged.len() > 200, "the load got through: {} acknowledged, {refused} refused", acknowledged.len());
-    eventually(Duration::from_secs(120), "every acknowledged event delivered", || {
-        let c = counts(&receiver);
-        acknowledged.iter().all(|id| c.contains_key(id))
-    })
-    .await;
+    wait_all_delivered(&receiver, &acknowledged).await;
 
     // Each user's acknowledged events, in the order the receiver first
     // got them, against the order they were acknowledged in.
@@ -380,6 +372,16 @@ async fn an_ordered_destination_keeps_each_users_order_across_node_kills() {
         acknowledged.len(),
         c.values().map(|n| n - 1).sum::<usize>()
     );
+}
+
+/// Waits (up to two minutes) until every one of `acknowledged` reached
+/// `receiver`.
+async fn wait_all_delivered(receiver: &Receiver, acknowledged: &[String]) {
+    eventually(Duration::from_secs(120), "every acknowledged event delivered", || {
+        let c = counts(receiver);
+        acknowledged.iter().all(|id| c.contains_key(id))
+    })
+    .await;
 }
 
 /// Starts a node, retrying while the cluster has no JetStream leader yet.

@@ -99,8 +99,8 @@ fn lock(held: &Mutex<BTreeMap<u64, Held>>) -> MutexGuard<'_, BTreeMap<u64, Held>
 pub struct JetStreamConsumer {
     inner: Arc<Inner>,
     name: String,
-    ordered: bool,
-    /// Ordered: the partitions' JetStream consumers, unpinned when dropped.
+    /// Ordered: the partitions' JetStream consumers, unpinned when dropped
+    /// (none when unordered).
     pinned: Vec<String>,
     messages: mpsc::Receiver<Received>,
     /// Records received and not yet handed out, in order.
@@ -162,7 +162,6 @@ impl JetStreamConsumer {
         Ok(JetStreamConsumer {
             inner,
             name,
-            ordered: options.ordered,
             pinned,
             messages,
             ready: VecDeque::new(),
@@ -174,6 +173,11 @@ impl JetStreamConsumer {
             window,
             next,
         })
+    }
+
+    /// Whether it reads an ordered destination's partitions.
+    fn ordered(&self) -> bool {
+        !self.pinned.is_empty()
     }
 
     /// Ordered: hands back (naks) the messages held across a lost
@@ -219,7 +223,7 @@ impl Consumer for JetStreamConsumer {
                 Err(_) => break,
             }
         }
-        if self.ordered {
+        if self.ordered() {
             self.drop_stale();
         }
         let mut out = self.progress.due(max, tokio::time::Instant::now());
@@ -276,7 +280,7 @@ impl Consumer for JetStreamConsumer {
     fn set_window(&mut self, window: usize) {
         self.progress.set_window(window);
         // Ordered, each partition's consumer holds one message at a time.
-        if window == self.window || self.ordered {
+        if window == self.window || self.ordered() {
             return;
         }
         self.window = window;

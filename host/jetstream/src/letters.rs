@@ -52,6 +52,13 @@ impl StreamDeadLetters {
     }
 }
 
+impl StreamDeadLetters {
+    /// Deletes every one (the destination is purged).
+    pub(crate) async fn delete_all(&self) -> Result<(), stream::PurgeError> {
+        self.stream.purge().filter(self.subject.clone()).await.map(|_| ())
+    }
+}
+
 impl DeadLetterLog for StreamDeadLetters {
     fn add(&self, payload: Bytes) -> LetterFuture<'_, Seq> {
         Box::pin(async move {

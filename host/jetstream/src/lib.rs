@@ -456,8 +456,7 @@ impl EventLog for JetStreamLog {
         for c in &existing {
             self.inner.events.delete_consumer(c).await.map_err(unavailable)?;
         }
-        let letters = format!("{}.dead.{name}", self.inner.options.subject_prefix);
-        if let Err(e) = self.inner.dead.purge().filter(letters).await {
+        if let Err(e) = self.letters_of(&name).delete_all().await {
             tracing::warn!(consumer = name, error = %e, "cannot delete a purged destination's dead letters");
         }
         self.inner.consumers().remove(&name);
@@ -468,10 +467,7 @@ impl EventLog for JetStreamLog {
     }
 
     async fn dead_letters(&self, name: &str) -> Result<Arc<dyn DeadLetterLog>, LogError> {
-        let inner = &self.inner;
-        let letters =
-            letters::StreamDeadLetters::new(inner.js.clone(), inner.dead.clone(), &inner.options.subject_prefix, name);
-        Ok(Arc::new(letters))
+        Ok(Arc::new(self.letters_of(name)))
     }
 
     fn shared(&self) -> bool {
@@ -506,6 +502,12 @@ impl EventLog for JetStreamLog {
 }
 
 impl JetStreamLog {
+    /// Destination `name`'s dead letters on the cluster.
+    fn letters_of(&self, name: &str) -> letters::StreamDeadLetters {
+        let inner = &self.inner;
+        letters::StreamDeadLetters::new(inner.js.clone(), inner.dead.clone(), &inner.options.subject_prefix, name)
+    }
+
     /// The JetStream consumers destination consumer `name` has on the
     /// stream: its one, or its partitions' when ordered.
     async fn existing_consumers(&self, name: &str) -> Result<Vec<String>, LogError> {
