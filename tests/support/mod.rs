@@ -55,10 +55,44 @@ pub fn plugin(name: &str) -> PathBuf {
     path
 }
 
-/// A free loopback port (bound then released).
+/// A free loopback port for a server a test starts later (bound then
+/// released), never one this process handed out before.
+///
+/// The port is taken from below the kernel's ephemeral range, never from it:
+/// a port from that range, released and then polled with `connect` until the
+/// server binds it, can be picked by the kernel as the source port of the
+/// poll itself — a TCP self-connect that "succeeds" with no server there
+/// (and keeps the server from binding), and another test's outgoing
+/// connection can take it in the meantime. Below the range neither happens.
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    // Where this process starts in the range: apart from another test
+    // process's start, so two suites running at once rarely probe the same
+    // ports (a port in use is skipped either way).
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let (low, high) = ports_below_ephemeral();
+    let span = u32::from(high - low);
+    let _ = NEXT.compare_exchange(0, 1 + std::process::id() % span, Ordering::Relaxed, Ordering::Relaxed);
+    for _ in 0..span {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        let port = low + offset as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {low}..{high}");
+}
+
+/// Ports servers in tests listen on: below the kernel's ephemeral range
+/// (`/proc/sys/net/ipv4/ip_local_port_range`, 32768 by default), above the
+/// well-known and most registered services'.
+fn ports_below_ephemeral() -> (u16, u16) {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()))
+        .unwrap_or(32768);
+    let high = ephemeral_low.clamp(12000, 32768);
+    (high - 10000, high)
 }
 
 /// Whether a test (or a part of one) about the embedded log's own files
@@ -140,8 +174,12 @@ impl Switchyard {
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
         let start = Instant::now();
         loop {
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                return Ok(());
+            if let Ok(stream) = tokio::net::TcpStream::connect(addr).await {
+                // Connected to itself, not to a server (see free_port).
+                let to_itself = stream.local_addr().ok() == stream.peer_addr().ok();
+                if !to_itself {
+                    return Ok(());
+                }
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(status);
@@ -288,7 +326,19 @@ struct Spawned {
 }
 
 impl Drop for Switchyard {
+    /// Kills the server; when the test failed, prints how it ended and the
+    /// tail of its log first, so a CI failure shows the server's side.
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let how = match self.child.try_wait() {
+                Ok(Some(status)) => format!("had exited ({status})"),
+                _ => "was still running".to_owned(),
+            };
+            let logs = self.logs();
+            let tail: Vec<&str> = logs.lines().rev().take(60).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            eprintln!("--- switchyard on port {} {how}; the last lines of its log:\n{}", self.port, tail.join("\n"));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
