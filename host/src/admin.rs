@@ -201,6 +201,7 @@ async fn destinations<L: EventLog>(state: &AdminState<L>) -> DestinationList {
                 loaded_at_ms: status.plugin_loaded_ms,
                 refused,
             }),
+            connector: status.connector,
             delivered: Some(d.delivered.get()),
             delivered_by_plugin: status.delivered_by_plugin,
             dead_lettered: Some(dead),

@@ -36,6 +36,9 @@ pub struct DestinationView {
     /// The plugin version it runs; `None` for a removed destination.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugin: Option<PluginView>,
+    /// The connector package it runs, when it names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connector: Option<ConnectorView>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivered: Option<u64>,
     /// Events delivered by each plugin version (by hash) since start.
@@ -75,6 +78,20 @@ pub struct PluginView {
     pub loaded_at_ms: i64,
     /// The last version or settings a reload refused, and why.
     pub refused: Option<RefusalView>,
+}
+
+/// The connector package a destination runs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConnectorView {
+    /// Reverse-DNS, e.g. `com.amplitude.destination`.
+    pub id: String,
+    pub version: String,
+    pub publisher: String,
+    /// "signed by <name> (key <id>)", or why it runs unsigned.
+    pub signature: String,
+    /// What it asks for and the destination does not grant.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ungranted: Vec<String>,
 }
 
 /// A plugin version or config that a reload did not adopt.

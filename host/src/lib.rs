@@ -16,6 +16,7 @@ pub mod admin_token;
 pub mod app;
 pub mod client;
 pub mod config;
+pub mod connectors;
 pub mod deadletter;
 pub mod delivery;
 pub mod executor;

@@ -70,6 +70,12 @@ enum Command {
         #[arg(long, short)]
         destination: String,
     },
+    /// Author connector packages: keys, signing, packing, inspecting.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+    /// Install connector packages into the store a config runs them from.
+    #[command(subcommand)]
+    Connector(ConnectorCommand),
     /// List a destination's dead letters, or replay them (through the admin
     /// API of the running server named in the config).
     DeadLetters {
@@ -81,6 +87,71 @@ enum Command {
         /// Replay them all instead of listing them.
         #[arg(long)]
         replay: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Make a signing key pair: PREFIX.key (secret) and PREFIX.pub.
+    Keygen {
+        /// Path prefix of the two files, e.g. `keys/acme`.
+        prefix: PathBuf,
+    },
+    /// Pin the component's SHA-256 in connector.toml and sign the manifest.
+    Sign {
+        /// The package directory (holding connector.toml).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// The secret key file from `plugin keygen`.
+        #[arg(long, short, env = "SWITCHYARD_SIGNING_KEY")]
+        key: PathBuf,
+    },
+    /// Check a package's component pin and signature.
+    Verify {
+        /// A package directory or tarball.
+        package: PathBuf,
+        /// Public key files to trust (any id).
+        #[arg(long = "key", short)]
+        keys: Vec<PathBuf>,
+        /// Or trust the keys of this config's [[trust]].
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Write the package as <id>-<version>.tar.gz.
+    Pack {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// The tarball to write, or a directory to write it in.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+        /// Pack a package that is not signed (for development).
+        #[arg(long)]
+        allow_unsigned: bool,
+    },
+    /// Show what a package is and asks for: manifest, capabilities, settings
+    /// schema, signature, the component's contract and imports.
+    Inspect {
+        /// A package directory or tarball.
+        package: PathBuf,
+        /// Check its signature against this config's [[trust]].
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConnectorCommand {
+    /// Verify a package (directory or tarball) and install it into the
+    /// config's data_dir/connectors; prints what it asks for.
+    Install {
+        package: PathBuf,
+        #[arg(long, short, env = "SWITCHYARD_CONFIG")]
+        config: PathBuf,
+    },
+    /// List the installed connectors and their signatures.
+    List {
+        #[arg(long, short, env = "SWITCHYARD_CONFIG")]
+        config: PathBuf,
     },
 }
 
@@ -147,10 +218,33 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Purge { config, destination } => {
             switchyard::client::purge(&Config::load(&config)?, &destination).await
         }
+        Command::Plugin(command) => plugin(command),
+        Command::Connector(ConnectorCommand::Install { package, config }) => {
+            switchyard::connectors::install(&package, &Config::load_for_install(&config)?)
+        }
+        Command::Connector(ConnectorCommand::List { config }) => {
+            switchyard::connectors::list(&Config::load_for_install(&config)?)
+        }
         Command::DeadLetters { config, destination, replay } => {
             let config = Config::load(&config)?;
             switchyard::client::dead_letters(&config, &destination, replay).await
         }
+    }
+}
+
+fn plugin(command: PluginCommand) -> anyhow::Result<()> {
+    use switchyard::connectors;
+    let config = |path: Option<PathBuf>| path.map(|p| Config::load_for_install(&p)).transpose();
+    match command {
+        PluginCommand::Keygen { prefix } => connectors::keygen(&prefix),
+        PluginCommand::Sign { dir, key } => connectors::sign(&dir, &key),
+        PluginCommand::Verify { package, keys, config: path } => {
+            connectors::verify(&package, config(path)?.as_ref(), &keys)
+        }
+        PluginCommand::Pack { dir, out, allow_unsigned } => {
+            connectors::pack(&dir, out.as_deref(), allow_unsigned).map(drop)
+        }
+        PluginCommand::Inspect { package, config: path } => connectors::inspect(&package, config(path)?.as_ref()),
     }
 }
 

@@ -133,6 +133,8 @@ pub struct DestinationStatus {
     pub plugin_contract: String,
     /// When the plugin was loaded, ms since the Unix epoch.
     pub plugin_loaded_ms: i64,
+    /// The connector package it runs, when it names one.
+    pub connector: Option<crate::admin_api::ConnectorView>,
     /// Events delivered by each plugin version (by hash) since start.
     pub delivered_by_plugin: BTreeMap<String, u64>,
     /// The last plugin version or settings refused on a reload, and why.

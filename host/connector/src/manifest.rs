@@ -61,7 +61,9 @@ pub struct Manifest {
 pub struct ComponentRef {
     /// Relative to the manifest, inside the package.
     pub path: String,
-    /// SHA-256 of the component's bytes, lowercase hex.
+    /// SHA-256 of the component's bytes, lowercase hex. Empty in an
+    /// author's source tree until `switchyard plugin sign` pins it.
+    #[serde(default)]
     pub sha256: String,
 }
 
@@ -119,6 +121,8 @@ pub enum SettingType {
     Boolean,
     /// An array of strings.
     StringList,
+    /// A table of strings (header names to values, say).
+    StringMap,
 }
 
 impl SettingType {
@@ -131,6 +135,7 @@ impl SettingType {
             SettingType::Number => "a number",
             SettingType::Boolean => "a boolean",
             SettingType::StringList => "an array of strings",
+            SettingType::StringMap => "a table of strings",
         }
     }
 }
@@ -267,7 +272,9 @@ impl Manifest {
         if c.path.is_empty() || Path::new(&c.path).is_absolute() || c.path.split(['/', '\\']).any(|p| p == "..") {
             return bad("component.path", "must be a relative path inside the package".into());
         }
-        if c.sha256.len() != 64 || !c.sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if !c.sha256.is_empty()
+            && (c.sha256.len() != 64 || !c.sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        {
             return bad("component.sha256", "must be the component's SHA-256 as 64 lowercase hex digits".into());
         }
         for (i, o) in self.capabilities.http.iter().enumerate() {

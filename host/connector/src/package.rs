@@ -25,6 +25,8 @@ pub enum PackageError {
          after the manifest was written (tampered with, or rebuilt without `switchyard plugin sign`)"
     )]
     Tampered { path: PathBuf, actual: String, pinned: String },
+    #[error("{path}: the manifest does not pin the component's SHA-256 yet: run `switchyard plugin sign`")]
+    Unpinned { path: PathBuf },
     #[error("{reference}: {error}")]
     Signature { reference: String, error: SignatureError },
     #[error("{reference} is not signed ({SIGNATURE_FILE} is missing)")]
@@ -54,6 +56,11 @@ pub enum SignatureState {
     Signed(Signer),
     /// No signature, and the destination allows that.
     Unsigned,
+    /// Signed by a key `[trust]` does not list (or not for this id), and
+    /// the destination allows unsigned packages.
+    Untrusted {
+        key_id: String,
+    },
 }
 
 impl std::fmt::Display for SignatureState {
@@ -61,6 +68,9 @@ impl std::fmt::Display for SignatureState {
         match self {
             SignatureState::Signed(s) => write!(f, "signed by {} (key {})", s.name, s.key_id),
             SignatureState::Unsigned => f.write_str("unsigned (allowed by allow_unsigned)"),
+            SignatureState::Untrusted { key_id } => {
+                write!(f, "signed by untrusted key {key_id} (allowed by allow_unsigned)")
+            }
         }
     }
 }
@@ -98,6 +108,9 @@ impl Package {
     /// [`PackageError::Tampered`] when its hash differs; an unreadable file.
     pub fn check_component(&self) -> Result<(), PackageError> {
         let path = self.component_path();
+        if self.manifest.component.sha256.is_empty() {
+            return Err(PackageError::Unpinned { path: self.dir.join(MANIFEST_FILE) });
+        }
         let actual = sha256_file(&path).map_err(io(&path))?;
         if actual != self.manifest.component.sha256 {
             return Err(PackageError::Tampered { path, actual, pinned: self.manifest.component.sha256.clone() });
@@ -106,7 +119,9 @@ impl Package {
     }
 
     /// Checks the component's hash and the signature against `trusted`.
-    /// An unsigned package is accepted only when `allow_unsigned`.
+    /// With `allow_unsigned`, a package with no signature, or with one by a
+    /// key `trusted` does not list for its id, is accepted as such; a
+    /// signature that does not match the manifest never is.
     ///
     /// # Errors
     ///
@@ -116,9 +131,17 @@ impl Package {
         self.check_component()?;
         let reference = self.manifest.reference();
         match &self.signature {
-            Some(sig) => crate::signing::verify(&self.manifest_bytes, sig, &self.manifest.id, &reference, trusted)
-                .map(SignatureState::Signed)
-                .map_err(|error| PackageError::Signature { reference, error }),
+            Some(sig) => {
+                match crate::signing::verify(&self.manifest_bytes, sig, &self.manifest.id, &reference, trusted) {
+                    Ok(signer) => Ok(SignatureState::Signed(signer)),
+                    Err(SignatureError::UnknownKey { key_id } | SignatureError::NotAllowedFor { key_id, .. })
+                        if allow_unsigned =>
+                    {
+                        Ok(SignatureState::Untrusted { key_id })
+                    }
+                    Err(error) => Err(PackageError::Signature { reference, error }),
+                }
+            }
             None if allow_unsigned => Ok(SignatureState::Unsigned),
             None => Err(PackageError::Unsigned { reference }),
         }

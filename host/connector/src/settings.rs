@@ -30,6 +30,7 @@ pub fn json_schema(manifest: &Manifest) -> Value {
             SettingType::Number => json!({ "type": "number" }),
             SettingType::Boolean => json!({ "type": "boolean" }),
             SettingType::StringList => json!({ "type": "array", "items": { "type": "string" } }),
+            SettingType::StringMap => json!({ "type": "object", "additionalProperties": { "type": "string" } }),
         };
         let obj = p.as_object_mut().expect("a schema literal is an object");
         if let Some(label) = &s.label {
@@ -150,6 +151,7 @@ pub fn check_type(kind: SettingType, value: &toml::Value) -> Result<(), String> 
         (SettingType::Number, toml::Value::Integer(_) | toml::Value::Float(_)) => true,
         (SettingType::Boolean, toml::Value::Boolean(_)) => true,
         (SettingType::StringList, toml::Value::Array(items)) => items.iter().all(toml::Value::is_str),
+        (SettingType::StringMap, toml::Value::Table(t)) => t.values().all(toml::Value::is_str),
         _ => false,
     };
     if ok { Ok(()) } else { Err(format!("must be {}, not {}", kind.described(), describe(value))) }

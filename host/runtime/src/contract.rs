@@ -30,19 +30,34 @@ pub fn check_header(bytes: &[u8]) -> Result<(), String> {
     }
 }
 
+/// What a component was built against, read from its imports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Imports {
+    /// The contract version, e.g. `0.2.0` (this host's, when it imports
+    /// none of the contract's interfaces).
+    pub contract: String,
+    /// The contract's capability interfaces it imports (`http`, `log`,
+    /// `warehouse`; not `types`), sorted: what it can ask the host for.
+    pub capabilities: Vec<String>,
+}
+
 /// Checks the component's imports and exports against the contract, and
-/// returns the contract version it was built against (this host's, when it
-/// imports none of the contract's interfaces).
+/// returns what it imports.
 ///
 /// # Errors
 ///
 /// Names the first missing export or unsupported import.
-pub fn check(engine: &Engine, component: &Component) -> Result<String, String> {
+pub fn check(engine: &Engine, component: &Component) -> Result<Imports, String> {
     let ty = component.component_type();
     let mut built_for = None;
+    let mut capabilities = Vec::new();
     for (name, _) in ty.imports(engine) {
         if let Some(rest) = name.strip_prefix(PACKAGE) {
-            let version = rest.rsplit_once('@').map(|(_, v)| v).unwrap_or("");
+            let (interface, version) = rest.rsplit_once('@').unwrap_or((rest, ""));
+            let interface = interface.trim_start_matches('/');
+            if !interface.is_empty() && interface != "types" {
+                capabilities.push(interface.to_owned());
+            }
             built_for.get_or_insert_with(|| version.to_owned());
             if !supported(version) {
                 return Err(format!(
@@ -76,7 +91,10 @@ pub fn check(engine: &Engine, component: &Component) -> Result<String, String> {
             }
         }
     }
-    Ok(built_for.unwrap_or_else(|| CONTRACT.rsplit_once('@').map_or("", |(_, v)| v).to_owned()))
+    capabilities.sort();
+    capabilities.dedup();
+    let contract = built_for.unwrap_or_else(|| CONTRACT.rsplit_once('@').map_or("", |(_, v)| v).to_owned());
+    Ok(Imports { contract, capabilities })
 }
 
 /// Semver-compatible with the supported version (0.x: same minor).

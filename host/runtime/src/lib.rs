@@ -222,13 +222,13 @@ impl Runtime {
         } else {
             cache::compile_cached(&self.engine, &self.cache_dir, &hash, &bytes).map_err(fail)?
         };
-        let contract = contract::check(&self.engine, &component).map_err(fail)?;
+        let contract::Imports { contract, capabilities } = contract::check(&self.engine, &component).map_err(fail)?;
         let pre = self
             .linker
             .instantiate_pre(&component)
             .map_err(|e| fail(format!("not a valid {CONTRACT} plugin: {e:#}")))?;
         let pre = Pre::new(pre, &contract).map_err(|e| fail(format!("not a valid {CONTRACT} plugin: {e:#}")))?;
-        Ok(Plugin { path: path.to_owned(), hash, contract, pre, loaded_at: SystemTime::now() })
+        Ok(Plugin { path: path.to_owned(), hash, contract, capabilities, pre, loaded_at: SystemTime::now() })
     }
 
     /// Compiles `bytes` without caching, for benchmarks of load time.
@@ -265,6 +265,9 @@ pub struct Plugin {
     pub hash: String,
     /// The contract version it was built against, e.g. `0.1.0`.
     pub contract: String,
+    /// The contract's capability interfaces it imports (`http`, `log`,
+    /// `warehouse`), sorted.
+    pub capabilities: Vec<String>,
     pub loaded_at: SystemTime,
     pre: Pre,
 }

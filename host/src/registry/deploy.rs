@@ -13,7 +13,7 @@ use switchyard_runtime::capabilities::warehouse::WarehouseCtx;
 use switchyard_runtime::redact::Redactor;
 use switchyard_runtime::{CallError, EPOCH_TICK, Grants, Plugin, Runtime, RuntimeOptions};
 
-use crate::config::{Config, DestinationConfig};
+use crate::config::{Config, DestinationConfig, Installed};
 use crate::metrics::WarehouseStats;
 
 /// Makes each destination's HTTP transport. A destination gets its own, so
@@ -45,6 +45,24 @@ pub fn runtime_for(config: &Config) -> anyhow::Result<Runtime> {
         epoch_interruption: true,
         keep_resident_bytes: config.runtime.memory_keep_resident_mb as usize * 1024 * 1024,
         perf_map: std::env::var_os(PERF_MAP_ENV).is_some_and(|v| v == "1"),
+    })
+}
+
+/// A runtime for reading components outside a server (`plugin inspect`):
+/// no pooling, its compiled cache in `cache_dir`.
+///
+/// # Errors
+///
+/// When the engine cannot be built.
+pub fn inspecting_runtime(cache_dir: &std::path::Path) -> anyhow::Result<Runtime> {
+    Runtime::new(&RuntimeOptions {
+        cache_dir: cache_dir.to_owned(),
+        max_instances: 1,
+        max_memory_bytes: 64 * 1024 * 1024,
+        pooling: false,
+        epoch_interruption: true,
+        keep_resident_bytes: 0,
+        perf_map: false,
     })
 }
 
@@ -94,6 +112,11 @@ pub enum DeployError {
     /// settings, trapped, or breached a quota).
     #[error("{path}: {error}")]
     Init { path: String, error: CallError },
+    /// The component is not what its connector package's manifest says:
+    /// another hash, another contract, or imports of capabilities the
+    /// manifest does not ask for.
+    #[error("{reference}: {message}")]
+    Connector { reference: String, message: String },
     /// Loading panicked.
     #[error("loading panicked: {0}")]
     Panicked(String),
@@ -103,7 +126,10 @@ impl DeployError {
     /// Whether the plugin refused its settings (as opposed to trapping or
     /// breaching a quota in `init`).
     pub fn is_refusal(&self) -> bool {
-        matches!(self, DeployError::Init { error: CallError::Init(_), .. } | DeployError::Load(_))
+        matches!(
+            self,
+            DeployError::Init { error: CallError::Init(_), .. } | DeployError::Load(_) | DeployError::Connector { .. }
+        )
     }
 }
 
@@ -134,6 +160,10 @@ pub async fn load(
     let plugin = tokio::task::spawn_blocking(move || rt.load(&path))
         .await
         .map_err(|e| DeployError::Panicked(e.to_string()))??;
+    if let Some(installed) = &d.installed {
+        matches_manifest(installed, &plugin)
+            .map_err(|message| DeployError::Connector { reference: installed.reference(), message })?;
+    }
     let grants = grants_for(d, &config.redactor, transport, Arc::default());
     let check = async {
         let mut instance = plugin.instantiate(grants).await?;
@@ -150,6 +180,41 @@ pub async fn load(
         DeployError::Init { path, error }
     });
     Ok(Loaded { plugin, check })
+}
+
+/// Checks a connector's loaded component against its manifest: the bytes
+/// loaded are the ones it pins, built for the contract it names, importing
+/// no capability it does not ask for.
+fn matches_manifest(installed: &Installed, plugin: &Plugin) -> Result<(), String> {
+    if plugin.hash != installed.sha256 {
+        return Err(format!(
+            "the component loaded has SHA-256 {}, not the {} its manifest pins: it was changed after install",
+            plugin.hash, installed.sha256
+        ));
+    }
+    let built = semver::Version::parse(&plugin.contract).ok();
+    let named = &installed.contract;
+    let compatible = built.as_ref().is_some_and(|b| b.major == named.major && (b.major > 0 || b.minor == named.minor));
+    if !compatible {
+        return Err(format!(
+            "its manifest says contract {named}, but the component imports contract {}",
+            plugin.contract
+        ));
+    }
+    for capability in &plugin.capabilities {
+        let asked = match capability.as_str() {
+            "http" => installed.requests_http,
+            "warehouse" => installed.requests_warehouse,
+            _ => true,
+        };
+        if !asked {
+            return Err(format!(
+                "the component imports switchyard:destination/{capability}, which its manifest does not ask for \
+                 (add it to [capabilities] in connector.toml)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Loads and checks `d`'s plugin; any failure is an error.

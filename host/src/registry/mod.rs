@@ -325,7 +325,7 @@ impl<L: EventLog> Registry<L> {
             } else if let Some(r) = state.running.get_mut(&name) {
                 r.generation += 1;
                 let deploy = Self::deploy(&config, &c, r.generation, &r.stats, &r.transport);
-                set_plugin_status(&r.stats, &c.plugin);
+                set_plugin_status(&r.stats, &c);
                 r.stats.update_status(|s| s.refused = None);
                 r.plugin_hash = c.plugin.hash.clone();
                 r.config = c.config.clone();
@@ -415,7 +415,7 @@ impl<L: EventLog> Registry<L> {
         let transport = (self.shared.transports)();
         let stats = Arc::new(DestinationStats::new(&name));
         stats.update_status(|s| s.paused = paused);
-        set_plugin_status(&stats, &c.plugin);
+        set_plugin_status(&stats, &c);
         let (deploy_tx, deploy_rx) = watch::channel(Arc::new(Self::deploy(config, &c, 1, &stats, &transport)));
         let (paused_tx, paused_rx) = watch::channel(paused);
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -597,12 +597,34 @@ impl<L: EventLog> Registry<L> {
 }
 
 /// Shows `plugin` as the destination's current version.
-fn set_plugin_status(stats: &DestinationStats, plugin: &Plugin) {
+/// Shows the plugin version (and connector package) `c` runs in the
+/// destination's status; says once what a connector asks for and is not
+/// granted, since it runs without it.
+fn set_plugin_status(stats: &DestinationStats, c: &Checked) {
+    let plugin = &c.plugin;
     let loaded_ms =
         plugin.loaded_at.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let connector = c.config.installed.as_ref().map(|i| {
+        if !i.ungranted.is_empty() {
+            tracing::warn!(
+                destination = %c.config.name,
+                connector = %i.reference(),
+                ungranted = %i.ungranted.join(", "),
+                "the connector asks for more than this destination grants; it runs with only what is granted"
+            );
+        }
+        crate::admin_api::ConnectorView {
+            id: i.id.clone(),
+            version: i.version.clone(),
+            publisher: i.publisher.clone(),
+            signature: i.signature.to_string(),
+            ungranted: i.ungranted.clone(),
+        }
+    });
     stats.update_status(|s| {
         s.plugin_hash = plugin.hash.clone();
         s.plugin_contract = plugin.contract.clone();
         s.plugin_loaded_ms = loaded_ms;
+        s.connector = connector;
     });
 }

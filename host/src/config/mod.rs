@@ -19,6 +19,10 @@ use switchyard_warehouse::WarehouseUrl;
 use toml::Spanned;
 use toml::de::{DeArray, DeTable, DeValue};
 
+pub mod connector;
+
+pub use connector::{Installed, TrustConfig};
+
 use crate::ingest::settings::PublicUrl;
 use crate::normalize::EventType;
 
@@ -95,6 +99,12 @@ pub struct Config {
     pub sources: Vec<SourceConfig>,
     #[serde(default)]
     pub destinations: Vec<DestinationConfig>,
+    /// `[[trust]]`: the publisher keys connector packages may be signed by.
+    #[serde(default)]
+    pub trust: Vec<TrustConfig>,
+    /// Those keys, read.
+    #[serde(skip)]
+    pub trusted: Vec<switchyard_connector::TrustedKey>,
     /// Every value that came from `${ENV}` interpolation: treated as secret.
     #[serde(skip)]
     pub redactor: Redactor,
@@ -412,8 +422,20 @@ pub struct CorsConfig {
 #[serde(deny_unknown_fields)]
 pub struct DestinationConfig {
     pub name: String,
-    /// Path of the plugin `.wasm`, relative to the config file.
+    /// Path of the plugin `.wasm`, relative to the config file; for a
+    /// `connector`, the installed component's (empty when not set).
+    #[serde(default)]
     pub plugin: PathBuf,
+    /// An installed connector package instead of a `plugin` file:
+    /// `id@version-requirement`, e.g. `com.example.hook@^1.2`.
+    #[serde(default)]
+    pub connector: Option<String>,
+    /// Runs a connector that no `[[trust]]` key signed (for development).
+    #[serde(default)]
+    pub allow_unsigned: bool,
+    /// The connector package, resolved and verified at load.
+    #[serde(skip)]
+    pub installed: Option<Arc<Installed>>,
     /// Passed to the plugin's `init` as a JSON object.
     #[serde(default = "empty_table")]
     pub settings: toml::Table,
@@ -596,6 +618,20 @@ impl Config {
         Config::parse(path, &text, &|name| std::env::var(name).ok())
     }
 
+    /// As [`Config::load`], but destinations' `connector`s are left
+    /// unresolved: for `switchyard connector install`, which fills the store
+    /// a config names connectors from.
+    ///
+    /// # Errors
+    ///
+    /// As [`Config::load`], except for connector problems.
+    pub fn load_for_install(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(path, vec![Problem { line: None, key: None, message: format!("cannot read: {e}") }])
+        })?;
+        Config::parse_as(path, &text, &|name| std::env::var(name).ok(), false)
+    }
+
     /// Parses config `text` (from `path`, for messages) with `env` for
     /// interpolation. Relative paths in the file resolve against the file's
     /// folder.
@@ -604,6 +640,15 @@ impl Config {
     ///
     /// As [`Config::load`].
     pub fn parse(path: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        Config::parse_as(path, text, env, true)
+    }
+
+    fn parse_as(
+        path: &Path,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        resolve_connectors: bool,
+    ) -> Result<Config, ConfigError> {
         let (mut root, syntax) = DeTable::parse_recoverable(text);
         let keys = KeyLines::index(text, &root);
         if !syntax.is_empty() {
@@ -627,9 +672,17 @@ impl Config {
 
         let mut redactor = Redactor::default();
         let mut problems = Vec::new();
+        let mut interpolated = HashSet::new();
         for (k, v) in root.get_mut().iter_mut() {
             let key = push_key("", k.get_ref());
-            interpolate(v, &key, text, env, &mut redactor, &mut problems);
+            let mut at = Interpolation {
+                text,
+                env,
+                redactor: &mut redactor,
+                problems: &mut problems,
+                interpolated: &mut interpolated,
+            };
+            at.value(v, &key);
         }
         let (config, complete) = deserialize(root, text, &keys, &mut problems);
         if let Some(mut config) = config {
@@ -651,7 +704,7 @@ impl Config {
                 }
             }
             for d in &mut config.destinations {
-                if d.plugin.is_relative() {
+                if !d.plugin.as_os_str().is_empty() && d.plugin.is_relative() {
                     d.plugin = base.join(&d.plugin);
                 }
                 if let Some(w) = &mut d.warehouse {
@@ -661,7 +714,13 @@ impl Config {
             // With a source or destination dropped for its errors, the
             // indices no longer match the file's.
             if complete {
-                problems.extend(config.validate().into_iter().map(|(key, message)| Problem {
+                let (trusted, mut bad) = connector::trusted_keys(&config.trust, base);
+                config.trusted = trusted;
+                if resolve_connectors {
+                    bad.extend(connector::resolve(&mut config, &interpolated));
+                }
+                bad.extend(config.validate());
+                problems.extend(bad.into_iter().map(|(key, message)| Problem {
                     line: keys.line(&key),
                     key: Some(key),
                     message,
@@ -1014,6 +1073,11 @@ impl KeyLines {
         }
     }
 
+    /// Whether the file sets `key` itself.
+    fn has(&self, key: &str) -> bool {
+        self.0.contains_key(key)
+    }
+
     /// The key on `line` that starts last before byte `at`.
     fn key_at(&self, line: usize, at: usize) -> Option<String> {
         self.0
@@ -1024,63 +1088,73 @@ impl KeyLines {
     }
 }
 
-/// Replaces `${VAR}` in every string of `value` (at `key`), recording each
-/// unset variable as a problem and leaving it as it was. Interpolated
-/// values are remembered as secrets.
-fn interpolate(
-    value: &mut Spanned<DeValue<'_>>,
-    key: &str,
-    text: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-    redactor: &mut Redactor,
-    problems: &mut Vec<Problem>,
-) {
-    let span: Range<usize> = value.span();
-    match value.get_mut() {
-        DeValue::String(s) if s.contains("${") => {
-            let mut out = String::with_capacity(s.len());
-            let mut rest: &str = s;
-            while let Some(start) = rest.find("${") {
-                out.push_str(&rest[..start]);
-                let Some(end) = rest[start..].find('}') else {
-                    out.push_str(&rest[start..]);
-                    rest = "";
-                    break;
-                };
-                let name = &rest[start + 2..start + end];
-                match env(name) {
-                    Some(v) => {
-                        redactor.add(&v);
-                        out.push_str(&v);
+/// `${VAR}` interpolation over a config file's values.
+struct Interpolation<'a> {
+    text: &'a str,
+    env: &'a dyn Fn(&str) -> Option<String>,
+    /// Every interpolated value, remembered as a secret.
+    redactor: &'a mut Redactor,
+    /// Each unset variable.
+    problems: &'a mut Vec<Problem>,
+    /// The dotted keys whose values came from the environment.
+    interpolated: &'a mut HashSet<String>,
+}
+
+impl Interpolation<'_> {
+    /// Replaces `${VAR}` in every string of `value` (at `key`), recording
+    /// each unset variable as a problem and leaving it as it was.
+    fn value(&mut self, value: &mut Spanned<DeValue<'_>>, key: &str) {
+        let span: Range<usize> = value.span();
+        match value.get_mut() {
+            DeValue::String(s) if s.contains("${") => {
+                self.interpolated.insert(key.to_owned());
+                let mut out = String::with_capacity(s.len());
+                let mut rest: &str = s;
+                while let Some(start) = rest.find("${") {
+                    out.push_str(&rest[..start]);
+                    let Some(end) = rest[start..].find('}') else {
+                        out.push_str(&rest[start..]);
+                        rest = "";
+                        break;
+                    };
+                    let name = &rest[start + 2..start + end];
+                    match (self.env)(name) {
+                        Some(v) => {
+                            self.redactor.add(&v);
+                            out.push_str(&v);
+                        }
+                        None => {
+                            let needle = format!("${{{name}}}");
+                            let at = self
+                                .text
+                                .get(span.clone())
+                                .and_then(|t| t.find(&needle))
+                                .map_or(span.start, |o| span.start + o);
+                            self.problems.push(Problem {
+                                line: Some(line_of(self.text, at)),
+                                key: Some(key.to_owned()),
+                                message: format!("environment variable `{name}` is not set"),
+                            });
+                            out.push_str(&needle);
+                        }
                     }
-                    None => {
-                        let needle = format!("${{{name}}}");
-                        let at =
-                            text.get(span.clone()).and_then(|t| t.find(&needle)).map_or(span.start, |o| span.start + o);
-                        problems.push(Problem {
-                            line: Some(line_of(text, at)),
-                            key: Some(key.to_owned()),
-                            message: format!("environment variable `{name}` is not set"),
-                        });
-                        out.push_str(&needle);
-                    }
+                    rest = &rest[start + end + 1..];
                 }
-                rest = &rest[start + end + 1..];
+                out.push_str(rest);
+                *s = out.into();
             }
-            out.push_str(rest);
-            *s = out.into();
-        }
-        DeValue::Array(items) => {
-            for (i, v) in items.iter_mut().enumerate() {
-                interpolate(v, &format!("{key}[{i}]"), text, env, redactor, problems);
+            DeValue::Array(items) => {
+                for (i, v) in items.iter_mut().enumerate() {
+                    self.value(v, &format!("{key}[{i}]"));
+                }
             }
-        }
-        DeValue::Table(t) => {
-            for (k, v) in t.iter_mut() {
-                interpolate(v, &push_key(key, k.get_ref()), text, env, redactor, problems);
+            DeValue::Table(t) => {
+                for (k, v) in t.iter_mut() {
+                    self.value(v, &push_key(key, k.get_ref()));
+                }
             }
+            _ => {}
         }
-        _ => {}
     }
 }
 
