@@ -5,6 +5,7 @@
 mod amplitude;
 mod browser;
 mod clients;
+mod connectors;
 mod contract;
 mod durability;
 mod faults;

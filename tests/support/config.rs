@@ -28,6 +28,7 @@ pub struct Config {
     server: Vec<String>,
     sources: Vec<(String, String)>,
     destinations: Vec<String>,
+    trust: Vec<String>,
 }
 
 impl Config {
@@ -73,6 +74,28 @@ impl Config {
         self
     }
 
+    /// Adds a `[[destinations]]` entry running the installed connector
+    /// `reference` (`id@requirement`); `toml` as for [`Config::destination`].
+    pub fn connector(mut self, name: &str, reference: &str, toml: &str) -> Config {
+        let mut entry = format!("name = \"{name}\"\nconnector = \"{reference}\"\n");
+        for line in toml.trim().lines() {
+            entry.push_str(line.trim_start());
+            entry.push('\n');
+        }
+        self.destinations.push(entry);
+        self
+    }
+
+    /// Adds a `[[trust]]` entry: the public key file `key_file` may sign
+    /// ids starting with `ids`.
+    pub fn trust(mut self, name: &str, key_file: &Path, ids: &str) -> Config {
+        self.trust.push(format!(
+            "\n[[trust]]\nname = \"{name}\"\nkey_file = \"{}\"\nids = [\"{ids}\"]\n",
+            key_file.display()
+        ));
+        self
+    }
+
     /// Adds a destination running the webhook plugin (`./x plugins`) that
     /// posts to `url`, with `url`'s origin as its only `allow_http`; `toml`
     /// as for [`Config::destination`].
@@ -97,6 +120,9 @@ impl Config {
         }
         for line in &self.server {
             let _ = writeln!(out, "{line}");
+        }
+        for entry in &self.trust {
+            out.push_str(entry);
         }
         for (name, key) in &self.sources {
             let _ = write!(out, "\n[[sources]]\nname = \"{name}\"\nwrite_key = \"{key}\"\n");
