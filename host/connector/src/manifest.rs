@@ -168,6 +168,74 @@ pub struct Setting {
     pub maximum: Option<f64>,
 }
 
+impl Setting {
+    /// Checks one value against its setting: type, choices, bounds.
+    ///
+    /// # Errors
+    ///
+    /// What is wrong with it, for a message.
+    pub fn check(&self, value: &toml::Value) -> Result<(), String> {
+        let s = self;
+        s.kind.check(value)?;
+        if let Some(choices) = &s.choices
+            && !choices.contains(value)
+        {
+            let list: Vec<String> = choices.iter().map(ToString::to_string).collect();
+            return Err(format!("must be one of {}", list.join(", ")));
+        }
+        let n = match value {
+            toml::Value::Integer(i) => Some(*i as f64),
+            toml::Value::Float(f) => Some(*f),
+            _ => None,
+        };
+        if let Some(n) = n {
+            if s.minimum.is_some_and(|min| n < min) {
+                return Err(format!("must be at least {}", s.minimum.unwrap_or_default()));
+            }
+            if s.maximum.is_some_and(|max| n > max) {
+                return Err(format!("must be at most {}", s.maximum.unwrap_or_default()));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl SettingType {
+    /// Checks that `value` is of type `kind`.
+    ///
+    /// # Errors
+    ///
+    /// "must be an integer, not a string", say.
+    pub fn check(self, value: &toml::Value) -> Result<(), String> {
+        let kind = self;
+        let ok = match (kind, value) {
+            (SettingType::String, toml::Value::String(_)) => true,
+            (SettingType::Url, toml::Value::String(s)) => {
+                return origin_of(s).map(drop).map_err(|m| format!("must be an http(s) URL: {m}"));
+            }
+            (SettingType::Integer, toml::Value::Integer(_)) => true,
+            (SettingType::Number, toml::Value::Integer(_) | toml::Value::Float(_)) => true,
+            (SettingType::Boolean, toml::Value::Boolean(_)) => true,
+            (SettingType::StringList, toml::Value::Array(items)) => items.iter().all(toml::Value::is_str),
+            (SettingType::StringMap, toml::Value::Table(t)) => t.values().all(toml::Value::is_str),
+            _ => false,
+        };
+        if ok { Ok(()) } else { Err(format!("must be {}, not {}", kind.described(), describe(value))) }
+    }
+}
+
+fn describe(value: &toml::Value) -> &'static str {
+    match value {
+        toml::Value::String(_) => "a string",
+        toml::Value::Integer(_) => "an integer",
+        toml::Value::Float(_) => "a float",
+        toml::Value::Boolean(_) => "a boolean",
+        toml::Value::Datetime(_) => "a date-time",
+        toml::Value::Array(_) => "an array (of something else)",
+        toml::Value::Table(_) => "a table",
+    }
+}
+
 /// `[defaults]`: a destination's subscription and batching when its config
 /// does not set them.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -295,7 +363,7 @@ impl Manifest {
         for (name, s) in &self.settings {
             let key = format!("settings.{name}");
             if let Some(d) = &s.default {
-                if let Err(m) = crate::settings::check_value(s, d) {
+                if let Err(m) = s.check(d) {
                     return bad(&format!("{key}.default"), m);
                 }
                 if s.secret {
@@ -303,7 +371,7 @@ impl Manifest {
                 }
             }
             for (j, choice) in s.choices.iter().flatten().enumerate() {
-                if let Err(m) = crate::settings::check_type(s.kind, choice) {
+                if let Err(m) = s.kind.check(choice) {
                     return bad(&format!("{key}.choices[{j}]"), m);
                 }
             }

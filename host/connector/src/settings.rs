@@ -8,7 +8,7 @@
 
 use serde_json::{Value, json};
 
-use crate::manifest::{Manifest, Setting, SettingType};
+use crate::manifest::{Manifest, SettingType};
 
 /// One setting that does not match the manifest.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,7 +81,7 @@ pub fn validate(manifest: &Manifest, table: &toml::Table) -> Vec<SettingProblem>
             None if s.required && s.default.is_none() => fail(name, "is required and not set".into()),
             None => {}
             Some(v) => {
-                if let Err(m) = check_value(s, v) {
+                if let Err(m) = s.check(v) {
                     fail(name, m);
                 }
             }
@@ -105,68 +105,6 @@ pub fn with_defaults(manifest: &Manifest, table: &toml::Table) -> toml::Table {
         }
     }
     out
-}
-
-/// Checks one value against its setting: type, choices, bounds.
-///
-/// # Errors
-///
-/// What is wrong with it, for a message.
-pub fn check_value(s: &Setting, value: &toml::Value) -> Result<(), String> {
-    check_type(s.kind, value)?;
-    if let Some(choices) = &s.choices
-        && !choices.contains(value)
-    {
-        let list: Vec<String> = choices.iter().map(ToString::to_string).collect();
-        return Err(format!("must be one of {}", list.join(", ")));
-    }
-    let n = match value {
-        toml::Value::Integer(i) => Some(*i as f64),
-        toml::Value::Float(f) => Some(*f),
-        _ => None,
-    };
-    if let Some(n) = n {
-        if s.minimum.is_some_and(|min| n < min) {
-            return Err(format!("must be at least {}", s.minimum.unwrap_or_default()));
-        }
-        if s.maximum.is_some_and(|max| n > max) {
-            return Err(format!("must be at most {}", s.maximum.unwrap_or_default()));
-        }
-    }
-    Ok(())
-}
-
-/// Checks that `value` is of type `kind`.
-///
-/// # Errors
-///
-/// "must be an integer, not a string", say.
-pub fn check_type(kind: SettingType, value: &toml::Value) -> Result<(), String> {
-    let ok = match (kind, value) {
-        (SettingType::String, toml::Value::String(_)) => true,
-        (SettingType::Url, toml::Value::String(s)) => {
-            return crate::manifest::origin_of(s).map(drop).map_err(|m| format!("must be an http(s) URL: {m}"));
-        }
-        (SettingType::Integer, toml::Value::Integer(_)) => true,
-        (SettingType::Number, toml::Value::Integer(_) | toml::Value::Float(_)) => true,
-        (SettingType::Boolean, toml::Value::Boolean(_)) => true,
-        (SettingType::StringList, toml::Value::Array(items)) => items.iter().all(toml::Value::is_str),
-        (SettingType::StringMap, toml::Value::Table(t)) => t.values().all(toml::Value::is_str),
-        _ => false,
-    };
-    if ok { Ok(()) } else { Err(format!("must be {}, not {}", kind.described(), describe(value))) }
-}
-
-fn describe(value: &toml::Value) -> &'static str {
-    match value {
-        toml::Value::String(_) => "a string",
-        toml::Value::Integer(_) => "an integer",
-        toml::Value::Float(_) => "a float",
-        toml::Value::Boolean(_) => "a boolean",
-        toml::Value::Datetime(_) => "a date-time",
-        toml::Value::Array(_) => "an array (of something else)",
-        toml::Value::Table(_) => "a table",
-    }
 }
 
 fn to_json(v: &toml::Value) -> Value {
