@@ -175,14 +175,15 @@ pub fn inspect(source: &Path, config: Option<&Config>) -> anyhow::Result<()> {
 }
 
 /// `connector install`: verifies the package at `source` (directory or
-/// tarball) and copies it into `config`'s store, then prints what it asks
-/// for and the config that grants it: the permission review.
+/// tarball) and copies it into `config`'s store (over the same version
+/// with other contents when `replace`), then prints what it asks for and
+/// the config that grants it: the permission review.
 ///
 /// # Errors
 ///
 /// A package that does not verify (tampered, badly signed), or a version
 /// already installed with other contents.
-pub fn install(source: &Path, config: &Config) -> anyhow::Result<()> {
+pub fn install(source: &Path, config: &Config, replace: bool) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let opened = Opened::new(source)?;
     let p = &opened.package;
@@ -190,7 +191,7 @@ pub fn install(source: &Path, config: &Config) -> anyhow::Result<()> {
     // run it without allow_unsigned); installing a broken one is not.
     let state = p.verify(&config.trusted, true)?;
     let store = Store::new(&store_dir(&config.server.data_dir));
-    let installed = store.install(p)?;
+    let installed = store.install(p, replace)?;
     let m = &installed.manifest;
     println!(
         "installed {} ({}) into {} in {} ms",

@@ -147,6 +147,10 @@ enum ConnectorCommand {
         package: PathBuf,
         #[arg(long, short, env = "SWITCHYARD_CONFIG")]
         config: PathBuf,
+        /// Replace the same version installed with other contents (a
+        /// developer's rebuild; never needed for published packages).
+        #[arg(long)]
+        replace: bool,
     },
     /// List the installed connectors and their signatures.
     List {
@@ -219,8 +223,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             switchyard::client::purge(&Config::load(&config)?, &destination).await
         }
         Command::Plugin(command) => plugin(command),
-        Command::Connector(ConnectorCommand::Install { package, config }) => {
-            switchyard::connectors::install(&package, &Config::load_for_install(&config)?)
+        Command::Connector(ConnectorCommand::Install { package, config, replace }) => {
+            switchyard::connectors::install(&package, &Config::load_for_install(&config)?, replace)
         }
         Command::Connector(ConnectorCommand::List { config }) => {
             switchyard::connectors::list(&Config::load_for_install(&config)?)

@@ -227,8 +227,24 @@ async fn the_example_config_works_with_the_readme_commands() {
         .replace("127.0.0.1:8088", "127.0.0.1:{port}")
         .replace("127.0.0.1:8089", "127.0.0.1:{admin_port}")
         .replace("\"../data/admin.token\"", "\"{data_dir}/admin.token\"")
-        .replace("\"../data\"", "\"{data_dir}\"")
         .replace("\"../target/", &format!("\"{}/target/", root.display()));
+    // What `./x run` does first: install the first-party packages the
+    // example names into its data dir.
+    let data = tempfile::tempdir().unwrap();
+    let text = text.replace("\"../data\"", &format!("\"{}\"", data.path().display()));
+    let install_dir = tempfile::tempdir().unwrap();
+    let install_config = switchyard_tests::write_config(&text, install_dir.path()).path;
+    for name in ["console", "warehouse"] {
+        let package = root.join(format!("target/connectors/dev.switchyard.{name}-0.1.0.tar.gz"));
+        let out = std::process::Command::new(switchyard_tests::binary())
+            .args(["connector", "install"])
+            .arg(&package)
+            .arg("--config")
+            .arg(&install_config)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "installing {}: {}", package.display(), String::from_utf8_lossy(&out.stderr));
+    }
     let sy = Switchyard::start(&text).await;
     let (code, _) =
         post_json(&sy.url("/v1/track"), Some("demo-write-key"), &json!({"userId": "u1", "event": "Signed Up"})).await;

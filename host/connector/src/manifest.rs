@@ -337,8 +337,8 @@ impl Manifest {
             }
         }
         let c = &self.component;
-        if c.path.is_empty() || Path::new(&c.path).is_absolute() || c.path.split(['/', '\\']).any(|p| p == "..") {
-            return bad("component.path", "must be a relative path inside the package".into());
+        if c.path.is_empty() || c.path.contains(['/', '\\']) || c.path == ".." || c.path == "." {
+            return bad("component.path", "must be a file name in the package's folder (no directories)".into());
         }
         if !c.sha256.is_empty()
             && (c.sha256.len() != 64 || !c.sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))

@@ -190,6 +190,10 @@ pub fn is_tarball(path: &Path) -> bool {
     path.is_file()
 }
 
+/// The most a package may unpack to: far above any component (the
+/// first-party ones are under 2 MiB), far below a full disk.
+pub const MAX_UNPACKED_BYTES: u64 = 256 << 20;
+
 /// Unpacks the tarball at `path` into `into` (which must be empty) and
 /// returns the package directory in it. Only regular files under one
 /// folder are accepted: no links, no absolute paths, no `..`.
@@ -202,6 +206,7 @@ pub fn unpack(path: &Path, into: &Path) -> Result<PathBuf, PackageError> {
     let file = std::fs::File::open(path).map_err(io(path))?;
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
     let mut folder: Option<PathBuf> = None;
+    let mut total: u64 = 0;
     let entries = archive.entries().map_err(|e| bad(format!("not a gzipped tarball: {e}")))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| bad(format!("not a gzipped tarball: {e}")))?;
@@ -228,6 +233,10 @@ pub fn unpack(path: &Path, into: &Path) -> Result<PathBuf, PackageError> {
             None => folder = Some(top.clone()),
             Some(f) if *f != top => return Err(bad("holds more than one package folder".into())),
             Some(_) => {}
+        }
+        total = total.saturating_add(entry.header().size().unwrap_or(u64::MAX));
+        if total > MAX_UNPACKED_BYTES {
+            return Err(bad(format!("unpacks to more than {} MiB", MAX_UNPACKED_BYTES >> 20)));
         }
         let dir = into.join(&top);
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;

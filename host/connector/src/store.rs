@@ -73,19 +73,28 @@ impl Store {
     }
 
     /// Copies `package` into the store. Installing the same package twice
-    /// is a no-op; the same `id@version` with other contents is refused.
+    /// is a no-op; the same `id@version` with other contents is refused,
+    /// unless `replace` (a developer rebuilding one version).
     /// Returns the installed package.
     ///
     /// # Errors
     ///
     /// [`StoreError::Conflict`], or a file that cannot be written.
-    pub fn install(&self, package: &Package) -> Result<Package, StoreError> {
+    pub fn install(&self, package: &Package, replace: bool) -> Result<Package, StoreError> {
         let m = &package.manifest;
         let dest = self.root.join(&m.id).join(m.version.to_string());
         if dest.exists() {
             let existing = Package::open(&dest)?;
             let same = existing.manifest_bytes == package.manifest_bytes && existing.signature == package.signature;
-            return if same { Ok(existing) } else { Err(StoreError::Conflict { reference: m.reference() }) };
+            if same {
+                return Ok(existing);
+            }
+            if !replace {
+                return Err(StoreError::Conflict { reference: m.reference() });
+            }
+            // A running server keeps the component it compiled; the next
+            // reload reads the new one.
+            std::fs::remove_dir_all(&dest).map_err(|e| self.io(&dest, e))?;
         }
         let parent = dest.parent().unwrap_or(&self.root);
         std::fs::create_dir_all(parent).map_err(|e| self.io(parent, e))?;
@@ -182,7 +191,7 @@ mod tests {
         let store = Store::new(root.path());
         for v in ["1.2.0", "1.4.1", "2.0.0"] {
             let (_dir, pkg) = package(v);
-            store.install(&pkg).unwrap();
+            store.install(&pkg, false).unwrap();
         }
         let resolve = |r: &str| store.resolve(&r.parse().unwrap()).map(|p| p.manifest.version.to_string());
         assert_eq!(resolve("com.example.hook@^1.2").unwrap(), "1.4.1");
@@ -201,15 +210,17 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let store = Store::new(root.path());
         let (_a, pkg) = package("1.0.0");
-        store.install(&pkg).unwrap();
-        store.install(&pkg).unwrap();
+        store.install(&pkg, false).unwrap();
+        store.install(&pkg, false).unwrap();
         let (b, _) = package("1.0.0");
         std::fs::write(b.path().join("hook.wasm"), b"other").unwrap();
         let sha = crate::package::sha256_file(&b.path().join("hook.wasm")).unwrap();
         let text = std::fs::read_to_string(b.path().join(MANIFEST_FILE)).unwrap();
         std::fs::write(b.path().join(MANIFEST_FILE), crate::package::pin(&text, &sha)).unwrap();
         let other = Package::open(b.path()).unwrap();
-        assert!(matches!(store.install(&other), Err(StoreError::Conflict { .. })));
+        assert!(matches!(store.install(&other, false), Err(StoreError::Conflict { .. })));
         assert_eq!(store.list().len(), 1);
+        let replaced = store.install(&other, true).unwrap();
+        assert_eq!(std::fs::read(replaced.component_path()).unwrap(), b"other");
     }
 }
