@@ -107,6 +107,13 @@ fn hook(receiver: &Receiver, extra: &str) -> String {
     )
 }
 
+/// `GET /admin/destinations`, as JSON.
+async fn destinations(sy: &Switchyard) -> Value {
+    let auth = [("authorization", "Bearer adm1n-token")];
+    let (_, list) = http(hyper::Method::GET, &sy.admin_url("/admin/destinations"), &auth, Vec::new()).await;
+    serde_json::from_slice(&list).unwrap()
+}
+
 fn events(tag: &str, n: usize) -> (Vec<String>, Value) {
     let ids: Vec<String> = (0..n).map(|i| format!("{tag}-{i}")).collect();
     let batch: Vec<Value> =
@@ -130,9 +137,7 @@ async fn a_signed_package_installs_by_name_and_delivers() {
         ids.iter().all(|id| got.contains(id))
     })
     .await;
-    let auth = [("authorization", "Bearer adm1n-token")];
-    let (_, list) = http(hyper::Method::GET, &sy.admin_url("/admin/destinations"), &auth, Vec::new()).await;
-    let list: Value = serde_json::from_slice(&list).unwrap();
+    let list = destinations(&sy).await;
     let connector = &list["destinations"][0]["connector"];
     assert_eq!(connector["id"], WEBHOOK, "{list}");
     assert_eq!(connector["version"], "0.1.0");
@@ -195,9 +200,7 @@ async fn an_author_publishes_a_new_version_and_the_operator_upgrades_under_load(
         all.iter().all(|id| got.contains(id))
     })
     .await;
-    let auth = [("authorization", "Bearer adm1n-token")];
-    let (_, list) = http(hyper::Method::GET, &sy.admin_url("/admin/destinations"), &auth, Vec::new()).await;
-    let list: Value = serde_json::from_slice(&list).unwrap();
+    let list = destinations(&sy).await;
     assert_eq!(list["destinations"][0]["connector"]["version"], "0.2.0", "{list}");
     assert!(list["destinations"][0]["connector"]["signature"].as_str().unwrap().contains("acme"), "{list}");
 }

@@ -612,10 +612,7 @@ impl Config {
     /// and key: unreadable file, TOML syntax, unknown keys, wrong types, an
     /// unset `${VAR}`, or an invalid value.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::new(path, vec![Problem { line: None, key: None, message: format!("cannot read: {e}") }])
-        })?;
-        Config::parse(path, &text, &|name| std::env::var(name).ok())
+        Config::parse(path, &read(path)?, &|name| std::env::var(name).ok())
     }
 
     /// As [`Config::load`], but destinations' `connector`s are left
@@ -626,10 +623,7 @@ impl Config {
     ///
     /// As [`Config::load`], except for connector problems.
     pub fn load_for_install(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::new(path, vec![Problem { line: None, key: None, message: format!("cannot read: {e}") }])
-        })?;
-        Config::parse_as(path, &text, &|name| std::env::var(name).ok(), false)
+        Config::parse_as(path, &read(path)?, &|name| std::env::var(name).ok(), false)
     }
 
     /// Parses config `text` (from `path`, for messages) with `env` for
@@ -1156,6 +1150,13 @@ impl Interpolation<'_> {
             _ => {}
         }
     }
+}
+
+/// The config file's text, or the error naming it.
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::new(path, vec![Problem { line: None, key: None, message: format!("cannot read: {e}") }])
+    })
 }
 
 fn line_of(text: &str, byte: usize) -> usize {
