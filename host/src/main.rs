@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use switchyard::config::Config;
 
@@ -92,6 +93,62 @@ enum Command {
 
 #[derive(Subcommand)]
 enum PluginCommand {
+    /// Create a connector crate from the template: a destination that
+    /// builds for wasm32-wasip2 and passes its tests, with its manifest.
+    New {
+        /// The crate name, e.g. `acme-destination`.
+        name: String,
+        /// The connector id (reverse DNS); default `com.example.<name>`.
+        #[arg(long)]
+        id: Option<String>,
+        #[arg(long)]
+        publisher: Option<String>,
+        /// Use the SDK at this path (a Switchyard checkout's `plugin-sdk`)
+        /// instead of crates.io.
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+        /// Where to create it.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Build the crate's component (wasm32-wasip2, profile plugin), pin it
+    /// in connector.toml and check it against the manifest.
+    Build {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Run a built component in the sandbox on events from a file, with
+    /// HTTP answers scripted from a file; prints requests and outcomes.
+    Run {
+        /// A package or crate directory (with connector.toml), or a .wasm.
+        #[arg(default_value = ".")]
+        component: PathBuf,
+        /// Events: a JSON array, a `{"batch": […]}` body, or JSON lines.
+        #[arg(long)]
+        events: PathBuf,
+        /// Answers, in order, the last repeating: `[{"status": 429,
+        /// "headers": {"retry-after": "3"}, "body": "…", "delay_ms": 0,
+        /// "connection_error": false}]`. Default: every request gets 200.
+        #[arg(long)]
+        responses: Option<PathBuf>,
+        #[command(flatten)]
+        settings: SettingsArgs,
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+    },
+    /// The conformance kit: every event type, odd and huge events, each
+    /// retryable and permanent status, Retry-After, timeouts, batches of 1
+    /// and the maximum; checks the contract on every call and prints a
+    /// report. Fails when any case fails.
+    Test {
+        #[arg(default_value = ".")]
+        component: PathBuf,
+        #[command(flatten)]
+        settings: SettingsArgs,
+        /// Also write the report (Markdown) here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
     /// Make a signing key pair: PREFIX.key (secret) and PREFIX.pub.
     Keygen {
         /// Path prefix of the two files, e.g. `keys/acme`.
@@ -128,6 +185,26 @@ enum PluginCommand {
         #[arg(long)]
         allow_unsigned: bool,
     },
+    /// Push a package to an OCI registry: the component as a CNCF Wasm
+    /// artifact tagged with the version, the manifest and signature as an
+    /// artifact referring to it.
+    Push {
+        /// The package directory (pinned and signed).
+        dir: PathBuf,
+        /// `registry/repository[:version]`, e.g.
+        /// `registry.example.com/connectors/com.example.hook`.
+        reference: String,
+        /// Plain HTTP to a registry that is not on loopback.
+        #[arg(long)]
+        insecure: bool,
+        #[arg(long, env = "SWITCHYARD_REGISTRY_USERNAME")]
+        username: Option<String>,
+        #[arg(long, env = "SWITCHYARD_REGISTRY_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+        /// Push a package without a signature (development registries).
+        #[arg(long)]
+        allow_unsigned: bool,
+    },
     /// Show what a package is and asks for: manifest, capabilities, settings
     /// schema, signature, the component's contract and imports.
     Inspect {
@@ -139,12 +216,46 @@ enum PluginCommand {
     },
 }
 
+/// Settings and grants for `plugin run` and `plugin test`.
+#[derive(clap::Args)]
+struct SettingsArgs {
+    /// Settings as a JSON object in a file.
+    #[arg(long)]
+    settings: Option<PathBuf>,
+    /// One setting, `key=value` (a JSON value, or else a string); repeatable.
+    #[arg(long = "setting", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Also allow requests to this origin (beyond what the manifest asks
+    /// for; a bare .wasm gets nothing else); repeatable.
+    #[arg(long = "allow-http", value_name = "ORIGIN")]
+    allow_http: Vec<String>,
+}
+
+impl SettingsArgs {
+    fn settings(&self) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+        let mut map = match &self.settings {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+                serde_json::from_str(&text).with_context(|| format!("{}: expected a JSON object", p.display()))?
+            }
+            None => serde_json::Map::new(),
+        };
+        for kv in &self.set {
+            let (k, v) = kv.split_once('=').with_context(|| format!("--setting {kv}: write key=value"))?;
+            let value = serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.to_owned()));
+            map.insert(k.to_owned(), value);
+        }
+        Ok(map)
+    }
+}
+
 #[derive(Subcommand)]
 enum ConnectorCommand {
-    /// Verify a package (directory or tarball) and install it into the
-    /// config's data_dir/connectors; prints what it asks for.
+    /// Verify a package (directory, tarball or OCI reference
+    /// `registry/repository:version`) and install it into the config's
+    /// data_dir/connectors; prints what it asks for.
     Install {
-        package: PathBuf,
+        package: String,
         #[arg(long, short, env = "SWITCHYARD_CONFIG")]
         config: PathBuf,
         /// Replace the same version installed with other contents (a
@@ -222,9 +333,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Purge { config, destination } => {
             switchyard::client::purge(&Config::load(&config)?, &destination).await
         }
-        Command::Plugin(command) => plugin(command),
+        Command::Plugin(command) => plugin(command).await,
         Command::Connector(ConnectorCommand::Install { package, config, replace }) => {
-            switchyard::connectors::install(&package, &Config::load_for_install(&config)?, replace)
+            switchyard::connectors::install(&package, &Config::load_for_install(&config)?, replace).await
         }
         Command::Connector(ConnectorCommand::List { config }) => {
             switchyard::connectors::list(&Config::load_for_install(&config)?)
@@ -236,10 +347,33 @@ async fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
-fn plugin(command: PluginCommand) -> anyhow::Result<()> {
+async fn plugin(command: PluginCommand) -> anyhow::Result<()> {
     use switchyard::connectors;
     let config = |path: Option<PathBuf>| path.map(|p| Config::load_for_install(&p)).transpose();
     match command {
+        PluginCommand::New { name, id, publisher, sdk, dir } => {
+            let sdk = sdk.map_or(connectors::scaffold::SdkSource::Registry, connectors::scaffold::SdkSource::Path);
+            connectors::scaffold::new(&dir, &connectors::scaffold::NewPlugin { name, id, publisher, sdk }).map(drop)
+        }
+        PluginCommand::Build { dir } => connectors::scaffold::build(&dir).map(drop),
+        PluginCommand::Run { component, events, responses, settings, batch } => {
+            let allow = &settings.allow_http;
+            connectors::harness::run(&component, &events, responses.as_deref(), settings.settings()?, allow, batch)
+                .await
+        }
+        PluginCommand::Test { component, settings, report } => {
+            let passed = connectors::conformance::test(
+                &component,
+                settings.settings()?,
+                &settings.allow_http,
+                report.as_deref(),
+            )
+            .await?;
+            if !passed {
+                anyhow::bail!("{}: the conformance kit found failures (the report above)", component.display());
+            }
+            Ok(())
+        }
         PluginCommand::Keygen { prefix } => connectors::keygen(&prefix),
         PluginCommand::Sign { dir, key } => connectors::sign(&dir, &key),
         PluginCommand::Verify { package, keys, config: path } => {
@@ -249,6 +383,10 @@ fn plugin(command: PluginCommand) -> anyhow::Result<()> {
             connectors::pack(&dir, out.as_deref(), allow_unsigned).map(drop)
         }
         PluginCommand::Inspect { package, config: path } => connectors::inspect(&package, config(path)?.as_ref()),
+        PluginCommand::Push { dir, reference, insecure, username, password, allow_unsigned } => {
+            let access = switchyard_connector::oci::Access { insecure, username, password };
+            connectors::push(&dir, &reference, &access, allow_unsigned).await
+        }
     }
 }
 

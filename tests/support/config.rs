@@ -29,6 +29,7 @@ pub struct Config {
     sources: Vec<(String, String)>,
     destinations: Vec<String>,
     trust: Vec<String>,
+    registries: Vec<String>,
 }
 
 impl Config {
@@ -96,6 +97,13 @@ impl Config {
         self
     }
 
+    /// Adds a `[[registries]]` entry: connectors missing from the store are
+    /// pulled from `url` (`host:port/path`).
+    pub fn registry(mut self, url: &str) -> Config {
+        self.registries.push(format!("\n[[registries]]\nurl = \"{url}\"\n"));
+        self
+    }
+
     /// Adds a destination running the webhook plugin (`./x plugins`) that
     /// posts to `url`, with `url`'s origin as its only `allow_http`; `toml`
     /// as for [`Config::destination`].
@@ -121,7 +129,7 @@ impl Config {
         for line in &self.server {
             let _ = writeln!(out, "{line}");
         }
-        for entry in &self.trust {
+        for entry in self.trust.iter().chain(&self.registries) {
             out.push_str(entry);
         }
         for (name, key) in &self.sources {

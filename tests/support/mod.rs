@@ -9,6 +9,7 @@ pub mod config;
 pub mod drip;
 pub mod mock;
 pub mod nats;
+pub mod registry;
 pub mod statsig;
 
 pub use amplitude::AmplitudeMock;
@@ -16,6 +17,7 @@ pub use config::{Config, Written, write_config};
 pub use drip::Drip;
 pub use mock::{Fault, MockRequest};
 pub use nats::{NatsCluster, NatsServer};
+pub use registry::OciRegistry;
 pub use statsig::StatsigMock;
 
 use std::collections::HashMap;

@@ -5,13 +5,15 @@
 //! component it pins by SHA-256, a detached minisign signature over the
 //! manifest ([`signing`]) and a README, as a directory or a tarball
 //! ([`package`]). Installed packages live in a [`store`], resolved by id
-//! and semver requirement. The manifest's settings become a JSON Schema
+//! and semver requirement; [`oci`] pushes and pulls them through an OCI
+//! registry. The manifest's settings become a JSON Schema
 //! that checks a destination's settings ([`settings`]).
 //!
 //! This crate reads and writes packages; it runs nothing. The host decides
 //! what to grant.
 
 pub mod manifest;
+pub mod oci;
 pub mod package;
 pub mod settings;
 pub mod signing;

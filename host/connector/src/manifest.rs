@@ -166,6 +166,11 @@ pub struct Setting {
     pub minimum: Option<f64>,
     #[serde(default)]
     pub maximum: Option<f64>,
+    /// A sample value, of the setting's shape (`"secret-…"` for a key
+    /// with a prefix): shown in docs, and what the conformance kit passes
+    /// when it is not given one. Never a real credential.
+    #[serde(default)]
+    pub example: Option<toml::Value>,
 }
 
 impl Setting {
@@ -369,6 +374,11 @@ impl Manifest {
                 if s.secret {
                     return bad(&format!("{key}.default"), "a secret setting cannot have a default".into());
                 }
+            }
+            if let Some(e) = &s.example
+                && let Err(m) = s.check(e)
+            {
+                return bad(&format!("{key}.example"), m);
             }
             for (j, choice) in s.choices.iter().flatten().enumerate() {
                 if let Err(m) = s.kind.check(choice) {

@@ -42,6 +42,9 @@ pub fn json_schema(manifest: &Manifest) -> Value {
         if let Some(d) = &s.default {
             obj.insert("default".into(), to_json(d));
         }
+        if let Some(e) = &s.example {
+            obj.insert("examples".into(), json!([to_json(e)]));
+        }
         if let Some(choices) = &s.choices {
             obj.insert("enum".into(), choices.iter().map(to_json).collect());
         }

@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use switchyard_connector::manifest::origin_of;
-use switchyard_connector::{OriginRequest, Reference, SignatureState, Store, TrustedKey};
+use switchyard_connector::oci;
+use switchyard_connector::{OriginRequest, Package, Reference, SignatureState, Store, StoreError, TrustedKey};
 use switchyard_runtime::capabilities::http::Origin;
 
 use super::{Config, DestinationConfig};
@@ -35,6 +36,51 @@ pub struct TrustConfig {
     /// Id prefixes this key may sign, e.g. `["com.amplitude."]`; `["*"]`
     /// for any.
     pub ids: Vec<String>,
+}
+
+/// `[[registries]]`: where connectors missing from the store are pulled
+/// from, as `<url>/<id>:<version>`.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// `host[:port]/path`, e.g. `registry.example.com/connectors`.
+    pub url: String,
+    /// Plain HTTP to a registry that is not on loopback.
+    #[serde(default)]
+    pub insecure: bool,
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Give it from the environment (`"${REGISTRY_PASSWORD}"`).
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for RegistryConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryConfig")
+            .field("url", &self.url)
+            .field("insecure", &self.insecure)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl RegistryConfig {
+    /// How to reach it.
+    pub fn access(&self) -> oci::Access {
+        oci::Access { insecure: self.insecure, username: self.username.clone(), password: self.password.clone() }
+    }
+
+    /// The repository of connector `id` in this registry.
+    ///
+    /// # Errors
+    ///
+    /// When `url` does not name a registry host.
+    pub fn repository(&self, id: &str) -> Result<oci::Reference, oci::OciError> {
+        let url = self.url.strip_prefix("oci://").unwrap_or(&self.url).trim_end_matches('/');
+        oci::parse_reference(&format!("{url}/{id}:latest"))
+    }
 }
 
 /// What a destination runs when it names a connector: the package as
@@ -63,6 +109,23 @@ pub struct Installed {
 }
 
 impl Installed {
+    /// What `manifest` says, with no grant reviewed yet.
+    pub fn of(m: &switchyard_connector::Manifest, signature: SignatureState) -> Installed {
+        Installed {
+            id: m.id.clone(),
+            version: m.version.to_string(),
+            name: m.name.clone(),
+            publisher: m.publisher.clone(),
+            signature,
+            sha256: m.component.sha256.clone(),
+            contract: m.contract.clone(),
+            requests_http: !m.capabilities.http.is_empty(),
+            requests_warehouse: m.capabilities.warehouse,
+            ungranted: Vec::new(),
+            exposure_events: m.experimentation.as_ref().map(|e| e.exposure_events.clone()).unwrap_or_default(),
+        }
+    }
+
     /// `id@version`.
     pub fn reference(&self) -> String {
         format!("{}@{}", self.id, self.version)
@@ -106,6 +169,7 @@ pub(super) fn resolve(config: &mut Config, interpolated: &HashSet<String>) -> Ve
     let mut bad = Vec::new();
     let keys = config.keys.clone();
     let trusted = config.trusted.clone();
+    let registries = config.registries.clone();
     for (i, d) in config.destinations.iter_mut().enumerate() {
         let at = |field: &str| format!("destinations[{i}].{field}");
         match (&d.connector, d.plugin.as_os_str().is_empty()) {
@@ -128,9 +192,14 @@ pub(super) fn resolve(config: &mut Config, interpolated: &HashSet<String>) -> Ve
             (Some(_), true) => {}
         }
         let has = |field: &str| keys.has(&at(field));
-        if let Err(problems) =
-            install(d, &store, &trusted, &|name| interpolated.contains(&at(&format!("settings.{name}"))), &has)
-        {
+        if let Err(problems) = install(
+            d,
+            &store,
+            &registries,
+            &trusted,
+            &|name| interpolated.contains(&at(&format!("settings.{name}"))),
+            &has,
+        ) {
             bad.extend(problems.into_iter().map(|(field, m)| (at(&field), format!("destination `{}`: {m}", d.name))));
         }
     }
@@ -147,6 +216,7 @@ pub(super) fn resolve(config: &mut Config, interpolated: &HashSet<String>) -> Ve
 fn install(
     d: &mut DestinationConfig,
     store: &Store,
+    registries: &[RegistryConfig],
     trusted: &[TrustedKey],
     from_env: &dyn Fn(&str) -> bool,
     has: &dyn Fn(&str) -> bool,
@@ -155,7 +225,14 @@ fn install(
     let written = d.connector.clone().unwrap_or_default();
     let reference: Reference =
         written.parse().map_err(|e: switchyard_connector::StoreError| one("connector", e.to_string()))?;
-    let package = store.resolve(&reference).map_err(|e| one("connector", e.to_string()))?;
+    let package = match store.resolve(&reference) {
+        Ok(p) => p,
+        Err(e @ (StoreError::NotInstalled { .. } | StoreError::NoMatch { .. })) if !registries.is_empty() => {
+            pull(&reference, registries, store, trusted, d.allow_unsigned)
+                .map_err(|pulling| one("connector", format!("{e}; {pulling}")))?
+        }
+        Err(e) => return Err(one("connector", e.to_string())),
+    };
     let signature = package.verify(trusted, d.allow_unsigned).map_err(|e| {
         let hint = match e {
             switchyard_connector::PackageError::Unsigned { .. } => {
@@ -260,18 +337,62 @@ fn install(
     }
     d.settings = settings;
     d.plugin = package.component_path();
-    d.installed = Some(std::sync::Arc::new(Installed {
-        id: m.id.clone(),
-        version: m.version.to_string(),
-        name: m.name.clone(),
-        publisher: m.publisher.clone(),
-        signature,
-        sha256: m.component.sha256.clone(),
-        contract: m.contract.clone(),
-        requests_http: !m.capabilities.http.is_empty(),
-        requests_warehouse: m.capabilities.warehouse,
-        ungranted,
-        exposure_events: m.experimentation.as_ref().map(|e| e.exposure_events.clone()).unwrap_or_default(),
-    }));
+    d.installed = Some(std::sync::Arc::new(Installed { ungranted, ..Installed::of(m, signature) }));
     Ok(())
+}
+
+/// Pulls the highest version matching `reference` from the first of
+/// `registries` that has one, verifies it and installs it in `store`.
+/// Runs on a thread of its own with its own runtime, so config loading
+/// stays synchronous wherever it is called from.
+///
+/// # Errors
+///
+/// What each registry answered, or why the pulled package was refused.
+fn pull(
+    reference: &Reference,
+    registries: &[RegistryConfig],
+    store: &Store,
+    trusted: &[TrustedKey],
+    allow_unsigned: bool,
+) -> Result<Package, String> {
+    let pulling = async {
+        let mut answers = Vec::new();
+        for r in registries {
+            let attempt = async {
+                let repository = r.repository(&reference.id)?;
+                let registry = oci::Registry::new(&repository, &r.access());
+                let at = registry.resolve(&repository, &reference.requirement).await?;
+                let staging = store.root().join(".pulls");
+                std::fs::create_dir_all(&staging)
+                    .map_err(|e| oci::OciError::Io { path: staging.clone(), message: e.to_string() })?;
+                let pulled = registry.pull(&at, &staging).await?;
+                let result = pulled.verify(trusted, allow_unsigned).map_err(oci::OciError::from).and_then(|_| {
+                    store
+                        .install(&pulled, false)
+                        .map_err(|e| oci::OciError::Io { path: store.root().to_owned(), message: e.to_string() })
+                });
+                let _ = std::fs::remove_dir_all(&pulled.dir);
+                let installed = result?;
+                tracing::info!(connector = %installed.manifest.reference(), from = %at.whole(), "pulled connector");
+                Ok::<Package, oci::OciError>(installed)
+            };
+            match attempt.await {
+                Ok(p) => return Ok(p),
+                Err(e) => answers.push(format!("registry {}: {e}", r.url)),
+            }
+        }
+        Err(answers.join("; "))
+    };
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start a runtime to pull: {e}"))?;
+            rt.block_on(pulling)
+        })
+        .join()
+        .unwrap_or_else(|_| Err("pulling panicked".into()))
+    })
 }

@@ -21,7 +21,7 @@ use toml::de::{DeArray, DeTable, DeValue};
 
 pub mod connector;
 
-pub use connector::{Installed, TrustConfig};
+pub use connector::{Installed, RegistryConfig, TrustConfig};
 
 use crate::ingest::settings::PublicUrl;
 use crate::normalize::EventType;
@@ -102,6 +102,10 @@ pub struct Config {
     /// `[[trust]]`: the publisher keys connector packages may be signed by.
     #[serde(default)]
     pub trust: Vec<TrustConfig>,
+    /// `[[registries]]`: OCI registries connectors are pulled from when
+    /// they are not installed, in order.
+    #[serde(default)]
+    pub registries: Vec<RegistryConfig>,
     /// Those keys, read.
     #[serde(skip)]
     pub trusted: Vec<switchyard_connector::TrustedKey>,
@@ -482,6 +486,9 @@ impl Default for Subscribe {
     }
 }
 
+/// The largest batch a destination can be configured to take.
+pub const MAX_BATCH_EVENTS: usize = 10_000;
+
 /// `batch = { max_events, linger_ms }`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -836,8 +843,8 @@ impl Config {
             } else if !names.insert(&d.name) {
                 fail("name", "another destination has this name".into());
             }
-            if d.batch.max_events == 0 || d.batch.max_events > 10_000 {
-                fail("batch.max_events", "batch.max_events must be between 1 and 10000".into());
+            if d.batch.max_events == 0 || d.batch.max_events > MAX_BATCH_EVENTS {
+                fail("batch.max_events", format!("batch.max_events must be between 1 and {MAX_BATCH_EVENTS}"));
             }
             if d.quota.memory_mb == 0 || d.quota.memory_mb > max_memory {
                 fail(

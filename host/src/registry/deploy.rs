@@ -185,7 +185,11 @@ pub async fn load(
 /// Checks a connector's loaded component against its manifest: the bytes
 /// loaded are the ones it pins, built for the contract it names, importing
 /// no capability it does not ask for.
-fn matches_manifest(installed: &Installed, plugin: &Plugin) -> Result<(), String> {
+///
+/// # Errors
+///
+/// The first mismatch, for a person.
+pub fn matches_manifest(installed: &Installed, plugin: &Plugin) -> Result<(), String> {
     if plugin.hash != installed.sha256 {
         return Err(format!(
             "the component loaded has SHA-256 {}, not the {} its manifest pins: it was changed after install",

@@ -1,14 +1,19 @@
 //! The commands around connector packages: `switchyard plugin keygen |
-//! sign | verify | pack | inspect` for the authors who publish them, and
-//! `switchyard connector install | list` for the operators who run them.
-//! Each prints what it did for a person; errors name the file.
+//! sign | verify | pack | push | inspect` for the authors who publish them,
+//! and `switchyard connector install | list` for the operators who run
+//! them. Each prints what it did for a person; errors name the file.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use switchyard_connector::oci;
 use switchyard_connector::package::{self, sha256_file};
 use switchyard_connector::signing::{self, SIGNATURE_FILE};
 use switchyard_connector::{OriginRequest, Package, SignatureState, Store, TrustedKey};
+
+pub mod conformance;
+pub mod harness;
+pub mod scaffold;
 
 use crate::config::Config;
 use crate::config::connector::store_dir;
@@ -174,8 +179,49 @@ pub fn inspect(source: &Path, config: Option<&Config>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `connector install`: verifies the package at `source` (directory or
-/// tarball) and copies it into `config`'s store (over the same version
+/// `plugin push`: uploads the package in `dir` (pinned; signed unless
+/// `allow_unsigned`) to the OCI `reference` (`registry/repo:version`),
+/// the tag defaulting to the package version.
+///
+/// # Errors
+///
+/// A stale pin, a missing signature, a tag that is not the version, or
+/// what the registry answers.
+pub async fn push(dir: &Path, reference: &str, access: &oci::Access, allow_unsigned: bool) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let package = Package::open(dir)?;
+    package.check_component().context("run `switchyard plugin sign` after building the component")?;
+    if package.signature.is_none() && !allow_unsigned {
+        bail!("{} is not signed: run `switchyard plugin sign` first", package.manifest.reference());
+    }
+    let version = package.manifest.version.to_string();
+    let mut at = oci::parse_reference(reference)?;
+    match at.tag() {
+        _ if at.digest().is_some() => bail!("{reference}: push to a tag (the version), not a digest"),
+        // `parse` fills in `latest` when no tag is written.
+        Some("latest") if !reference.ends_with(":latest") => {
+            at = oci::Reference::with_tag(at.registry().to_owned(), at.repository().to_owned(), version.clone());
+        }
+        Some(tag) if tag != version => {
+            bail!("{reference}: the tag must be the package version ({version}), which operators resolve by semver")
+        }
+        _ => {}
+    }
+    let registry = oci::Registry::new(&at, access);
+    let pushed = registry.push(&package, &at).await?;
+    println!(
+        "pushed {} -> {} in {} ms\n  component {} (application/wasm)\n  connector {} (referrer)",
+        package.manifest.reference(),
+        at.whole(),
+        started.elapsed().as_millis(),
+        pushed.component_digest,
+        pushed.connector_digest
+    );
+    Ok(())
+}
+
+/// `connector install`: verifies the package at `source` (directory,
+/// tarball or OCI reference) and copies it into `config`'s store (over the same version
 /// with other contents when `replace`), then prints what it asks for and
 /// the config that grants it: the permission review.
 ///
@@ -183,9 +229,10 @@ pub fn inspect(source: &Path, config: Option<&Config>) -> anyhow::Result<()> {
 ///
 /// A package that does not verify (tampered, badly signed), or a version
 /// already installed with other contents.
-pub fn install(source: &Path, config: &Config, replace: bool) -> anyhow::Result<()> {
+pub async fn install(source: &str, config: &Config, replace: bool) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    let opened = Opened::new(source)?;
+    let opened =
+        if Path::new(source).exists() { Opened::new(Path::new(source))? } else { Opened::pull(source, config).await? };
     let p = &opened.package;
     // Installing an untrusted package is allowed (a destination refuses to
     // run it without allow_unsigned); installing a broken one is not.
@@ -243,6 +290,22 @@ struct Opened {
 }
 
 impl Opened {
+    /// Pulls an OCI reference, with the credentials of the `[[registries]]`
+    /// entry on the same registry, if any.
+    async fn pull(source: &str, config: &Config) -> anyhow::Result<Opened> {
+        let at = oci::parse_reference(source).map_err(|e| anyhow::anyhow!("{source}: no such file, and {e}"))?;
+        let access = config
+            .registries
+            .iter()
+            .find(|r| r.repository("x").is_ok_and(|repo| repo.registry() == at.registry()))
+            .map(|r| r.access())
+            .unwrap_or_default();
+        let dir = TempDir(tempfile_dir()?);
+        let package = oci::Registry::new(&at, &access).pull(&at, &dir.0).await?;
+        println!("pulled {} from {}", package.manifest.reference(), at.whole());
+        Ok(Opened { package, _unpacked: Some(dir) })
+    }
+
     fn new(source: &Path) -> anyhow::Result<Opened> {
         if package::is_tarball(source) {
             let dir = TempDir(tempfile_dir()?);
@@ -256,6 +319,17 @@ impl Opened {
 
 /// A directory removed when dropped.
 struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A new, empty directory under the system's temporary directory.
+    fn new() -> anyhow::Result<TempDir> {
+        Ok(TempDir(tempfile_dir()?))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
 
 impl Drop for TempDir {
     fn drop(&mut self) {
@@ -354,7 +428,7 @@ fn grant_snippet(p: &Package) -> String {
 
 /// Writes `bytes` to `path` through a temporary file renamed over it, so a
 /// reader sees the old file or the new one.
-fn replace_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn replace_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let tmp = with_suffix(path, &format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
