@@ -312,3 +312,256 @@ async fn a_manifest_that_hides_an_import_or_an_unknown_signer_is_refused() {
         "{e}"
     );
 }
+
+/// A vendor pushes two versions to a real registry (Debian's
+/// `docker-registry` on loopback); the component is a standard CNCF Wasm
+/// artifact; a Switchyard with the registry in `[[registries]]` and an
+/// empty store pulls the highest matching version at start, verifies it
+/// and delivers; `connector install <oci-ref>` installs one by reference.
+#[tokio::test]
+async fn a_package_pushed_to_a_registry_is_pulled_by_name_and_version() {
+    let work = tempfile::tempdir().unwrap();
+    let registry = switchyard_tests::OciRegistry::start(work.path());
+    let repo = format!("{}/connectors/{WEBHOOK}", registry.host());
+    let dev_secret = workspace().join("target/dev-signing.key");
+    let first = unpacked_webhook(&work.path().join("v1"));
+    let (ok, out) = cli(&["plugin", "push", path(&first), &repo]);
+    assert!(ok && out.contains(&format!("-> {repo}:0.1.0")), "{out}\n{}", registry.logs());
+    let second = unpacked_webhook(&work.path().join("v5"));
+    edit_manifest(&second, "version = \"0.1.0\"", "version = \"0.5.0\"");
+    assert!(cli(&["plugin", "sign", path(&second), "--key", path(&dev_secret)]).0);
+    let (ok, out) = cli(&["plugin", "push", path(&second), &format!("{repo}:0.4.0")]);
+    assert!(!ok && out.contains("the tag must be the package version (0.5.0)"), "{out}");
+    let (ok, out) = cli(&["plugin", "push", path(&second), &repo]);
+    assert!(ok, "{out}");
+
+    // What standard Wasm tooling sees under the version tag.
+    let base = format!("http://{}/v2/connectors/{WEBHOOK}", registry.host());
+    let accept = [("accept", "application/vnd.oci.image.manifest.v1+json")];
+    let (status, manifest) = http(hyper::Method::GET, &format!("{base}/manifests/0.5.0"), &accept, Vec::new()).await;
+    assert_eq!(status, 200);
+    let manifest: Value = serde_json::from_slice(&manifest).unwrap();
+    assert_eq!(manifest["config"]["mediaType"], "application/vnd.wasm.config.v0+json", "{manifest}");
+    assert_eq!(manifest["layers"].as_array().map(Vec::len), Some(1), "{manifest}");
+    assert_eq!(manifest["layers"][0]["mediaType"], "application/wasm", "{manifest}");
+    let config_digest = manifest["config"]["digest"].as_str().unwrap();
+    let (_, config) = http(hyper::Method::GET, &format!("{base}/blobs/{config_digest}"), &[], Vec::new()).await;
+    let config: Value = serde_json::from_slice(&config).unwrap();
+    assert_eq!((config["architecture"].as_str(), config["os"].as_str()), (Some("wasm"), Some("wasip2")), "{config}");
+    let imports = config["component"]["imports"].as_array().unwrap();
+    assert!(imports.iter().any(|i| i.as_str().unwrap().starts_with("switchyard:destination/http@")), "{config}");
+    assert!(config["component"]["exports"].as_array().unwrap().iter().any(|e| e == "deliver"), "{config}");
+
+    // Pulled at start: nothing installed, the registry configured.
+    let op = Operator::new();
+    let receiver = Receiver::always(200).await;
+    let cfg = op.config().registry(&format!("{}/connectors", registry.host())).connector(
+        "hook",
+        &format!("{WEBHOOK}@>=0.1"),
+        &hook(&receiver, ""),
+    );
+    let sy = Switchyard::start(&cfg.build()).await;
+    let (ids, body) = events("oci", 20);
+    assert_eq!(post_json(&sy.url("/v1/batch"), Some("wk"), &body).await.0, 200);
+    eventually(WAIT, "delivered through the pulled package", || {
+        let got = receiver.message_ids();
+        ids.iter().all(|id| got.contains(id))
+    })
+    .await;
+    let list = destinations(&sy).await;
+    assert_eq!(list["destinations"][0]["connector"]["version"], "0.5.0", "the highest match: {list}");
+    assert!(sy.logs().contains("pulled connector"), "{}", sy.logs());
+    assert!(op.data().join("connectors").join(WEBHOOK).join("0.5.0").join("connector.toml").exists());
+
+    // By reference, into another store; and a reference that is not there.
+    let other = Operator::new();
+    let config = other.write(&other.config());
+    let (ok, out) = cli(&["connector", "install", &format!("{repo}:0.1.0"), "--config", path(&config)]);
+    assert!(ok && out.contains("installed dev.switchyard.webhook@0.1.0") && out.contains("signed by dev"), "{out}");
+    let missing = format!("{}/connectors/dev.switchyard.nope:1.0.0", registry.host());
+    let (ok, out) = cli(&["connector", "install", &missing, "--config", path(&config)]);
+    assert!(!ok && out.contains(&missing), "names the reference: {out}");
+    let e = other
+        .validate(&other.config().registry(&format!("{}/connectors", registry.host())).connector(
+            "hook",
+            &format!("{WEBHOOK}@^9"),
+            &hook(&receiver, ""),
+        ))
+        .unwrap_err();
+    assert!(e.contains("no version matches ^9 (versions: 0.1.0, 0.5.0)"), "{e}");
+}
+
+/// The first-party packages, as `./x plugins` signed them.
+fn first_party(wasm: &str) -> PathBuf {
+    let dir = workspace().join("target/connectors/src").join(wasm);
+    assert!(dir.exists(), "{} is missing: run `./x plugins` first (`./x test` does)", dir.display());
+    dir
+}
+
+/// The conformance kit passes every first-party connector, and fails a
+/// deliberately broken plugin for each contract breach it is built to
+/// catch: the wrong number of outcomes, a request to an undeclared host.
+#[tokio::test]
+async fn the_conformance_kit_passes_first_party_connectors_and_fails_broken_ones() {
+    let reports = tempfile::tempdir().unwrap();
+    for wasm in ["webhook_destination", "amplitude_destination", "statsig_destination", "warehouse_destination"] {
+        let report = reports.path().join(format!("{wasm}.md"));
+        let (ok, out) = cli(&["plugin", "test", path(&first_party(wasm)), "--report", path(&report)]);
+        assert!(ok, "{wasm} must pass the kit:\n{out}");
+        let text = std::fs::read_to_string(&report).unwrap();
+        assert!(text.starts_with("# Conformance report: dev.switchyard."), "{text}");
+        assert!(text.contains(" 0 failed"), "{text}");
+        assert!(text.contains("| HTTP 503: retried, not delivered |"), "{text}");
+    }
+
+    let hostile = switchyard_tests::plugin("hostile_destination");
+    let (ok, out) = cli(&["plugin", "test", path(&hostile), "--setting", "mode=wrong-count"]);
+    assert!(!ok && out.contains("wrong outcome count"), "{out}");
+    let (ok, out) = cli(&[
+        "plugin",
+        "test",
+        path(&hostile),
+        "--setting",
+        "mode=forbidden-host",
+        "--setting",
+        "url=https://undeclared.example/steal",
+        "--allow-http",
+        "https://declared.example",
+    ]);
+    assert!(
+        !ok && out.contains("a request outside the origins its manifest asks for")
+            && out.contains("undeclared.example"),
+        "{out}"
+    );
+}
+
+/// `plugin run` prints each request and each event's outcome from a
+/// script of answers; a secret setting is never printed.
+#[tokio::test]
+async fn plugin_run_shows_requests_and_outcomes_from_scripted_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    std::fs::write(
+        &events,
+        "{\"type\":\"track\",\"event\":\"Signed Up\",\"userId\":\"user-0001\",\"messageId\":\"run-1\"}\n\
+         {\"type\":\"identify\",\"userId\":\"user-0002\",\"messageId\":\"run-2\",\"traits\":{\"plan\":\"pro\"}}\n",
+    )
+    .unwrap();
+    let answers = dir.path().join("answers.json");
+    std::fs::write(&answers, r#"[{"status": 429, "headers": {"retry-after": "3"}}, {"status": 200}]"#).unwrap();
+    let amplitude = first_party("amplitude_destination");
+    let (ok, out) = cli(&[
+        "plugin",
+        "run",
+        path(&amplitude),
+        "--events",
+        path(&events),
+        "--responses",
+        path(&answers),
+        "--setting",
+        "api_key=sekrit-amp-key-1234",
+        "--batch",
+        "1",
+    ]);
+    assert!(ok, "{out}");
+    assert!(out.contains("-> POST https://api2.amplitude.com/2/httpapi"), "{out}");
+    assert!(out.contains("<- 429 (scripted)") && out.contains("<- 200 (scripted)"), "{out}");
+    assert!(out.contains("run-1 track    retry after 3000 ms"), "{out}");
+    assert!(out.contains("run-2 identify delivered"), "{out}");
+    assert!(!out.contains("sekrit-amp-key-1234") && out.contains("[secret]"), "{out}");
+
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"type\":\"track\",\"userId\":\"u\"}\n").unwrap();
+    let (ok, out) = cli(&["plugin", "run", path(&amplitude), "--events", path(&bad), "--setting", "api_key=k"]);
+    assert!(!ok && out.contains("bad.jsonl:1: the tracking API would refuse this event"), "{out}");
+}
+
+/// An author's whole path from nothing: `plugin new` → the crate's own
+/// tests → `build` → `test` → `sign` → `push` to a real registry; a
+/// Switchyard that has never seen it pulls it by name and delivers.
+#[tokio::test]
+async fn an_author_goes_from_plugin_new_to_a_pulled_and_delivering_connector() {
+    if switchyard_tests::nats::jetstream_run() {
+        return; // nothing here depends on the log: once is enough
+    }
+    let work = tempfile::tempdir().unwrap();
+    let sdk = workspace().join("plugin-sdk");
+    let (ok, out) = cli(&[
+        "plugin",
+        "new",
+        "acme-hook",
+        "--id",
+        "com.acme.hook",
+        "--publisher",
+        "Acme",
+        "--sdk",
+        path(&sdk),
+        "--dir",
+        path(work.path()),
+    ]);
+    assert!(ok, "{out}");
+    let crate_dir = work.path().join("acme-hook");
+    // The workspace's lock file keeps dependency versions (and so the
+    // compiled artifacts in the shared target dir) the same.
+    std::fs::copy(workspace().join("Cargo.lock"), crate_dir.join("Cargo.lock")).unwrap();
+    let target = workspace().join("target");
+    let cargo = |args: &[&str]| {
+        let out = Command::new("cargo")
+            .args(args)
+            .current_dir(&crate_dir)
+            .env("CARGO_TARGET_DIR", &target)
+            .output()
+            .expect("run cargo");
+        (
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )
+    };
+    let (ok, out) = cargo(&["test", "--quiet"]);
+    assert!(ok && out.contains("3 passed"), "the template's own tests pass out of the box:\n{out}");
+    let build = Command::new(binary())
+        .args(["plugin", "build", path(&crate_dir)])
+        .env("CARGO_TARGET_DIR", &target)
+        .output()
+        .expect("plugin build");
+    let text = format!("{}{}", String::from_utf8_lossy(&build.stdout), String::from_utf8_lossy(&build.stderr));
+    assert!(build.status.success() && text.contains("built com.acme.hook@0.1.0"), "{text}");
+    assert!(text.contains("imports http"), "{text}");
+    let (ok, out) = cli(&["plugin", "test", path(&crate_dir)]);
+    assert!(ok && out.contains(" 0 failed"), "the template passes the conformance kit:\n{out}");
+
+    let key = work.path().join("acme");
+    assert!(cli(&["plugin", "keygen", path(&key)]).0);
+    let (ok, out) = cli(&["plugin", "sign", path(&crate_dir), "--key", path(&key.with_extension("key"))]);
+    assert!(ok, "{out}");
+    let registry = switchyard_tests::OciRegistry::start(work.path());
+    let (ok, out) = cli(&["plugin", "push", path(&crate_dir), &format!("{}/vendors/com.acme.hook", registry.host())]);
+    assert!(ok, "{out}\n{}", registry.logs());
+
+    let op = Operator::new();
+    let receiver = Receiver::always(200).await;
+    let cfg = op
+        .config()
+        .trust("acme", &key.with_extension("pub"), "com.acme.")
+        .registry(&format!("{}/vendors", registry.host()))
+        .connector(
+            "acme",
+            "com.acme.hook@^0.1",
+            &format!(
+                "settings = {{ url = \"{0}/in\", api_key = \"${{ACME_KEY}}\" }}\nallow_http = [\"{0}\"]\n\
+                 batch = {{ max_events = 10, linger_ms = 5 }}",
+                receiver.origin()
+            ),
+        );
+    let sy = Switchyard::start_with_env(&cfg.build(), &[("ACME_KEY", "acme-secret-9")]).await;
+    let (ids, body) = events("acme", 15);
+    assert_eq!(post_json(&sy.url("/v1/batch"), Some("wk"), &body).await.0, 200);
+    eventually(WAIT, "delivered through the vendor's connector", || {
+        let got = receiver.message_ids();
+        ids.iter().all(|id| got.contains(id))
+    })
+    .await;
+    let list = destinations(&sy).await;
+    assert_eq!(list["destinations"][0]["connector"]["publisher"], "Acme", "{list}");
+    assert!(list["destinations"][0]["connector"]["signature"].as_str().unwrap().contains("signed by acme"), "{list}");
+}
