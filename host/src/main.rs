@@ -208,8 +208,8 @@ enum PluginCommand {
     /// Show what a package is and asks for: manifest, capabilities, settings
     /// schema, signature, the component's contract and imports.
     Inspect {
-        /// A package directory or tarball.
-        package: PathBuf,
+        /// A package directory, tarball or OCI reference.
+        package: String,
         /// Check its signature against this config's [[trust]].
         #[arg(long, short)]
         config: Option<PathBuf>,
@@ -382,7 +382,7 @@ async fn plugin(command: PluginCommand) -> anyhow::Result<()> {
         PluginCommand::Pack { dir, out, allow_unsigned } => {
             connectors::pack(&dir, out.as_deref(), allow_unsigned).map(drop)
         }
-        PluginCommand::Inspect { package, config: path } => connectors::inspect(&package, config(path)?.as_ref()),
+        PluginCommand::Inspect { package, config: path } => connectors::inspect(&package, config(path)?.as_ref()).await,
         PluginCommand::Push { dir, reference, insecure, username, password, allow_unsigned } => {
             let access = switchyard_connector::oci::Access { insecure, username, password };
             connectors::push(&dir, &reference, &access, allow_unsigned).await

@@ -535,8 +535,13 @@ async fn an_author_goes_from_plugin_new_to_a_pulled_and_delivering_connector() {
     let (ok, out) = cli(&["plugin", "sign", path(&crate_dir), "--key", path(&key.with_extension("key"))]);
     assert!(ok, "{out}");
     let registry = switchyard_tests::OciRegistry::start(work.path());
-    let (ok, out) = cli(&["plugin", "push", path(&crate_dir), &format!("{}/vendors/com.acme.hook", registry.host())]);
+    let (ok, out) = cli(&["plugin", "pack", path(&crate_dir), "--out", path(work.path())]);
+    assert!(ok && out.contains("packed com.acme.hook@0.1.0"), "{out}");
+    let repo = format!("{}/vendors/com.acme.hook", registry.host());
+    let (ok, out) = cli(&["plugin", "push", path(&crate_dir), &repo]);
     assert!(ok, "{out}\n{}", registry.logs());
+    let (ok, out) = cli(&["plugin", "inspect", &format!("{repo}:0.1.0")]);
+    assert!(ok && out.contains("publisher:  Acme") && out.contains("imports:    http"), "{out}");
 
     let op = Operator::new();
     let receiver = Receiver::always(200).await;

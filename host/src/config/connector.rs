@@ -57,12 +57,8 @@ pub struct RegistryConfig {
 
 impl std::fmt::Debug for RegistryConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RegistryConfig")
-            .field("url", &self.url)
-            .field("insecure", &self.insecure)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .finish()
+        // `Access` never shows the password.
+        f.debug_struct("RegistryConfig").field("url", &self.url).field("access", &self.access()).finish()
     }
 }
 

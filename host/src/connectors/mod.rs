@@ -129,15 +129,16 @@ pub fn pack(dir: &Path, out: Option<&Path>, allow_unsigned: bool) -> anyhow::Res
     Ok(out)
 }
 
-/// `plugin inspect`: what a package is and asks for — manifest, requested
-/// capabilities, settings schema, signature and signer, and the contract
-/// and imports of its component (compiled to read them).
+/// `plugin inspect`: what a package (directory, tarball or OCI reference)
+/// is and asks for — manifest, requested capabilities, settings schema,
+/// signature and signer, and the contract and imports of its component
+/// (compiled to read them).
 ///
 /// # Errors
 ///
 /// A package that cannot be read, or a component that does not load.
-pub fn inspect(source: &Path, config: Option<&Config>) -> anyhow::Result<()> {
-    let opened = Opened::new(source)?;
+pub async fn inspect(source: &str, config: Option<&Config>) -> anyhow::Result<()> {
+    let opened = Opened::any(source, config).await?;
     let p = &opened.package;
     let m = &p.manifest;
     println!("{} {} — {}", m.id, m.version, m.name);
@@ -231,8 +232,7 @@ pub async fn push(dir: &Path, reference: &str, access: &oci::Access, allow_unsig
 /// already installed with other contents.
 pub async fn install(source: &str, config: &Config, replace: bool) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    let opened =
-        if Path::new(source).exists() { Opened::new(Path::new(source))? } else { Opened::pull(source, config).await? };
+    let opened = Opened::any(source, Some(config)).await?;
     let p = &opened.package;
     // Installing an untrusted package is allowed (a destination refuses to
     // run it without allow_unsigned); installing a broken one is not.
@@ -290,13 +290,19 @@ struct Opened {
 }
 
 impl Opened {
+    /// A directory or tarball when `source` is a path, else an OCI
+    /// reference pulled.
+    async fn any(source: &str, config: Option<&Config>) -> anyhow::Result<Opened> {
+        if Path::new(source).exists() { Opened::new(Path::new(source)) } else { Opened::pull(source, config).await }
+    }
+
     /// Pulls an OCI reference, with the credentials of the `[[registries]]`
     /// entry on the same registry, if any.
-    async fn pull(source: &str, config: &Config) -> anyhow::Result<Opened> {
+    async fn pull(source: &str, config: Option<&Config>) -> anyhow::Result<Opened> {
         let at = oci::parse_reference(source).map_err(|e| anyhow::anyhow!("{source}: no such file, and {e}"))?;
         let access = config
-            .registries
-            .iter()
+            .into_iter()
+            .flat_map(|c| &c.registries)
             .find(|r| r.repository("x").is_ok_and(|repo| repo.registry() == at.registry()))
             .map(|r| r.access())
             .unwrap_or_default();
