@@ -9,6 +9,7 @@ mod connectors;
 mod contract;
 mod durability;
 mod faults;
+mod filters;
 mod hostile;
 mod jetstream;
 mod reload;

@@ -453,6 +453,10 @@ pub struct DestinationConfig {
     pub warehouse: Option<WarehouseUrl>,
     #[serde(default)]
     pub subscribe: Subscribe,
+    /// `[[destinations.filters]]`: Segment's destination filters (an FQL
+    /// `if`, then drop, sample, drop or allow properties).
+    #[serde(default)]
+    pub filters: Vec<switchyard_governance::FilterConfig>,
     #[serde(default)]
     pub batch: BatchConfig,
     #[serde(default)]
@@ -473,16 +477,58 @@ fn empty_table() -> toml::Table {
     toml::Table::new()
 }
 
-/// `subscribe = { types = [...] }`: which events a destination receives.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+/// `subscribe`: which events a destination receives. Either a table,
+/// `subscribe = { types = ["track"], if = "event = 'Order Completed'" }`,
+/// or an FQL condition alone, `subscribe = "type = 'track'"` (as Segment's
+/// Actions write subscriptions).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Subscribe {
     pub types: BTreeSet<EventType>,
+    /// An FQL condition an event must also satisfy.
+    pub condition: Option<String>,
 }
 
 impl Default for Subscribe {
     fn default() -> Self {
-        Subscribe { types: EventType::ALL.into_iter().collect() }
+        Subscribe { types: EventType::ALL.into_iter().collect(), condition: None }
+    }
+}
+
+impl<'de> Deserialize<'de> for Subscribe {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Subscribe, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Table {
+            #[serde(default = "all_types")]
+            types: BTreeSet<EventType>,
+            #[serde(default, rename = "if")]
+            condition: Option<String>,
+        }
+
+        fn all_types() -> BTreeSet<EventType> {
+            EventType::ALL.into_iter().collect()
+        }
+
+        struct Form;
+
+        impl<'de> serde::de::Visitor<'de> for Form {
+            type Value = Subscribe;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an FQL condition, or a table { types = [...], if = \"...\" }")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Subscribe, E> {
+                Ok(Subscribe { types: all_types(), condition: Some(v.to_owned()) })
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Subscribe, A::Error> {
+                let t = Table::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(Subscribe { types: t.types, condition: t.condition })
+            }
+        }
+
+        deserializer.deserialize_any(Form)
     }
 }
 
@@ -888,6 +934,20 @@ impl Config {
             }
             if d.subscribe.types.is_empty() {
                 fail("subscribe.types", "subscribe.types is empty: the destination would receive nothing".into());
+            }
+            if let Some(condition) = &d.subscribe.condition
+                && let Err(e) = switchyard_governance::Query::compile(condition)
+            {
+                fail("subscribe", format!("subscribe: FQL {e}"));
+            }
+            for (j, filter) in d.filters.iter().enumerate() {
+                if let Err((_, e)) = switchyard_governance::Filters::compile(std::slice::from_ref(filter)) {
+                    let field = match e {
+                        switchyard_governance::filter::FilterError::Condition(_) => "if",
+                        _ => "actions",
+                    };
+                    fail(&format!("filters[{j}].{field}"), format!("filters[{j}]: {e}"));
+                }
             }
         }
         bad

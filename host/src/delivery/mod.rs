@@ -55,7 +55,7 @@ pub mod quarantine;
 pub mod retry;
 pub mod subscription;
 
-pub use subscription::Subscription;
+pub use subscription::{Selection, Subscription};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -376,11 +376,14 @@ impl<C: Consumer> Worker<C> {
             }
         };
         let retried = self.retrying.remove(&seq);
-        if !self.deploy.subscription.wants(&event) {
-            EventFiltered { stats: &self.stats }.emit();
-            self.consumer.ack(seq);
-            return;
-        }
+        let event = match self.deploy.subscription.select(event) {
+            Selection::Deliver(event) => event,
+            Selection::Skip => {
+                EventFiltered { stats: &self.stats }.emit();
+                self.consumer.ack(seq);
+                return;
+            }
+        };
         let mut pending = Pending::new(seq, Arc::new(event));
         match retried {
             Some((attempts, first_failure)) => (pending.attempts, pending.first_failure) = (attempts, first_failure),
@@ -719,7 +722,7 @@ pub(crate) mod tests {
             plugin,
             grants,
             settings_json: format!(r#"{{"url":"{origin}/hook"}}"#),
-            subscription: Subscription { name: "hook".into(), types: EventType::ALL.into_iter().collect() },
+            subscription: Subscription::of_types("hook", EventType::ALL.into_iter().collect()),
             batch: BatchConfig { max_events: 10, linger_ms: 5 },
             retry: RetryConfig { initial_backoff_ms: 10, max_backoff_ms: 40, ..RetryConfig::default() },
             max_concurrent_calls: 2,

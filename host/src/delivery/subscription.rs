@@ -1,9 +1,11 @@
-//! Which events a destination receives: its subscribed event types and
-//! what each event's `integrations` object says about it.
+//! Which events a destination receives, and in what shape: its subscribed
+//! event types, what each event's `integrations` object says about it, its
+//! FQL subscription condition, then its destination filters.
 
 use std::collections::BTreeSet;
 
 use serde_json::Value;
+use switchyard_governance::{Filters, Query, Verdict};
 
 use crate::normalize::{Envelope, EventType};
 
@@ -14,9 +16,56 @@ pub struct Subscription {
     /// of an event's `integrations` object.
     pub name: String,
     pub types: BTreeSet<EventType>,
+    /// `subscribe`'s FQL condition.
+    pub condition: Option<Query>,
+    pub filters: Filters,
+}
+
+/// What [`Subscription::select`] decided.
+#[derive(Debug)]
+pub enum Selection {
+    /// Not for this destination (not subscribed, or filtered out).
+    Skip,
+    /// Deliver this: the event, or its filtered rewrite.
+    Deliver(Envelope),
 }
 
 impl Subscription {
+    /// A subscription with no condition and no filters.
+    pub fn of_types(name: &str, types: BTreeSet<EventType>) -> Subscription {
+        Subscription { name: name.to_owned(), types, condition: None, filters: Filters::default() }
+    }
+
+    /// Whether `event` goes to this destination ([`Subscription::wants`],
+    /// then the FQL condition), and in what shape (the filters). The
+    /// condition and filters apply to replayed dead letters too, so a
+    /// filter that keeps a field from a destination keeps it from replays.
+    /// A condition that fails to evaluate skips the event (fail closed).
+    pub fn select(&self, mut event: Envelope) -> Selection {
+        if !self.wants(&event) {
+            return Selection::Skip;
+        }
+        if self.condition.is_none() && self.filters.is_empty() {
+            return Selection::Deliver(event);
+        }
+        let Ok(parsed) = serde_json::from_str::<Value>(&event.json) else { return Selection::Skip };
+        if let Some(c) = &self.condition
+            && !c.matches(&parsed)
+        {
+            return Selection::Skip;
+        }
+        match self.filters.apply_parsed(parsed) {
+            Verdict::Keep => Selection::Deliver(event),
+            Verdict::Rewrite(json) => {
+                // Filters never remove the fields the envelope mirrors
+                // (ids, type, name): only the JSON changes.
+                event.json = json;
+                Selection::Deliver(event)
+            }
+            Verdict::Drop(_) => Selection::Skip,
+        }
+    }
+
     /// Whether `event` goes to this destination: its type is subscribed, and
     /// its `integrations` object enables it (its own key if present, else
     /// `All`, else yes). A per-destination value that is an object means
@@ -65,7 +114,7 @@ mod tests {
 
     #[test]
     fn subscriptions_follow_types_and_integrations() {
-        let s = Subscription { name: "Amplitude".into(), types: [EventType::Track].into_iter().collect() };
+        let s = Subscription::of_types("Amplitude", [EventType::Track].into_iter().collect());
         assert!(s.wants(&event(EventType::Track, None)));
         assert!(!s.wants(&event(EventType::Identify, None)));
         assert!(!s.wants(&event(EventType::Track, Some(json!({"All": false})))));

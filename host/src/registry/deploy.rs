@@ -14,6 +14,7 @@ use switchyard_runtime::redact::Redactor;
 use switchyard_runtime::{CallError, EPOCH_TICK, Grants, Plugin, Runtime, RuntimeOptions};
 
 use crate::config::{Config, DestinationConfig, Installed};
+use crate::delivery::Subscription;
 use crate::metrics::WarehouseStats;
 
 /// Makes each destination's HTTP transport. A destination gets its own, so
@@ -93,6 +94,24 @@ pub fn grants_for(
         cpu_ticks: q.cpu_ms_per_call.div_ceil(tick).max(1),
         call_timeout: Duration::from_millis(q.call_timeout_ms),
     })
+}
+
+/// A destination's subscription: its types, its FQL condition and its
+/// filters, compiled. The config load already refused any that does not
+/// compile; should one fail here anyway, the destination receives nothing
+/// rather than unfiltered events (filters keep personal data out).
+pub fn subscription_for(d: &DestinationConfig) -> Subscription {
+    let mut s = Subscription::of_types(&d.name, d.subscribe.types.clone());
+    let condition = d.subscribe.condition.as_deref().map(switchyard_governance::Query::compile).transpose();
+    let filters = switchyard_governance::Filters::compile(&d.filters);
+    match (condition, filters) {
+        (Ok(condition), Ok(filters)) => (s.condition, s.filters) = (condition, filters),
+        _ => {
+            tracing::error!(destination = %d.name, "subscription or filters do not compile: delivering nothing");
+            s.types.clear();
+        }
+    }
+    s
 }
 
 /// The settings table as the JSON object `init` receives.

@@ -27,7 +27,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 pub mod deploy;
 
-use deploy::{TransportFactory, grants_for, settings_json};
+use deploy::{TransportFactory, grants_for, settings_json, subscription_for};
 use switchyard_log::{ConsumerOptions, EventLog, LocalLog};
 use switchyard_runtime::capabilities::http::Transport;
 use switchyard_runtime::{Plugin, Runtime};
@@ -36,7 +36,6 @@ use tokio::task::JoinHandle;
 
 use crate::config::{BatchConfig, Config, DestinationConfig};
 use crate::deadletter::DeadLetters;
-use crate::delivery::Subscription;
 use crate::delivery::{CatchUp, Deploy, WorkerSpec, run_worker};
 use crate::executor::{Executor, Priority};
 use crate::ingest::cors::Cors;
@@ -381,7 +380,7 @@ impl<L: EventLog> Registry<L> {
             plugin: c.plugin.clone(),
             grants: grants_for(d, &config.redactor, transport.clone(), stats.warehouse.clone()),
             settings_json: settings_json(d),
-            subscription: Subscription { name: d.name.clone(), types: d.subscribe.types.clone() },
+            subscription: subscription_for(d),
             // Ordered, nothing more arrives while a batch forms (the
             // consumer hands out one batch at a time): lingering would
             // only delay it.
