@@ -68,6 +68,12 @@ impl RegistryConfig {
         oci::Access { insecure: self.insecure, username: self.username.clone(), password: self.password.clone() }
     }
 
+    /// The registry's `host[:port]`.
+    pub fn host(&self) -> &str {
+        let url = self.url.strip_prefix("oci://").unwrap_or(&self.url);
+        url.split('/').next().unwrap_or(url)
+    }
+
     /// The repository of connector `id` in this registry.
     ///
     /// # Errors

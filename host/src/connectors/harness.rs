@@ -318,24 +318,28 @@ pub fn read_events(path: &Path, text: &str) -> anyhow::Result<Vec<Arc<Envelope>>
             .map(|(i, l)| (format!("{}:{}", path.display(), i + 1), l.to_owned()))
             .collect(),
     };
-    let source: Arc<str> = Arc::from("plugin-run");
-    let now = chrono::Utc::now();
-    raws.iter()
-        .map(|(at, raw)| {
-            normalize(raw, None, &BatchMeta::default(), now, &source)
-                .map(Arc::new)
-                .map_err(|e| anyhow::anyhow!("{at}: the tracking API would refuse this event: {e}"))
-        })
-        .collect()
+    normalize_all("plugin-run", raws)
 }
 
 /// Events as JSON values, normalized (for the kit's built-in cases).
-pub fn envelopes(events: &[serde_json::Value]) -> Vec<Arc<Envelope>> {
-    let source: Arc<str> = Arc::from("conformance");
+///
+/// # Errors
+///
+/// The first event the tracking API would refuse, by index.
+pub fn envelopes(events: &[serde_json::Value]) -> anyhow::Result<Vec<Arc<Envelope>>> {
+    normalize_all("conformance", events.iter().enumerate().map(|(i, e)| (format!("event {i}"), e.to_string())))
+}
+
+/// Normalizes (label, JSON text) pairs as from source `source`.
+fn normalize_all(source: &str, raws: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Vec<Arc<Envelope>>> {
+    let source: Arc<str> = Arc::from(source);
     let now = chrono::Utc::now();
-    events
-        .iter()
-        .filter_map(|e| normalize(&e.to_string(), None, &BatchMeta::default(), now, &source).ok().map(Arc::new))
+    raws.into_iter()
+        .map(|(at, raw)| {
+            normalize(&raw, None, &BatchMeta::default(), now, &source)
+                .map(Arc::new)
+                .map_err(|e| anyhow::anyhow!("{at}: the tracking API would refuse this event: {e}"))
+        })
         .collect()
 }
 

@@ -303,7 +303,7 @@ impl Opened {
         let access = config
             .into_iter()
             .flat_map(|c| &c.registries)
-            .find(|r| r.repository("x").is_ok_and(|repo| repo.registry() == at.registry()))
+            .find(|r| r.host() == at.registry())
             .map(|r| r.access())
             .unwrap_or_default();
         let dir = TempDir(tempfile_dir()?);

@@ -138,22 +138,7 @@ impl Parser {
                 self.expect(&Token::RParen, "`)`")?;
                 Ok(e)
             }
-            Token::LBracket => {
-                let mut items = Vec::new();
-                if self.peek() != Some(&Token::RBracket) {
-                    loop {
-                        // A list nests through `or` so its depth counts.
-                        items.push(self.or()?);
-                        if self.peek() == Some(&Token::Comma) {
-                            self.pos += 1;
-                        } else {
-                            break;
-                        }
-                    }
-                }
-                self.expect(&Token::RBracket, "`]` or `,`")?;
-                Ok(Expr::List(items))
-            }
+            Token::LBracket => Ok(Expr::List(self.items(&Token::RBracket, "`]` or `,`")?)),
             Token::Ident { text, escaped } => {
                 if !escaped {
                     match text.as_str() {
@@ -184,13 +169,14 @@ impl Parser {
         }
     }
 
-    fn call(&mut self, at: usize, name: &str) -> Result<Expr, FqlError> {
-        let func = Func::named(name).ok_or_else(|| FqlError::at(at, format!("unknown function `{name}`")))?;
-        self.pos += 1; // `(`
-        let mut args = Vec::new();
-        if self.peek() != Some(&Token::RParen) {
+    /// Comma-separated expressions up to `close` (consumed): a list's
+    /// members or a call's arguments. Each goes through `or`, so its
+    /// nesting counts towards the depth limit.
+    fn items(&mut self, close: &Token, what: &str) -> Result<Vec<Expr>, FqlError> {
+        let mut items = Vec::new();
+        if self.peek() != Some(close) {
             loop {
-                args.push(self.or()?);
+                items.push(self.or()?);
                 if self.peek() == Some(&Token::Comma) {
                     self.pos += 1;
                 } else {
@@ -198,7 +184,14 @@ impl Parser {
                 }
             }
         }
-        self.expect(&Token::RParen, "`)` or `,`")?;
+        self.expect(close, what)?;
+        Ok(items)
+    }
+
+    fn call(&mut self, at: usize, name: &str) -> Result<Expr, FqlError> {
+        let func = Func::named(name).ok_or_else(|| FqlError::at(at, format!("unknown function `{name}`")))?;
+        self.pos += 1; // `(`
+        let args = self.items(&Token::RParen, "`)` or `,`")?;
         if args.len() != func.arity() {
             return Err(FqlError::at(
                 at,
