@@ -95,6 +95,13 @@ async fn serve<L: EventLog>(
     // The tracking and admin APIs run on threads no plugin code runs on.
     let api = Executor::new("switchyard-api", config.server.api_threads.unwrap_or_else(cores))
         .context("starting the API threads")?;
+    // The admin listener is bound first: once the tracking API accepts a
+    // connection, /admin and /metrics are bound too (readiness probes and
+    // tests poll the tracking port, then ask the admin API).
+    let admin_listener = match config.server.admin_listen {
+        Some(admin) => Some(bind(admin).with_context(|| format!("binding admin API to {admin}"))?),
+        None => None,
+    };
     let listener =
         bind(config.server.listen).with_context(|| format!("binding tracking API to {}", config.server.listen))?;
     let addr = listener.local_addr()?;
@@ -103,8 +110,7 @@ async fn serve<L: EventLog>(
     let mut servers = Vec::new();
     let (i, stop) = (ingest.clone(), http_stop_rx.clone());
     servers.push(api.spawn(async move { i.serve(TcpListener::from_std(listener)?, stop).await }));
-    if let Some(admin) = config.server.admin_listen {
-        let listener = bind(admin).with_context(|| format!("binding admin API to {admin}"))?;
+    if let Some(listener) = admin_listener {
         tracing::info!(addr = %listener.local_addr()?, "admin API and /metrics listening");
         let state = Arc::new(crate::admin::AdminState {
             metrics: metrics.clone(),
