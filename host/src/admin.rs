@@ -10,6 +10,8 @@
 //! | GET | `/admin/destinations/{name}/dead-letters` | lists up to 1000 dead letters and the total |
 //! | POST | `/admin/destinations/{name}/dead-letters/replay?limit=N` | replays up to N (default 1000) |
 //! | POST | `/admin/reload` | reads the config file and plugins again and applies what changed, all or nothing |
+//! | GET | `/admin/sources/{name}/violations` | what the source's tracking plan found: counts per event, field and kind, last seen, latest payloads |
+//! | GET | `/admin/audit` | orphaned destinations, PII they receive, unused grants, removed destinations holding events, sources without a plan |
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -26,8 +28,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::admin_api::{
-    DeadLetterPage, DeadLetterView, DestinationList, DestinationView, ErrorReply, HealthReply, PauseReply, PluginView,
-    PurgeReply, ReadyReply, RefusalView, ReloadChanges, ReloadReply, ReplayReply,
+    AuditReport, DeadLetterPage, DeadLetterView, DestinationList, DestinationView, ErrorReply, HealthReply, PauseReply,
+    PluginView, PurgeReply, ReadyReply, RefusalView, ReloadChanges, ReloadReply, ReplayReply, ViolationList,
+    ViolationView,
 };
 use crate::metrics::Metrics;
 use crate::registry::{ActionError, Registry};
@@ -40,6 +43,8 @@ pub struct AdminState<L: EventLog = LocalLog> {
     pub registry: Arc<Registry<L>>,
     /// Set once the server has begun to shut down.
     pub stopping: Arc<AtomicBool>,
+    /// What the audit remembers of each destination.
+    pub ledger: Arc<crate::audit::Ledger>,
 }
 
 type Reply = Response<Full<Bytes>>;
@@ -108,6 +113,11 @@ async fn route<L: EventLog>(req: &Request<hyper::body::Incoming>, state: &AdminS
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (req.method(), parts.as_slice()) {
         (&Method::GET, ["admin", "destinations"]) => reply(StatusCode::OK, &destinations(state).await),
+        (&Method::GET, ["admin", "sources", name, "violations"]) => match violations(state, name).await {
+            Some(list) => reply(StatusCode::OK, &list),
+            None => error(StatusCode::NOT_FOUND, format!("no source named `{name}`")),
+        },
+        (&Method::GET, ["admin", "audit"]) => reply(StatusCode::OK, &audit(state).await),
         (&Method::POST, ["admin", "reload"]) => match state.registry.reload().await {
             Ok(r) => {
                 let changes = ReloadChanges {
@@ -167,6 +177,47 @@ async fn route<L: EventLog>(req: &Request<hyper::body::Incoming>, state: &AdminS
         }
         _ => error(StatusCode::NOT_FOUND, format!("no such admin endpoint: {} {path}", req.method())),
     }
+}
+
+/// What source `name`'s tracking plan found; `None` for no such source.
+async fn violations<L: EventLog>(state: &AdminState<L>, name: &str) -> Option<ViolationList> {
+    let stats = state.metrics.sources().into_iter().find(|s| s.name == name)?;
+    let config = state.registry.config().await;
+    let plan = config.sources.iter().find(|s| s.name == name).and_then(|s| s.tracking_plan.as_ref());
+    let violations = stats
+        .violations
+        .summary()
+        .into_iter()
+        .map(|v| ViolationView {
+            event: v.event,
+            field: v.field,
+            kind: v.kind.to_owned(),
+            count: v.count,
+            first_seen_ms: v.first_seen_ms,
+            last_seen_ms: v.last_seen_ms,
+            description: v.description,
+            samples: v.samples,
+        })
+        .collect();
+    Some(ViolationList {
+        source: name.to_owned(),
+        tracking_plan: plan.map(|p| p.display().to_string()),
+        blocked: stats.events_blocked.get(),
+        forwarded: stats.events_forwarded.get(),
+        violations,
+    })
+}
+
+/// The destination audit ([`crate::audit`]).
+async fn audit<L: EventLog>(state: &AdminState<L>) -> AuditReport {
+    let config = state.registry.config().await;
+    let mut removed = Vec::new();
+    for name in state.registry.removed().await {
+        let held = state.log.backlog(&name).unwrap_or(0);
+        removed.push((name, held));
+    }
+    let now = chrono::Utc::now().timestamp_millis();
+    state.ledger.report(&config, &state.metrics.destinations(), &removed, now)
 }
 
 /// Every destination's status, and the removed ones whose events are kept.

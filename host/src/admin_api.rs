@@ -195,6 +195,56 @@ pub struct ErrorReply {
     pub error: String,
 }
 
+/// `GET /admin/sources/{name}/violations`: what the source's tracking
+/// plan found since the server started, most recently seen first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ViolationList {
+    pub source: String,
+    /// The plan file checking the source's events, if any.
+    pub tracking_plan: Option<String>,
+    pub blocked: u64,
+    pub forwarded: u64,
+    pub violations: Vec<ViolationView>,
+}
+
+/// One kind of violation of one field of one event.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ViolationView {
+    pub event: String,
+    pub field: String,
+    /// `unplanned_event`, `unplanned_property`, `required_missing`,
+    /// `datatype_mismatch`, `additional_properties`, `pattern`, `enum`,
+    /// `format`, `range` or `unknown`.
+    pub kind: String,
+    pub count: u64,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+    pub description: String,
+    /// The latest payloads, newest first.
+    pub samples: Vec<serde_json::Value>,
+}
+
+/// `GET /admin/audit`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AuditReport {
+    pub generated_at_ms: i64,
+    pub findings: Vec<AuditFinding>,
+}
+
+/// One thing the audit found.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AuditFinding {
+    /// `orphaned`, `pii`, `unused_grant`, `removed_holding_events` or
+    /// `no_tracking_plan`.
+    pub kind: String,
+    /// The destination or source it is about.
+    pub subject: String,
+    pub detail: String,
+    /// The fields or origins concerned, for automation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

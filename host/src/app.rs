@@ -106,6 +106,7 @@ async fn serve<L: EventLog>(
         bind(config.server.listen).with_context(|| format!("binding tracking API to {}", config.server.listen))?;
     let addr = listener.local_addr()?;
     let (http_stop_tx, http_stop_rx) = watch::channel(false);
+    let ledger = Arc::new(crate::audit::Ledger::open(&config.server.data_dir));
     let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut servers = Vec::new();
     let (i, stop) = (ingest.clone(), http_stop_rx.clone());
@@ -118,6 +119,7 @@ async fn serve<L: EventLog>(
             log: log.clone(),
             registry: registry.clone(),
             stopping: stopping.clone(),
+            ledger: ledger.clone(),
         });
         let stop = http_stop_rx.clone();
         servers
@@ -139,6 +141,12 @@ async fn serve<L: EventLog>(
             async move { r.follow_shared_pauses().await }
         }));
     }
+    // The audit's ledger, saved as it goes.
+    let (l, m) = (ledger.clone(), metrics.clone());
+    tokio::spawn(periodically(crate::audit::SAVE_EVERY, http_stop_rx.clone(), move || {
+        save_ledger(&l, &m);
+        std::future::ready(())
+    }));
     // Removed destinations holding more than the threshold, warned about.
     let (r, threshold) = (registry.clone(), config.server.removed_destination_warn_mb * 1024 * 1024);
     tokio::spawn(periodically(REMOVED_CHECK_EVERY, http_stop_rx.clone(), move || {
@@ -156,11 +164,19 @@ async fn serve<L: EventLog>(
         }
     }
     registry.shutdown(Duration::from_secs(30)).await;
+    save_ledger(&ledger, &metrics);
     drop(ingest);
     drop(api);
     log.close();
     tracing::info!("stopped");
     Ok(())
+}
+
+fn save_ledger(ledger: &crate::audit::Ledger, metrics: &Metrics) {
+    ledger.merge(&metrics.destinations(), chrono::Utc::now().timestamp_millis());
+    if let Err(e) = ledger.save() {
+        tracing::warn!(error = %e, "cannot save the audit ledger");
+    }
 }
 
 /// Runs `work` every `period`, from start, until `shutdown` turns true.

@@ -1,5 +1,5 @@
 //! The admin API's client, behind `switchyard status`, `reload`, `pause`,
-//! `resume`, `purge`, `replay` and `dead-letters`: it finds the running
+//! `resume`, `purge`, `replay`, `dead-letters`, `violations` and `audit`: it finds the running
 //! server through the config's `admin_listen` and `admin_token`, and reads
 //! the answers as the typed [`crate::admin_api`] replies.
 
@@ -12,7 +12,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 
-use crate::admin_api::{DeadLetterPage, DestinationList, ErrorReply, PauseReply, PurgeReply, ReloadReply, ReplayReply};
+use crate::admin_api::{
+    AuditReport, DeadLetterPage, DestinationList, ErrorReply, PauseReply, PurgeReply, ReloadReply, ReplayReply,
+    ViolationList,
+};
 use crate::config::Config;
 
 /// A connection to a running server's admin API.
@@ -91,6 +94,24 @@ impl AdminClient {
     /// cannot be reached.
     pub async fn replay(&self, destination: &str, limit: usize) -> anyhow::Result<ReplayReply> {
         self.call(Method::POST, &format!("/admin/destinations/{destination}/dead-letters/replay?limit={limit}")).await
+    }
+
+    /// What `source`'s tracking plan found.
+    ///
+    /// # Errors
+    ///
+    /// When no such source exists, or the server cannot be reached.
+    pub async fn violations(&self, source: &str) -> anyhow::Result<ViolationList> {
+        self.call(Method::GET, &format!("/admin/sources/{source}/violations")).await
+    }
+
+    /// The destination audit.
+    ///
+    /// # Errors
+    ///
+    /// When the server cannot be reached.
+    pub async fn audit(&self) -> anyhow::Result<AuditReport> {
+        self.call(Method::GET, "/admin/audit").await
     }
 
     async fn call<T: DeserializeOwned>(&self, method: Method, path: &str) -> anyhow::Result<T> {
@@ -223,5 +244,62 @@ pub async fn set_paused(config: &Config, destination: &str, paused: bool) -> any
 pub async fn purge(config: &Config, destination: &str) -> anyhow::Result<()> {
     let r = AdminClient::new(config)?.purge(destination).await?;
     println!("purged `{destination}`: {} undelivered events dropped", r.dropped_events);
+    Ok(())
+}
+
+/// Prints what `source`'s tracking plan found: a table, or the JSON.
+///
+/// # Errors
+///
+/// When the config has no admin listener or token, or the server refuses.
+pub async fn violations(config: &Config, source: &str, json: bool) -> anyhow::Result<()> {
+    let list = AdminClient::new(config)?.violations(source).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    let plan = list.tracking_plan.as_deref().unwrap_or("no tracking plan");
+    println!("source {} ({plan}): {} blocked, {} forwarded", list.source, list.blocked, list.forwarded);
+    if list.violations.is_empty() {
+        println!("no violations");
+        return Ok(());
+    }
+    println!("{:<28} {:<28} {:<22} {:>8}  {:<24} DESCRIPTION", "EVENT", "FIELD", "KIND", "COUNT", "LAST SEEN");
+    for v in &list.violations {
+        let last = chrono::DateTime::from_timestamp_millis(v.last_seen_ms).map(crate::normalize::fmt_time);
+        println!(
+            "{:<28} {:<28} {:<22} {:>8}  {:<24} {}",
+            v.event,
+            v.field,
+            v.kind,
+            v.count,
+            last.unwrap_or_default(),
+            v.description
+        );
+    }
+    Ok(())
+}
+
+/// Prints the destination audit: a table, or the JSON. Exits non-zero
+/// (for automation) when `fail_on_findings` and something was found.
+///
+/// # Errors
+///
+/// When the config has no admin listener or token, or the server refuses.
+pub async fn audit(config: &Config, json: bool, fail_on_findings: bool) -> anyhow::Result<()> {
+    let report = AdminClient::new(config)?.audit().await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if report.findings.is_empty() {
+        println!("audit: nothing found");
+    } else {
+        println!("{:<24} {:<24} DETAIL", "FINDING", "SUBJECT");
+        for f in &report.findings {
+            println!("{:<24} {:<24} {}", f.kind, f.subject, f.detail);
+        }
+    }
+    if fail_on_findings && !report.findings.is_empty() {
+        bail!("the audit found {} problem(s)", report.findings.len());
+    }
     Ok(())
 }

@@ -89,6 +89,31 @@ enum Command {
         #[arg(long)]
         replay: bool,
     },
+    /// What a source's tracking plan found: violations by event, field and
+    /// kind, with counts, when last seen and example payloads.
+    Violations {
+        #[arg(long, short, env = "SWITCHYARD_CONFIG")]
+        config: PathBuf,
+        /// The source.
+        #[arg(long, short)]
+        source: String,
+        /// Print the admin API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Audit destinations and sources: orphaned destinations, PII their
+    /// filters let through, grants never used, removed destinations still
+    /// holding events, sources without a tracking plan.
+    Audit {
+        #[arg(long, short, env = "SWITCHYARD_CONFIG")]
+        config: PathBuf,
+        /// Print the admin API's JSON.
+        #[arg(long)]
+        json: bool,
+        /// Exit with an error when anything is found (for CI and cron).
+        #[arg(long)]
+        fail_on_findings: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -343,6 +368,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::DeadLetters { config, destination, replay } => {
             let config = Config::load(&config)?;
             switchyard::client::dead_letters(&config, &destination, replay).await
+        }
+        Command::Violations { config, source, json } => {
+            let config = Config::load(&config)?;
+            switchyard::client::violations(&config, &source, json).await
+        }
+        Command::Audit { config, json, fail_on_findings } => {
+            let config = Config::load(&config)?;
+            switchyard::client::audit(&config, json, fail_on_findings).await
         }
     }
 }

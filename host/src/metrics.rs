@@ -96,6 +96,15 @@ pub struct DestinationStats {
     pub warehouse: Arc<WarehouseStats>,
     /// What `switchyard status` shows.
     pub status: Mutex<DestinationStatus>,
+    /// Exposures not delivered: the vendor's SDK owns them
+    /// (`exposures = "owner:sdk"`), or a repeat within the dedupe window.
+    pub exposures_owned: Counter,
+    pub exposures_duplicate: Counter,
+    /// Its exposure rule and dedupe cache, kept across reloads that keep
+    /// the rule.
+    pub exposure_gate: Mutex<Option<Arc<switchyard_governance::ExposureGate>>>,
+    /// What the audit saw it receive and call.
+    pub audit: crate::observed::Observed,
     /// Its position in the log as its worker last saw it (the first event
     /// not finished), ahead of the committed one by up to
     /// `server.cursor_commit_ms`; `u64::MAX` before the worker starts.
@@ -221,6 +230,12 @@ pub struct SourceStats {
     pub events_deduplicated: Counter,
     /// Requests over the source's rate limit, answered 429.
     pub rate_limited: Counter,
+    /// Blocked by the tracking plan (forwarded or dropped).
+    pub events_blocked: Counter,
+    /// Of those, forwarded to `forwarding_blocked_events_to`.
+    pub events_forwarded: Counter,
+    /// What the tracking plan found, by event, field and kind.
+    pub violations: switchyard_governance::ViolationLog,
 }
 
 /// A counter family: name, help text and how to read it from `T`.
@@ -435,7 +450,17 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{destination=\"{}\",quota=\"{kind}\"}} {n}", d.name);
             }
         }
-        let src: [Series<SourceStats>; 5] = [
+        let name = "switchyard_destination_exposures_dropped_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Experiment exposures kept from the destination: its vendor's SDK owns them, or a repeat within the window\n# TYPE {name} counter"
+        );
+        for d in &destinations {
+            for (reason, n) in [("owned_by_sdk", &d.exposures_owned), ("duplicate", &d.exposures_duplicate)] {
+                let _ = writeln!(out, "{name}{{destination=\"{}\",reason=\"{reason}\"}} {}", d.name, n.get());
+            }
+        }
+        let src: [Series<SourceStats>; 7] = [
             ("switchyard_source_requests_total", "Tracking API requests", |s| s.requests.get()),
             ("switchyard_source_events_accepted_total", "Events accepted", |s| s.events_accepted.get()),
             ("switchyard_source_events_failed_total", "Events failed on ingest (validation)", |s| {
@@ -447,11 +472,29 @@ impl Metrics {
             ("switchyard_source_requests_rate_limited_total", "Requests over the source's rate limit (429)", |s| {
                 s.rate_limited.get()
             }),
+            ("switchyard_source_events_blocked_total", "Events the tracking plan blocked", |s| s.events_blocked.get()),
+            (
+                "switchyard_source_events_forwarded_total",
+                "Blocked events forwarded to the source's forwarding_blocked_events_to",
+                |s| s.events_forwarded.get(),
+            ),
         ];
         for (name, help, get) in src {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             for s in &sources {
                 let _ = writeln!(out, "{name}{{source=\"{}\"}} {}", s.name, get(s));
+            }
+        }
+        let name = "switchyard_source_violations_total";
+        let _ =
+            writeln!(out, "# HELP {name} Tracking plan violations, by event, field and kind\n# TYPE {name} counter");
+        for s in &sources {
+            for (event, field, kind, n) in s.violations.counts() {
+                let (source, event, field) = (label(&s.name), label(&event), label(&field));
+                let _ = writeln!(
+                    out,
+                    "{name}{{source=\"{source}\",event=\"{event}\",field=\"{field}\",kind=\"{kind}\"}} {n}"
+                );
             }
         }
         let name = "switchyard_rejected_requests_total";
@@ -492,4 +535,29 @@ impl Metrics {
         );
         out
     }
+}
+
+impl DestinationStats {
+    /// The exposure gate for `policy`: the one kept if its policy is the
+    /// same, else a new one (with an empty cache).
+    pub fn exposure_gate(
+        &self,
+        policy: switchyard_governance::ExposurePolicy,
+        max_keys: usize,
+    ) -> Arc<switchyard_governance::ExposureGate> {
+        let mut kept = self.exposure_gate.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match kept.as_ref().filter(|g| g.policy() == policy) {
+            Some(g) => g.clone(),
+            None => {
+                let gate = Arc::new(switchyard_governance::ExposureGate::new(policy, max_keys));
+                *kept = Some(gate.clone());
+                gate
+            }
+        }
+    }
+}
+
+/// `value` as a Prometheus label value: `\`, `"` and newlines escaped.
+fn label(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }

@@ -42,6 +42,78 @@ impl InternalEvent for EventFiltered<'_> {
     }
 }
 
+/// An experiment exposure kept from a destination: its vendor's SDK owns
+/// exposures, or it repeats one delivered within the window.
+pub struct ExposureDropped<'a> {
+    pub stats: &'a DestinationStats,
+    pub decision: switchyard_governance::ExposureDecision,
+}
+
+impl InternalEvent for ExposureDropped<'_> {
+    fn emit(self) {
+        self.stats.filtered.inc();
+        match self.decision {
+            switchyard_governance::ExposureDecision::DropOwnedBySdk => self.stats.exposures_owned.inc(),
+            _ => self.stats.exposures_duplicate.inc(),
+        }
+    }
+}
+
+/// Events a source's tracking plan blocked: forwarded to `to`, or dropped.
+pub struct EventBlocked<'a> {
+    pub source: &'a SourceStats,
+    pub message_id: &'a str,
+    pub to: Option<&'a str>,
+}
+
+impl InternalEvent for EventBlocked<'_> {
+    fn emit(self) {
+        self.source.events_blocked.inc();
+        match self.to {
+            Some(to) => {
+                self.source.events_forwarded.inc();
+                tracing::debug!(
+                    source = self.source.name.as_str(),
+                    message_id = self.message_id,
+                    to,
+                    "tracking plan blocked an event: forwarded"
+                );
+            }
+            None => tracing::debug!(
+                source = self.source.name.as_str(),
+                message_id = self.message_id,
+                "tracking plan blocked an event: dropped"
+            ),
+        }
+    }
+}
+
+/// An event broke its source's tracking plan.
+pub struct ViolationsFound<'a> {
+    pub source: &'a SourceStats,
+    pub event: &'a str,
+    pub violations: &'a [switchyard_governance::Violation],
+    pub payload: &'a str,
+}
+
+impl InternalEvent for ViolationsFound<'_> {
+    fn emit(self) {
+        let now = chrono::Utc::now().timestamp_millis();
+        self.source.violations.record(self.event, self.violations, self.payload, now);
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            for v in self.violations {
+                tracing::debug!(
+                    source = self.source.name.as_str(),
+                    event = self.event,
+                    field = v.field,
+                    kind = v.kind.as_str(),
+                    "tracking plan violation"
+                );
+            }
+        }
+    }
+}
+
 /// An event the plugin delivered.
 pub struct EventDelivered<'a> {
     pub stats: &'a DestinationStats,

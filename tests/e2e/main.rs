@@ -10,6 +10,7 @@ mod contract;
 mod durability;
 mod faults;
 mod filters;
+mod governance;
 mod hostile;
 mod jetstream;
 mod reload;

@@ -26,10 +26,11 @@ pub struct Config {
     admin_token: Option<String>,
     data_dir: Option<PathBuf>,
     server: Vec<String>,
-    sources: Vec<(String, String)>,
+    sources: Vec<(String, String, String)>,
     destinations: Vec<String>,
     trust: Vec<String>,
     registries: Vec<String>,
+    sections: Vec<String>,
 }
 
 impl Config {
@@ -58,8 +59,24 @@ impl Config {
     }
 
     /// Adds a `[[sources]]` entry.
-    pub fn source(mut self, name: &str, write_key: &str) -> Config {
-        self.sources.push((name.to_owned(), write_key.to_owned()));
+    pub fn source(self, name: &str, write_key: &str) -> Config {
+        self.source_with(name, write_key, "")
+    }
+
+    /// Adds a `[[sources]]` entry with more lines (`tracking_plan = …`,
+    /// `[sources.schema_settings.track]` tables, …), as they would stand in
+    /// the file.
+    pub fn source_with(mut self, name: &str, write_key: &str, toml: &str) -> Config {
+        let lines: String = toml.trim().lines().map(|l| format!("{}\n", l.trim_start())).collect();
+        self.sources.push((name.to_owned(), write_key.to_owned(), lines));
+        self
+    }
+
+    /// Adds a section at the end of the file, e.g. `[governance.audit]` and
+    /// its lines.
+    pub fn section(mut self, toml: &str) -> Config {
+        let lines: String = toml.trim().lines().map(|l| format!("{}\n", l.trim_start())).collect();
+        self.sections.push(lines);
         self
     }
 
@@ -132,11 +149,14 @@ impl Config {
         for entry in self.trust.iter().chain(&self.registries) {
             out.push_str(entry);
         }
-        for (name, key) in &self.sources {
-            let _ = write!(out, "\n[[sources]]\nname = \"{name}\"\nwrite_key = \"{key}\"\n");
+        for (name, key, lines) in &self.sources {
+            let _ = write!(out, "\n[[sources]]\nname = \"{name}\"\nwrite_key = \"{key}\"\n{lines}");
         }
         for entry in &self.destinations {
             let _ = write!(out, "\n[[destinations]]\n{entry}");
+        }
+        for section in &self.sections {
+            let _ = write!(out, "\n{section}");
         }
         out
     }

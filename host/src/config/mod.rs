@@ -20,8 +20,10 @@ use toml::Spanned;
 use toml::de::{DeArray, DeTable, DeValue};
 
 pub mod connector;
+pub mod governance;
 
 pub use connector::{Installed, RegistryConfig, TrustConfig};
+pub use governance::{AuditConfig, GovernanceConfig, LoadedPlan};
 
 use crate::ingest::settings::PublicUrl;
 use crate::normalize::EventType;
@@ -106,6 +108,9 @@ pub struct Config {
     /// they are not installed, in order.
     #[serde(default)]
     pub registries: Vec<RegistryConfig>,
+    /// `[governance]`: exposure events, audit rules.
+    #[serde(default)]
+    pub governance: GovernanceConfig,
     /// Those keys, read.
     #[serde(skip)]
     pub trusted: Vec<switchyard_connector::TrustedKey>,
@@ -391,6 +396,20 @@ pub struct SourceConfig {
     /// Requests per second this source may send; over it, 429.
     #[serde(default)]
     pub rate_limit: Option<RateLimitConfig>,
+    /// A Segment Protocols tracking plan (JSON, relative to the config
+    /// file) every event of this source is checked against.
+    #[serde(default)]
+    pub tracking_plan: Option<PathBuf>,
+    /// The plan, compiled at load.
+    #[serde(skip)]
+    pub plan: Option<Arc<LoadedPlan>>,
+    /// What the plan's violations do (Segment's Schema Configuration).
+    #[serde(default)]
+    pub schema_settings: switchyard_governance::SchemaSettings,
+    /// `[[sources.transformations]]`: applied to every event of this
+    /// source, after its tracking plan.
+    #[serde(default)]
+    pub transformations: Vec<switchyard_governance::TransformConfig>,
 }
 
 /// `rate_limit` of a source: a token bucket.
@@ -457,6 +476,18 @@ pub struct DestinationConfig {
     /// `if`, then drop, sample, drop or allow properties).
     #[serde(default)]
     pub filters: Vec<switchyard_governance::FilterConfig>,
+    /// `[[destinations.transformations]]`: applied after its filters.
+    #[serde(default)]
+    pub transformations: Vec<switchyard_governance::TransformConfig>,
+    /// The sources whose events it receives (Segment's connections);
+    /// absent: every source.
+    #[serde(default)]
+    pub sources: Option<Vec<String>>,
+    /// Experiment exposures: `all` (default), `owner:sdk` (the vendor's SDK
+    /// logs them itself: none are delivered), `owner:router` (delivered
+    /// once per unit, experiment and variant per 24 h) or `dedupe:<window>`.
+    #[serde(default)]
+    pub exposures: switchyard_governance::ExposurePolicy,
     #[serde(default)]
     pub batch: BatchConfig,
     #[serde(default)]
@@ -763,6 +794,8 @@ impl Config {
             if complete {
                 let (trusted, mut bad) = connector::trusted_keys(&config.trust, base);
                 config.trusted = trusted;
+                bad.extend(governance::load_plans(&mut config, base));
+                bad.extend(governance::validate(&config));
                 if resolve_connectors {
                     bad.extend(connector::resolve(&mut config, &interpolated));
                 }

@@ -77,7 +77,7 @@ use crate::normalize::Envelope;
 use crate::record::decode_envelope;
 use crate::telemetry::{
     CallFailed, DestinationQuarantined, EventDeadLettered, EventDelivered, EventFiltered, EventReceived, EventRetried,
-    EventsFailed, InternalEvent, QuarantineEnded,
+    EventsFailed, ExposureDropped, InternalEvent, QuarantineEnded,
 };
 
 /// What a destination runs: one plugin version with its settings and
@@ -383,7 +383,13 @@ impl<C: Consumer> Worker<C> {
                 self.consumer.ack(seq);
                 return;
             }
+            Selection::SkipExposure(decision) => {
+                ExposureDropped { stats: &self.stats, decision }.emit();
+                self.consumer.ack(seq);
+                return;
+            }
         };
+        self.stats.audit.observe(&event.json);
         let mut pending = Pending::new(seq, Arc::new(event));
         match retried {
             Some((attempts, first_failure)) => (pending.attempts, pending.first_failure) = (attempts, first_failure),

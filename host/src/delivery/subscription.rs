@@ -1,11 +1,14 @@
-//! Which events a destination receives, and in what shape: its subscribed
-//! event types, what each event's `integrations` object says about it, its
-//! FQL subscription condition, then its destination filters.
+//! Which events a destination receives, and in what shape, in this order:
+//! its sources, its subscribed event types and what each event's
+//! `integrations` object says about it; its FQL subscription condition;
+//! its destination filters; its exposure rule; then its transformations
+//! (Segment runs a destination's filters before its transformations).
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use serde_json::Value;
-use switchyard_governance::{Filters, Query, Verdict};
+use switchyard_governance::{ExposureDecision, ExposureGate, ExposureRegistry, Filters, Query, Transforms, Verdict};
 
 use crate::normalize::{Envelope, EventType};
 
@@ -19,6 +22,12 @@ pub struct Subscription {
     /// `subscribe`'s FQL condition.
     pub condition: Option<Query>,
     pub filters: Filters,
+    /// The sources it takes events from; `None`: all.
+    pub sources: Option<BTreeSet<String>>,
+    /// Its exposure rule, and what an exposure is; `None`: every
+    /// exposure is delivered.
+    pub exposures: Option<(Arc<ExposureGate>, Arc<ExposureRegistry>)>,
+    pub transforms: Transforms,
 }
 
 /// What [`Subscription::select`] decided.
@@ -26,6 +35,9 @@ pub struct Subscription {
 pub enum Selection {
     /// Not for this destination (not subscribed, or filtered out).
     Skip,
+    /// An exposure kept from it: its vendor's SDK owns them, or it is a
+    /// repeat within the dedupe window.
+    SkipExposure(ExposureDecision),
     /// Deliver this: the event, or its filtered rewrite.
     Deliver(Envelope),
 }
@@ -33,7 +45,15 @@ pub enum Selection {
 impl Subscription {
     /// A subscription with no condition and no filters.
     pub fn of_types(name: &str, types: BTreeSet<EventType>) -> Subscription {
-        Subscription { name: name.to_owned(), types, condition: None, filters: Filters::default() }
+        Subscription {
+            name: name.to_owned(),
+            types,
+            condition: None,
+            filters: Filters::default(),
+            sources: None,
+            exposures: None,
+            transforms: Transforms::default(),
+        }
     }
 
     /// Whether `event` goes to this destination ([`Subscription::wants`],
@@ -45,7 +65,8 @@ impl Subscription {
         if !self.wants(&event) {
             return Selection::Skip;
         }
-        if self.condition.is_none() && self.filters.is_empty() {
+        if self.condition.is_none() && self.filters.is_empty() && self.exposures.is_none() && self.transforms.is_empty()
+        {
             return Selection::Deliver(event);
         }
         let Ok(parsed) = serde_json::from_str::<Value>(&event.json) else { return Selection::Skip };
@@ -54,16 +75,48 @@ impl Subscription {
         {
             return Selection::Skip;
         }
-        match self.filters.apply_parsed(parsed) {
-            Verdict::Keep => Selection::Deliver(event),
+        // Filters never remove the fields the envelope mirrors (ids, type,
+        // name): only the JSON changes.
+        let mut parsed = match self.filters.apply_parsed(parsed) {
+            Verdict::Keep => None,
             Verdict::Rewrite(json) => {
-                // Filters never remove the fields the envelope mirrors
-                // (ids, type, name): only the JSON changes.
                 event.json = json;
-                Selection::Deliver(event)
+                if self.exposures.is_none() && self.transforms.is_empty() {
+                    return Selection::Deliver(event);
+                }
+                match serde_json::from_str::<Value>(&event.json) {
+                    Ok(v) => Some(v),
+                    Err(_) => return Selection::Skip,
+                }
             }
-            Verdict::Drop(_) => Selection::Skip,
+            Verdict::Drop(_) => return Selection::Skip,
+        };
+        if let Some((gate, registry)) = &self.exposures {
+            let value = match &parsed {
+                Some(v) => v,
+                None => parsed.insert(serde_json::from_str(&event.json).unwrap_or(Value::Null)),
+            };
+            match gate.decide(registry, value, &event.message_id) {
+                ExposureDecision::NotExposure | ExposureDecision::Deliver => {}
+                d @ (ExposureDecision::DropOwnedBySdk | ExposureDecision::DropDuplicate) => {
+                    return Selection::SkipExposure(d);
+                }
+            }
         }
+        if !self.transforms.is_empty() {
+            let mut value = match parsed.take() {
+                Some(v) => v,
+                None => serde_json::from_str(&event.json).unwrap_or(Value::Null),
+            };
+            let applied = self.transforms.apply(&mut value);
+            if applied.changed {
+                if let Some(name) = applied.renamed {
+                    event.name = Some(name);
+                }
+                event.json = value.to_string();
+            }
+        }
+        Selection::Deliver(event)
     }
 
     /// Whether `event` goes to this destination: its type is subscribed, and
@@ -73,6 +126,9 @@ impl Subscription {
     pub fn wants(&self, event: &Envelope) -> bool {
         if let Some(only) = &event.only_for {
             return **only == *self.name;
+        }
+        if self.sources.as_ref().is_some_and(|s| !s.contains(&*event.source)) {
+            return false;
         }
         if !self.types.contains(&event.kind) {
             return false;

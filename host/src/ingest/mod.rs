@@ -14,6 +14,7 @@
 
 mod body;
 pub mod cors;
+pub mod governance;
 pub mod rate_limit;
 pub mod route;
 pub mod settings;
@@ -44,6 +45,7 @@ use crate::telemetry::{
     EventDeduplicated, EventInvalid, EventsAccepted, EventsRefused, InternalEvent, RateLimited, RequestRefused,
 };
 use cors::Cors;
+use governance::SourceGovernance;
 use rate_limit::RateLimiter;
 use route::Route;
 use settings::PublicUrl;
@@ -57,6 +59,8 @@ pub struct Source {
     pub cors: Arc<Cors>,
     /// Its `rate_limit`, if it has one.
     pub limiter: Option<Arc<RateLimiter>>,
+    /// Its tracking plan and transformations, if it has any.
+    pub governance: Option<Arc<SourceGovernance>>,
 }
 
 /// The sources by write key; replaced whole when a reload changes them.
@@ -393,7 +397,14 @@ impl<S: EventSink> Ingest<S> {
         accepted: &mut Vec<Arc<Envelope>>,
     ) {
         match event {
-            Ok(e) => accepted.push(Arc::new(e)),
+            Ok(e) => match &source.governance {
+                None => accepted.push(Arc::new(e)),
+                Some(g) => {
+                    let governed = g.apply(&source.stats, e);
+                    accepted.extend(governed.event.map(Arc::new));
+                    accepted.extend(governed.generated.into_iter().map(Arc::new));
+                }
+            },
             Err(reason) => EventInvalid { source: &source.stats, index, reason: &reason }.emit(),
         }
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard_runtime::capabilities::Caller;
-use switchyard_runtime::capabilities::http::{HttpCtx, HttpPolicy, HyperTransport, Transport};
+use switchyard_runtime::capabilities::http::{CalledOrigins, HttpCtx, HttpPolicy, HyperTransport, Transport};
 use switchyard_runtime::capabilities::log::LogCtx;
 use switchyard_runtime::capabilities::warehouse::WarehouseCtx;
 use switchyard_runtime::redact::Redactor;
@@ -15,7 +15,7 @@ use switchyard_runtime::{CallError, EPOCH_TICK, Grants, Plugin, Runtime, Runtime
 
 use crate::config::{Config, DestinationConfig, Installed};
 use crate::delivery::Subscription;
-use crate::metrics::WarehouseStats;
+use crate::metrics::{DestinationStats, WarehouseStats};
 
 /// Makes each destination's HTTP transport. A destination gets its own, so
 /// its connections live on its own runtime (see [`crate::executor`]).
@@ -68,12 +68,13 @@ pub fn inspecting_runtime(cache_dir: &std::path::Path) -> anyhow::Result<Runtime
 }
 
 /// A destination's sandbox grants from its config; its warehouse loads are
-/// counted in `warehouse_stats`.
+/// counted in `warehouse_stats`, the origins it calls recorded in `called`.
 pub fn grants_for(
     d: &DestinationConfig,
     redactor: &Redactor,
     transport: Arc<dyn Transport>,
     warehouse_stats: Arc<WarehouseStats>,
+    called: Arc<CalledOrigins>,
 ) -> Arc<Grants> {
     let policy = HttpPolicy {
         allow: d.allow_http.clone(),
@@ -84,7 +85,7 @@ pub fn grants_for(
     let q = &d.quota;
     Arc::new(Grants {
         caller: Caller { name: Arc::from(d.name.as_str()), redactor: redactor.clone() },
-        http: HttpCtx::new(policy, transport, q.http_requests_per_second),
+        http: HttpCtx::new(policy, transport, q.http_requests_per_second).recording_calls(called),
         log: LogCtx::new(q.log_lines_per_second, q.log_bytes_per_second),
         warehouse: WarehouseCtx {
             warehouse: d.warehouse.as_ref().map(|url| Arc::new(switchyard_warehouse::Warehouse::open(url))),
@@ -96,21 +97,35 @@ pub fn grants_for(
     })
 }
 
-/// A destination's subscription: its types, its FQL condition and its
-/// filters, compiled. The config load already refused any that does not
-/// compile; should one fail here anyway, the destination receives nothing
-/// rather than unfiltered events (filters keep personal data out).
-pub fn subscription_for(d: &DestinationConfig) -> Subscription {
+/// A destination's subscription: its sources and types, its FQL
+/// condition, its filters, its exposure rule and its transformations,
+/// compiled. The config load already refused any that does not compile;
+/// should one fail here anyway, the destination receives nothing rather
+/// than unfiltered events (filters keep personal data out).
+///
+/// The exposure dedupe cache lives in `stats`, so a reload that keeps the
+/// destination's exposure rule keeps what it remembers.
+pub fn subscription_for(config: &Config, d: &DestinationConfig, stats: &DestinationStats) -> Subscription {
     let mut s = Subscription::of_types(&d.name, d.subscribe.types.clone());
+    s.sources = d.sources.as_ref().map(|list| list.iter().cloned().collect());
     let condition = d.subscribe.condition.as_deref().map(switchyard_governance::Query::compile).transpose();
     let filters = switchyard_governance::Filters::compile(&d.filters);
-    match (condition, filters) {
-        (Ok(condition), Ok(filters)) => (s.condition, s.filters) = (condition, filters),
+    let transforms = switchyard_governance::Transforms::compile(&d.transformations);
+    let registry = switchyard_governance::ExposureRegistry::new(&config.governance.exposure_events);
+    match (condition, filters, transforms, registry) {
+        (Ok(condition), Ok(filters), Ok(transforms), Ok(registry)) => {
+            (s.condition, s.filters, s.transforms) = (condition, filters, transforms);
+            if d.exposures != switchyard_governance::ExposurePolicy::All {
+                let gate = stats.exposure_gate(d.exposures, config.governance.exposure_max_keys);
+                s.exposures = Some((gate, Arc::new(registry)));
+            }
+        }
         _ => {
-            tracing::error!(destination = %d.name, "subscription or filters do not compile: delivering nothing");
+            tracing::error!(destination = %d.name, "subscription, filters or transformations do not compile: delivering nothing");
             s.types.clear();
         }
     }
+    stats.audit.set_pii_fields(&config.governance.audit.pii_fields);
     s
 }
 
@@ -183,7 +198,7 @@ pub async fn load(
         matches_manifest(installed, &plugin)
             .map_err(|message| DeployError::Connector { reference: installed.reference(), message })?;
     }
-    let grants = grants_for(d, &config.redactor, transport, Arc::default());
+    let grants = grants_for(d, &config.redactor, transport, Arc::default(), Arc::default());
     let check = async {
         let mut instance = plugin.instantiate(grants).await?;
         instance.init(&settings_json(d)).await

@@ -28,6 +28,7 @@ use std::time::{Duration, UNIX_EPOCH};
 pub mod deploy;
 
 use deploy::{TransportFactory, grants_for, settings_json, subscription_for};
+use switchyard_governance::{Transforms, ViolationLog};
 use switchyard_log::{ConsumerOptions, EventLog, LocalLog};
 use switchyard_runtime::capabilities::http::Transport;
 use switchyard_runtime::{Plugin, Runtime};
@@ -39,6 +40,7 @@ use crate::deadletter::DeadLetters;
 use crate::delivery::{CatchUp, Deploy, WorkerSpec, run_worker};
 use crate::executor::{Executor, Priority};
 use crate::ingest::cors::Cors;
+use crate::ingest::governance::SourceGovernance;
 use crate::ingest::rate_limit::RateLimiter;
 use crate::ingest::tls::TlsConfigs;
 use crate::ingest::{Source, Sources};
@@ -184,11 +186,18 @@ impl<L: EventLog> Registry<L> {
         &self.config_path
     }
 
-    /// Every file a reload reads: the config and each destination's plugin.
+    /// The config in force (the last one loaded or reloaded).
+    pub async fn config(&self) -> Config {
+        self.state.lock().await.config.clone()
+    }
+
+    /// Every file a reload reads: the config, each destination's plugin
+    /// and each source's tracking plan.
     pub async fn watched_files(&self) -> Vec<PathBuf> {
         let state = self.state.lock().await;
         let mut files = vec![self.config_path.clone()];
         files.extend(state.config.destinations.iter().map(|d| d.plugin.clone()));
+        files.extend(state.config.sources.iter().filter_map(|s| s.tracking_plan.clone()));
         if let Some(tls) = &state.config.server.tls {
             files.extend([tls.cert.clone(), tls.key.clone()]);
         }
@@ -378,9 +387,15 @@ impl<L: EventLog> Registry<L> {
         Deploy {
             generation,
             plugin: c.plugin.clone(),
-            grants: grants_for(d, &config.redactor, transport.clone(), stats.warehouse.clone()),
+            grants: grants_for(
+                d,
+                &config.redactor,
+                transport.clone(),
+                stats.warehouse.clone(),
+                stats.audit.origins.clone(),
+            ),
             settings_json: settings_json(d),
-            subscription: subscription_for(d),
+            subscription: subscription_for(config, d, stats),
             // Ordered, nothing more arrives while a batch forms (the
             // consumer hands out one batch at a time): lingering would
             // only delay it.
@@ -471,18 +486,31 @@ impl<L: EventLog> Registry<L> {
         let mut by_key = HashMap::new();
         let mut stats = Vec::new();
         for s in &config.sources {
-            let st = previous
-                .iter()
-                .find(|p| p.name == s.name)
-                .cloned()
-                .unwrap_or_else(|| Arc::new(SourceStats { name: s.name.clone(), ..Default::default() }));
+            let st = previous.iter().find(|p| p.name == s.name).cloned().unwrap_or_else(|| {
+                Arc::new(SourceStats {
+                    name: s.name.clone(),
+                    violations: ViolationLog::new(config.governance.violations_max_keys),
+                    ..Default::default()
+                })
+            });
             stats.push(st.clone());
             let cors = Arc::new(Cors::new(s.cors.allowed_origins.as_deref()));
             let limiter = s
                 .rate_limit
                 .as_ref()
                 .map(|r| Arc::new(RateLimiter::new(r.requests_per_second, r.burst.unwrap_or(r.requests_per_second))));
-            let source = Source { name: Arc::from(s.name.as_str()), stats: st, cors, limiter };
+            let governance = SourceGovernance {
+                plan: s.plan.clone().map(|p| (p, s.schema_settings.clone())),
+                transforms: Transforms::compile(&s.transformations).unwrap_or_else(|_| {
+                    // The config load refused any that does not compile.
+                    tracing::error!(source = %s.name, "transformations do not compile: none applied");
+                    Transforms::default()
+                }),
+                blocked_to: s.schema_settings.forwarding_blocked_events_to.as_deref().map(Arc::from),
+                violations_to: s.schema_settings.forwarding_violations_to.as_deref().map(Arc::from),
+            };
+            let governance = (!governance.is_empty()).then(|| Arc::new(governance));
+            let source = Source { name: Arc::from(s.name.as_str()), stats: st, cors, limiter, governance };
             by_key.insert(s.write_key.clone(), source);
         }
         self.shared.sources.store(Arc::new(by_key));

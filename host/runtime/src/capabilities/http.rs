@@ -184,6 +184,33 @@ pub struct HttpCtx {
     transport: Arc<dyn Transport>,
     /// `http_requests_per_second`; `None`: unlimited.
     rate: Option<Mutex<TokenBucket>>,
+    /// The granted origins requests were sent to, for the host's audit.
+    called: Arc<CalledOrigins>,
+}
+
+/// The granted origins a destination has sent requests to (whatever the
+/// answer), so an operator can see grants broader than needed.
+#[derive(Debug, Default)]
+pub struct CalledOrigins(Mutex<std::collections::BTreeSet<String>>);
+
+impl CalledOrigins {
+    fn record(&self, origin: &Origin) {
+        let mut set = crate::quota::lock(&self.0);
+        let text = origin.to_string();
+        if !set.contains(&text) {
+            set.insert(text);
+        }
+    }
+
+    /// The origins called so far, sorted.
+    pub fn list(&self) -> Vec<String> {
+        crate::quota::lock(&self.0).iter().cloned().collect()
+    }
+
+    /// Adds origins known to have been called (an earlier run's).
+    pub fn extend(&self, origins: impl IntoIterator<Item = String>) {
+        crate::quota::lock(&self.0).extend(origins);
+    }
 }
 
 /// Headers a plugin may not set: the host owns them.
@@ -194,7 +221,14 @@ impl HttpCtx {
     /// requests a second (shared by the destination's instances).
     pub fn new(policy: HttpPolicy, transport: Arc<dyn Transport>, requests_per_second: Option<u32>) -> Self {
         let rate = requests_per_second.map(|r| Mutex::new(TokenBucket::new(r, 1)));
-        HttpCtx { policy, transport, rate }
+        HttpCtx { policy, transport, rate, called: Arc::default() }
+    }
+
+    /// This grant, recording the origins it sends to in `called`.
+    #[must_use]
+    pub fn recording_calls(mut self, called: Arc<CalledOrigins>) -> Self {
+        self.called = called;
+        self
     }
 
     /// Counts one request; false when it is over the rate.
@@ -215,6 +249,7 @@ impl HttpCtx {
         if !self.policy.allow.contains(&origin) {
             return Err(Error::Denied(origin.to_string()));
         }
+        self.called.record(&origin);
         let method = match request.method {
             Method::Get => hyper::Method::GET,
             Method::Head => hyper::Method::HEAD,
