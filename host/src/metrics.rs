@@ -182,6 +182,24 @@ pub struct Refusal {
 }
 
 impl DestinationStats {
+    /// The exposure gate for `policy`: the one kept if its policy is the
+    /// same, else a new one (with an empty cache).
+    pub fn exposure_gate(
+        &self,
+        policy: switchyard_governance::ExposurePolicy,
+        max_keys: usize,
+    ) -> Arc<switchyard_governance::ExposureGate> {
+        let mut kept = self.exposure_gate.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match kept.as_ref().filter(|g| g.policy() == policy) {
+            Some(g) => g.clone(),
+            None => {
+                let gate = Arc::new(switchyard_governance::ExposureGate::new(policy, max_keys));
+                *kept = Some(gate.clone());
+                gate
+            }
+        }
+    }
+
     /// A new destination's counters.
     pub fn new(name: &str) -> DestinationStats {
         DestinationStats { name: name.to_owned(), ..Default::default() }
@@ -534,26 +552,6 @@ impl Metrics {
             self.reloads_refused.get()
         );
         out
-    }
-}
-
-impl DestinationStats {
-    /// The exposure gate for `policy`: the one kept if its policy is the
-    /// same, else a new one (with an empty cache).
-    pub fn exposure_gate(
-        &self,
-        policy: switchyard_governance::ExposurePolicy,
-        max_keys: usize,
-    ) -> Arc<switchyard_governance::ExposureGate> {
-        let mut kept = self.exposure_gate.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        match kept.as_ref().filter(|g| g.policy() == policy) {
-            Some(g) => g.clone(),
-            None => {
-                let gate = Arc::new(switchyard_governance::ExposureGate::new(policy, max_keys));
-                *kept = Some(gate.clone());
-                gate
-            }
-        }
     }
 }
 

@@ -224,6 +224,44 @@ async fn a_plan_reload_applies_live_and_an_invalid_plan_is_refused() {
 }
 
 #[tokio::test]
+async fn a_plan_edited_on_disk_is_applied_by_the_watcher() {
+    let plans = tempfile::tempdir().unwrap();
+    let plan = write(plans.path(), "plan.json", PLAN);
+    let hook = Receiver::always(200).await;
+    let cfg = Config::new()
+        .server("watch_debounce_ms = 50")
+        .source_with(
+            "web",
+            "wk_web",
+            &format!("tracking_plan = \"{plan}\"\n[sources.schema_settings.track]\nallow_unplanned_events = false"),
+        )
+        .webhook("hook", &format!("{}/hook", hook.origin()), "batch = { linger_ms = 5 }");
+    let sy = Switchyard::start(&cfg.build()).await;
+    let planned = PLAN.replace(
+        "\"rules\": [",
+        "\"rules\": [\n    { \"type\": \"track\", \"key\": \"Signed Up\", \"json_schema\": {} },",
+    );
+    let tmp = plans.path().join("plan.json.new");
+    std::fs::write(&tmp, planned).unwrap();
+    std::fs::rename(&tmp, &plan).unwrap();
+    // Until the watcher has reloaded, `Signed Up` is blocked; after, delivered.
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut n = 0;
+    while hook.events().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the edited plan never applied:\n{}", sy.logs());
+        n += 1;
+        send(
+            &sy,
+            "wk_web",
+            vec![json!({"type": "track", "event": "Signed Up", "userId": "u", "messageId": format!("w-{n}")})],
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(sy.logs().contains("reload"), "{}", sy.logs());
+}
+
+#[tokio::test]
 async fn transformations_rename_and_drop_per_source_and_destination() {
     let (plain, scrubbed) = (Receiver::always(200).await, Receiver::always(200).await);
     let cfg = Config::new()

@@ -1289,6 +1289,22 @@ mod tests {
         Config::parse(Path::new("/etc/sy/switchyard.toml"), text, &env)
     }
 
+    /// The README's governance example loads: its plan compiles, its
+    /// settings and filters are valid (its connectors are not resolved:
+    /// they need an installed store).
+    #[test]
+    fn the_governance_example_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/governance/switchyard.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let env = |k: &str| Some(format!("value-of-{k}"));
+        let config = Config::parse_as(&path, &text, &env, false).unwrap_or_else(|e| panic!("{e}"));
+        let web = &config.sources[0];
+        assert_eq!(web.plan.as_ref().map(|p| p.plan.len()), Some(3));
+        assert!(!web.schema_settings.track.allow_unplanned_events);
+        assert_eq!(config.destinations[1].exposures, switchyard_governance::ExposurePolicy::OwnerSdk);
+        assert_eq!(config.destinations[0].sources.as_deref(), Some(&["web".to_owned()][..]));
+    }
+
     const GOOD: &str = r#"
 [server]
 listen = "127.0.0.1:9999"

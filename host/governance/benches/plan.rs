@@ -1,0 +1,64 @@
+//! Tracking plans per event: a 50-rule plan checking a typical track
+//! event (valid, and with two violations), parse included as ingest does it.
+//!
+//! Run: `cargo bench -p switchyard-governance --bench plan`.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use serde_json::{Value, json};
+use switchyard_governance::{SchemaSettings, TrackingPlan};
+
+fn per_op(n: u32, mut f: impl FnMut()) -> f64 {
+    for _ in 0..n / 10 {
+        f();
+    }
+    let start = Instant::now();
+    for _ in 0..n {
+        f();
+    }
+    start.elapsed().as_nanos() as f64 / f64::from(n)
+}
+
+fn plan_text() -> String {
+    let mut rules: Vec<Value> = (0..48)
+        .map(|i| {
+            json!({"type": "track", "key": format!("Event {i}"), "json_schema": {"properties": {"properties": {
+                "type": "object", "required": ["id"], "properties": {"id": {"type": "string"}, "value": {"type": "number"}}}}}})
+        })
+        .collect();
+    rules.push(json!({"type": "track", "key": "Product Added", "json_schema": {"properties": {"properties": {
+        "type": "object", "required": ["product_id", "sku", "price"],
+        "properties": {"product_id": {"type": "string", "pattern": "^[0-9a-f]{24}$"}, "sku": {"type": "string"},
+            "category": {"enum": ["Games", "Books", "Toys"]}, "name": {"type": "string", "maxLength": 200},
+            "price": {"type": "number", "minimum": 0}, "quantity": {"type": "integer", "minimum": 1}}}}}}));
+    rules.push(json!({"type": "common", "json_schema": {"required": ["type", "messageId"], "properties": {
+        "userId": {"type": ["string", "null"]},
+        "context": {"type": "object", "properties": {"ip": {"type": "string", "format": "ipv4"},
+            "library": {"type": "object", "required": ["name"]}}}}}}));
+    json!({"name": "bench", "rules": rules}).to_string()
+}
+
+fn main() {
+    let plan = TrackingPlan::parse(&plan_text()).expect("plan compiles");
+    let settings: SchemaSettings =
+        serde_json::from_value(json!({"track": {"allow_unplanned_event_properties": false}})).expect("settings");
+    let valid = r#"{"type":"track","event":"Product Added","userId":"user-1","messageId":"m-1","timestamp":"2024-05-01T12:00:00.000Z","properties":{"product_id":"507f1f77bcf86cd799439011","sku":"G-32","category":"Games","name":"Monopoly: 3rd Edition","price":18.99,"quantity":1},"context":{"ip":"203.0.113.7","library":{"name":"analytics.js","version":"2.11.1"},"userAgent":"Mozilla/5.0"}}"#;
+    let invalid = valid.replace("18.99", "\"18.99\"").replace("\"quantity\":1", "\"quantity\":1,\"coupon\":\"X\"");
+    println!("A {}-rule tracking plan, ns per event (parse + check):", plan.len());
+    for (name, text) in [("valid event", valid), ("a wrong type and an unplanned property (omitted)", &invalid)] {
+        let ns = per_op(100_000, || {
+            let mut v: Value = serde_json::from_str(black_box(text)).expect("json");
+            black_box(plan.check(&settings, &mut v));
+        });
+        println!("  {ns:>8.0}  {name}");
+    }
+    let parse_only = per_op(100_000, || {
+        black_box(serde_json::from_str::<Value>(black_box(valid)).ok());
+    });
+    println!("  {parse_only:>8.0}  of which parsing the event");
+    let compile = per_op(100, || {
+        black_box(TrackingPlan::parse(black_box(&plan_text())).ok());
+    });
+    println!("  compile: {:.2} ms (once per config load)", compile / 1e6);
+}
