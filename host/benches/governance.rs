@@ -12,7 +12,8 @@
 //!
 //! Run: `cargo bench -p switchyard --bench governance` after `./x plugins`.
 //! `BENCH_SECS` sets each phase's length (default 5), `BENCH_ROUNDS` how
-//! many plain/governed pairs (default 2; the best of each is reported).
+//! many plain/governed pairs (default 2; the best of each is reported),
+//! `BENCH_GOVERNED=plan` or `filters` governs with one half alone.
 
 mod common;
 
@@ -146,15 +147,18 @@ async fn phase(wasm: &std::path::Path, plan_path: &std::path::Path, governed: bo
     tokio::spawn(common::serve(receiver, delivered.clone(), || {
         hyper::Response::new(Full::new(Bytes::from_static(br#"{"success":true}"#)))
     }));
+    // BENCH_GOVERNED=plan or filters measures one half alone.
+    let only = std::env::var("BENCH_GOVERNED").unwrap_or_default();
+    let (with_plan, with_filters) = (governed && only != "filters", governed && only != "plan");
     let mut rest = String::new();
-    if governed {
+    if with_plan {
         let _ = writeln!(
             rest,
             "tracking_plan = \"{}\"\n[sources.schema_settings.track]\nallow_unplanned_event_properties = false",
             plan_path.display()
         );
     }
-    rest.push_str(&destination(wasm, recv, governed));
+    rest.push_str(&destination(wasm, recv, with_filters));
     let server = Server::start(&rest).await.unwrap_or_else(|e| panic!("switchyard did not start: {e}"));
     let result = load(server.addr, secs).await;
     server.stop().await;

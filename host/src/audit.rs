@@ -72,7 +72,8 @@ impl Ledger {
             let last = d.status().last_success_ms;
             entry.last_delivered_ms = entry.last_delivered_ms.max(last);
             entry.origins_called.extend(d.audit.origins.list());
-            entry.pii_fields.extend(d.audit.pii_seen());
+            let room = crate::observed::MAX_PII_FIELDS.saturating_sub(entry.pii_fields.len());
+            entry.pii_fields.extend(d.audit.pii_seen().into_iter().take(room));
         }
     }
 
@@ -136,7 +137,10 @@ impl Ledger {
             );
             finding("removed_holding_events", name, detail, Vec::new());
         }
-        for s in config.sources.iter().filter(|s| s.plan.is_none()) {
+        // Sources that receive others' blocked events and violations need
+        // no plan of their own.
+        let targets = crate::registry::deploy::forwarding_targets(config);
+        for s in config.sources.iter().filter(|s| s.plan.is_none() && !targets.contains(&s.name)) {
             finding("no_tracking_plan", &s.name, "no tracking_plan checks its events".into(), Vec::new());
         }
         AuditReport { generated_at_ms: now_ms, findings }

@@ -18,6 +18,9 @@ use switchyard_runtime::capabilities::http::CalledOrigins;
 pub const ALWAYS_SCANNED: u64 = 1000;
 /// Past those, one event in this many is scanned.
 pub const SCAN_ONE_IN: u64 = 100;
+/// Distinct PII field paths kept per destination (clients choose the
+/// keys: they cannot grow the set past this).
+pub const MAX_PII_FIELDS: usize = 100;
 
 /// What one destination's worker sees, live: the origins it calls and
 /// the PII fields in the events it is handed.
@@ -76,7 +79,13 @@ impl Observed {
         look("context", event.get("context"), false);
         look("context.traits", event.pointer("/context/traits"), false);
         if !found.is_empty() {
-            self.pii_seen.lock().unwrap_or_else(PoisonError::into_inner).extend(found);
+            let mut seen = self.pii_seen.lock().unwrap_or_else(PoisonError::into_inner);
+            for f in found {
+                if seen.len() >= MAX_PII_FIELDS {
+                    break;
+                }
+                seen.insert(f);
+            }
         }
     }
 

@@ -80,7 +80,8 @@ async fn a_plan_blocks_forwards_omits_and_counts_violations() {
         )
         .source("quarantine", "wk_quarantine")
         .source("violations", "wk_violations")
-        .webhook("main", &format!("{}/main", main.origin()), "sources = [\"web\"]\nbatch = { linger_ms = 5 }")
+        // No `sources`: every source but those receiving blocked events and violations.
+        .webhook("main", &format!("{}/main", main.origin()), "batch = { linger_ms = 5 }")
         .webhook(
             "held",
             &format!("{}/held", quarantine.origin()),

@@ -239,6 +239,19 @@ impl ExposureRegistry {
         &self.signatures
     }
 
+    /// What [`ExposureRegistry::key`] reads of an event.
+    pub fn needs(&self) -> crate::raw::Needs {
+        let mut needs = crate::raw::Needs::default();
+        needs.add_path(&["type".to_owned()]);
+        needs.add_path(&["event".to_owned()]);
+        for c in &self.compiled {
+            for path in c.unit.iter().chain(&c.experiment).chain(&c.variant) {
+                needs.add_path(path);
+            }
+        }
+        needs
+    }
+
     /// The exposure `event` is, if any: only `track` events can be.
     pub fn key(&self, event: &Value) -> Option<Exposure> {
         if event.get("type").and_then(Value::as_str) != Some("track") {

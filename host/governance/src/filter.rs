@@ -21,9 +21,10 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::fql::{FqlError, Query};
+use crate::raw::{Edit, Needs};
 
 /// Top-level members no filter removes: what makes an event an event.
 pub const CORE_FIELDS: [&str; 13] = [
@@ -127,6 +128,16 @@ struct Filter {
 #[derive(Debug, Clone, Default)]
 pub struct Filters {
     filters: Vec<Filter>,
+    /// What their conditions and samples read.
+    needs: Needs,
+}
+
+/// What the filters decided for one event, before its text is edited.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Keep it, with these keys removed (perhaps none).
+    Keep(Edit),
+    Drop(DropReason),
 }
 
 /// What the filters decided for one event.
@@ -200,75 +211,81 @@ impl Filters {
                 filters.push(Filter { condition, actions });
             }
         }
-        Ok(Filters { filters })
+        let mut needs = Needs::default();
+        for f in &filters {
+            needs.merge(&f.condition.needs());
+            for a in &f.actions {
+                if let Action::Sample { path, .. } = a {
+                    needs.add_path(path);
+                }
+            }
+        }
+        Ok(Filters { filters, needs })
+    }
+
+    /// What the filters read of an event: [`Filters::decide`] on
+    /// [`crate::raw::sparse`] of these decides as on the whole event.
+    pub fn needs(&self) -> &Needs {
+        &self.needs
+    }
+
+    /// Decides on `event` (whole, or sparse with [`Filters::needs`]):
+    /// drop it, or keep it with the keys to remove from its text.
+    pub fn decide(&self, event: &Value) -> Decision {
+        let mut actions: Vec<&Action> = Vec::new();
+        for f in &self.filters {
+            match f.condition.eval(event) {
+                Ok(true) => actions.extend(&f.actions),
+                Ok(false) => {}
+                Err(_) => return Decision::Drop(DropReason::Error),
+            }
+        }
+        actions.sort_by_key(|a| a.rank());
+        let mut edit = Edit::default();
+        for a in actions {
+            match a {
+                Action::Sample { percent, path } => {
+                    if !sampled_in(event, path, *percent) {
+                        return Decision::Drop(DropReason::Sampled);
+                    }
+                }
+                Action::Drop => return Decision::Drop(DropReason::Dropped),
+                Action::DropProperties(fields) => {
+                    for (object, keys) in fields {
+                        edit.remove(object, keys);
+                    }
+                }
+                Action::AllowProperties(fields) => {
+                    for (object, keys) in fields {
+                        let always: &'static [&'static str] = if object.is_empty() { &CORE_FIELDS } else { &[] };
+                        edit.keep_only(object, keys, always);
+                    }
+                }
+            }
+        }
+        Decision::Keep(edit)
     }
 
     pub fn is_empty(&self) -> bool {
         self.filters.is_empty()
     }
 
-    /// Applies the filters to an event's JSON.
+    /// Applies the filters to an event's JSON: reads only what they need
+    /// ([`Filters::needs`]) and removes keys from the text itself.
     pub fn apply(&self, json: &str) -> Verdict {
         if self.filters.is_empty() {
             return Verdict::Keep;
         }
-        match serde_json::from_str::<Value>(json) {
-            Ok(event) => self.apply_parsed(event),
-            Err(_) => Verdict::Drop(DropReason::Error),
+        let Ok(event) = crate::raw::sparse(json, &self.needs) else { return Verdict::Drop(DropReason::Error) };
+        match self.decide(&event) {
+            Decision::Drop(reason) => Verdict::Drop(reason),
+            Decision::Keep(edit) => match edit.apply(json) {
+                Ok(Some(text)) => Verdict::Rewrite(text),
+                Ok(None) => Verdict::Keep,
+                Err(_) => Verdict::Drop(DropReason::Error),
+            },
         }
     }
-
-    /// [`Filters::apply`] on an event already parsed.
-    pub fn apply_parsed(&self, mut event: Value) -> Verdict {
-        let mut actions: Vec<&Action> = Vec::new();
-        for f in &self.filters {
-            match f.condition.eval(&event) {
-                Ok(true) => actions.extend(&f.actions),
-                Ok(false) => {}
-                Err(_) => return Verdict::Drop(DropReason::Error),
-            }
-        }
-        actions.sort_by_key(|a| a.rank());
-        let mut changed = false;
-        for a in actions {
-            match a {
-                Action::Sample { percent, path } => {
-                    if !sampled_in(&event, path, *percent) {
-                        return Verdict::Drop(DropReason::Sampled);
-                    }
-                }
-                Action::Drop => return Verdict::Drop(DropReason::Dropped),
-                Action::DropProperties(fields) => {
-                    for (object, keys) in fields {
-                        if let Some(o) = object_at(&mut event, object) {
-                            for k in keys {
-                                changed |= o.remove(k).is_some();
-                            }
-                        }
-                    }
-                }
-                Action::AllowProperties(fields) => {
-                    for (object, keys) in fields {
-                        let top = object.is_empty();
-                        if let Some(o) = object_at(&mut event, object) {
-                            let before = o.len();
-                            o.retain(|k, _| keys.contains(k) || (top && CORE_FIELDS.contains(&k.as_str())));
-                            changed |= o.len() != before;
-                        }
-                    }
-                }
-            }
-        }
-        if changed { Verdict::Rewrite(event.to_string()) } else { Verdict::Keep }
-    }
-}
-
-fn object_at<'a>(event: &'a mut Value, path: &[String]) -> Option<&'a mut Map<String, Value>> {
-    let mut at = event;
-    for p in path {
-        at = at.get_mut(p.as_str())?;
-    }
-    at.as_object_mut()
 }
 
 /// Whether the event is in a `percent` sample, decided by the value at

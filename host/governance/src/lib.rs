@@ -11,17 +11,20 @@
 //! destination filters on top of it (drop, sample, drop or allow
 //! properties); [`exposure`] keeps experiment exposures from being counted
 //! twice: it recognises them, drops them where the vendor's SDK already
-//! reports them, and dedupes them per destination.
+//! reports them, and dedupes them per destination. [`raw`] lets all of
+//! them read only the parts of an event they need and edit its text in
+//! place.
 
 pub mod exposure;
 pub mod filter;
 pub mod fql;
 pub mod plan;
+pub mod raw;
 pub mod transform;
 pub mod violations;
 
 pub use exposure::{ExposureDecision, ExposureGate, ExposurePolicy, ExposureRegistry, ExposureSignature};
-pub use filter::{FilterConfig, Filters, Verdict};
+pub use filter::{Decision, FilterConfig, Filters, Verdict};
 pub use fql::{FqlError, Query};
 pub use plan::{Checked, Outcome, PlanError, SchemaSettings, TrackingPlan, Violation, ViolationKind};
 pub use transform::{Applied, TransformConfig, TransformError, Transforms};

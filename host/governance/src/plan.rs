@@ -53,6 +53,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use crate::raw::Needs;
+
 /// A tracking plan file that cannot be used.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("line {line}: {message}")]
@@ -152,6 +154,8 @@ pub struct TrackingPlan {
     /// have the key `""`.
     rules: BTreeMap<(RuleType, String), Vec<Rule>>,
     len: usize,
+    /// What checking an event reads of it.
+    needs: Needs,
 }
 
 /// `schema_settings` of a source: Segment's Protocols controls.
@@ -322,13 +326,23 @@ impl ViolationKind {
     }
 }
 
+/// Violations reported per event at most; past it, one `unknown`
+/// violation says how many more there were.
+pub const MAX_VIOLATIONS_PER_EVENT: usize = 20;
+
 /// One problem with one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Violation {
     pub kind: ViolationKind,
     /// The field's path from the event's root (`properties.total`), or
-    /// `(root)` for the event as a whole.
+    /// `(root)` for the event as a whole; array indexes are written `[]`
+    /// (`properties.items[].sku`), so one field is one row however many
+    /// items break it.
     pub field: String,
+    /// The same path, one key per segment, as in the event.
+    pub path: Vec<String>,
+    /// What is wrong, from the schema alone: never the value sent (it may
+    /// be personal data).
     pub description: String,
     /// Found by the common schema rather than the event's own rule.
     pub common: bool,
@@ -366,7 +380,11 @@ impl TrackingPlan {
             message: e.to_string().rsplit_once(" at line").map_or(e.to_string(), |(m, _)| m.to_owned()),
         })?;
         let _ = file.description;
-        let mut plan = TrackingPlan { name: file.name, common: None, rules: BTreeMap::new(), len: 0 };
+        let mut needs = Needs::default();
+        for path in [&["type"][..], &["event"], &["name"], &["context", "protocols", "event_version"]] {
+            needs.add_path(&path.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>());
+        }
+        let mut plan = TrackingPlan { name: file.name, common: None, rules: BTreeMap::new(), len: 0, needs };
         for (i, raw) in file.rules.iter().enumerate() {
             let line = line_of(text, raw.get());
             let fail = |message: String| PlanError { line, message: format!("rules[{i}]: {message}") };
@@ -384,6 +402,8 @@ impl TrackingPlan {
                 Value::String(s) => serde_json::from_str(&s).map_err(|e| fail(format!("json_schema: {e}")))?,
                 other => other,
             };
+            plan.needs.merge(&schema_needs(&schema));
+            plan.needs.add_path(&[rule.rule_type.planned_object().to_owned()]);
             let compiled = Rule {
                 version: rule.version,
                 planned: planned_keys(&schema, rule.rule_type.planned_object()),
@@ -405,6 +425,14 @@ impl TrackingPlan {
             plan.len += 1;
         }
         Ok(plan)
+    }
+
+    /// What [`TrackingPlan::check`] reads of an event: checking
+    /// [`crate::raw::sparse`] of these finds the same violations as
+    /// checking the whole event (though its omissions, made on the sparse
+    /// value, are not the event's).
+    pub fn needs(&self) -> &Needs {
+        &self.needs
     }
 
     /// How many rules the plan has.
@@ -454,6 +482,7 @@ impl TrackingPlan {
                     violations.push(Violation {
                         kind: ViolationKind::UnplannedEvent,
                         field: "event".into(),
+                        path: vec!["event".into()],
                         description: format!("`{name}` is not in the tracking plan"),
                         common: false,
                     });
@@ -467,6 +496,7 @@ impl TrackingPlan {
                             violations.push(Violation {
                                 kind: ViolationKind::UnplannedProperty,
                                 field: format!("{object}.{k}"),
+                                path: vec![object.to_owned(), k.clone()],
                                 description: format!("{object}.{k} is not in the tracking plan"),
                                 common: false,
                             });
@@ -478,7 +508,7 @@ impl TrackingPlan {
                     let mut broken = false;
                     for v in validate(&rule.validator, event, false) {
                         // Unplanned properties were reported above.
-                        let path = field_path(&v.field);
+                        let path = &v.path;
                         if v.kind == ViolationKind::AdditionalProperties
                             && path.len() <= 1
                             && path.first().is_some_and(|p| p == object)
@@ -504,11 +534,22 @@ impl TrackingPlan {
             for v in validate(&common.validator, event, true) {
                 match action {
                     CommonAction::Block => block = true,
-                    CommonAction::Omit => common_paths.push(field_path(&v.field)),
+                    CommonAction::Omit => common_paths.push(v.path.clone()),
                     CommonAction::Allow => {}
                 }
                 violations.push(v);
             }
+        }
+        if violations.len() > MAX_VIOLATIONS_PER_EVENT {
+            let more = violations.len() - MAX_VIOLATIONS_PER_EVENT;
+            violations.truncate(MAX_VIOLATIONS_PER_EVENT);
+            violations.push(Violation {
+                kind: ViolationKind::Unknown,
+                field: "(root)".into(),
+                path: Vec::new(),
+                description: format!("{more} more violations in this event"),
+                common: false,
+            });
         }
         if block {
             return Checked { outcome: Outcome::Block, violations, changed: false };
@@ -516,9 +557,11 @@ impl TrackingPlan {
         let mut changed = false;
         let object = event_type.map_or("properties", RuleType::planned_object);
         if let Some(Value::Object(given)) = event.get_mut(object) {
-            for k in omitted.iter().chain(&omitted_on_violation) {
-                changed |= given.remove(k).is_some();
-            }
+            omitted.retain(|k| given.remove(k).is_some());
+            omitted_on_violation.retain(|k| given.remove(k).is_some());
+            changed = !omitted.is_empty() || !omitted_on_violation.is_empty();
+        } else {
+            (omitted, omitted_on_violation) = (BTreeSet::new(), BTreeSet::new());
         }
         let mut common_omitted = Vec::new();
         for path in &common_paths {
@@ -573,44 +616,92 @@ fn validate(validator: &jsonschema::Validator, event: &Value, common: bool) -> V
     }
     validator
         .iter_errors(event)
+        .take(MAX_VIOLATIONS_PER_EVENT + 1)
         .map(|e| {
             let kind = ViolationKind::of(e.kind());
-            let mut pointer = e.instance_path().as_str().to_owned();
+            let mut path: Vec<String> = e.instance_path().iter().map(|s| s.to_string()).collect();
             if let jsonschema::error::ValidationErrorKind::Required { property } = e.kind() {
-                pointer.push('/');
-                pointer.push_str(
-                    &property
-                        .as_str()
-                        .map_or_else(|| property.to_string(), str::to_owned)
-                        .replace('~', "~0")
-                        .replace('/', "~1"),
-                );
+                path.push(property.as_str().map_or_else(|| property.to_string(), str::to_owned));
             }
-            let field = pointer_to_path(&pointer);
-            let description = match &field[..] {
-                "(root)" => e.to_string(),
-                f => format!("{f}: {e}"),
-            };
-            Violation { kind, field, description, common }
+            let field = display_path(&path, event);
+            let description = describe(e.kind(), &field);
+            Violation { kind, field, path, description, common }
         })
         .collect()
 }
 
-/// `/properties/total` → `properties.total`; `` → `(root)`.
-fn pointer_to_path(pointer: &str) -> String {
-    if pointer.is_empty() {
+/// `properties.items[].sku` for the path `properties`, `items`, `0`,
+/// `sku` where `items` is an array; `(root)` for the empty path.
+fn display_path(path: &[String], event: &Value) -> String {
+    if path.is_empty() {
         return "(root)".into();
     }
-    pointer
-        .trim_start_matches('/')
-        .split('/')
-        .map(|s| s.replace("~1", "/").replace("~0", "~"))
-        .collect::<Vec<_>>()
-        .join(".")
+    let mut out = String::new();
+    let mut at = Some(event);
+    for segment in path {
+        match at {
+            Some(Value::Array(items)) => {
+                out.push_str("[]");
+                at = segment.parse::<usize>().ok().and_then(|i| items.get(i));
+            }
+            _ => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(segment);
+                at = at.and_then(|v| v.get(segment.as_str()));
+            }
+        }
+    }
+    out
 }
 
-fn field_path(field: &str) -> Vec<String> {
-    if field == "(root)" { Vec::new() } else { field.split('.').map(str::to_owned).collect() }
+/// What a violation breaks, in words taken from the schema, never from
+/// the value (which may be personal data).
+fn describe(kind: &jsonschema::error::ValidationErrorKind, field: &str) -> String {
+    use jsonschema::error::ValidationErrorKind as K;
+    let text = match kind {
+        K::Required { .. } => format!("{field} is required"),
+        K::Type { kind } => format!("{field} is not of type {}", type_names(kind)),
+        K::Enum { options } => format!("{field} is not one of {options}"),
+        K::Constant { expected_value } => format!("{field} is not {expected_value}"),
+        K::Pattern { pattern } => format!("{field} does not match {pattern}"),
+        K::Format { format } => format!("{field} is not a valid {format}"),
+        K::Minimum { limit } => format!("{field} is less than {limit}"),
+        K::Maximum { limit } => format!("{field} is greater than {limit}"),
+        K::ExclusiveMinimum { limit } => format!("{field} is not greater than {limit}"),
+        K::ExclusiveMaximum { limit } => format!("{field} is not less than {limit}"),
+        K::MinLength { limit } => format!("{field} is shorter than {limit} characters"),
+        K::MaxLength { limit } => format!("{field} is longer than {limit} characters"),
+        K::MinItems { limit } => format!("{field} has fewer than {limit} items"),
+        K::MaxItems { limit } => format!("{field} has more than {limit} items"),
+        K::AdditionalProperties { unexpected } => {
+            format!("{field} has properties the schema does not allow: {}", unexpected.join(", "))
+        }
+        _ => format!("{field} does not match the schema"),
+    };
+    truncate(text, 300)
+}
+
+fn type_names(kind: &jsonschema::error::TypeKind) -> String {
+    match kind {
+        jsonschema::error::TypeKind::Single(t) => t.to_string(),
+        jsonschema::error::TypeKind::Multiple(set) => {
+            set.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(" or ")
+        }
+    }
+}
+
+fn truncate(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
 }
 
 /// Removes the value at `path` (object keys only), never a top-level
@@ -656,6 +747,39 @@ fn pick_version<'a>(versions: &'a [Rule], event: &Value) -> &'a Rule {
         _ => None,
     });
     asked.and_then(|n| versions.iter().find(|r| u64::from(r.version) == n)).unwrap_or(&versions[0])
+}
+
+/// What a schema over the whole event reads of it: the members its root
+/// `properties` and `required` name, each whole — or everything, when the
+/// root has any keyword that looks at the object as a whole
+/// (`additionalProperties`, `allOf`, `$ref`, `definitions`, …).
+fn schema_needs(schema: &Value) -> Needs {
+    const MEMBERS_ONLY: [&str; 13] = [
+        "$schema",
+        "$id",
+        "id",
+        "$comment",
+        "title",
+        "description",
+        "type",
+        "properties",
+        "required",
+        "default",
+        "examples",
+        "readOnly",
+        "deprecated",
+    ];
+    let Some(root) = schema.as_object() else { return Needs::all() };
+    if root.keys().any(|k| !MEMBERS_ONLY.contains(&k.as_str())) {
+        return Needs::all();
+    }
+    let mut needs = Needs::default();
+    let properties = root.get("properties").and_then(Value::as_object).into_iter().flat_map(|o| o.keys().cloned());
+    let required = root.get("required").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str);
+    for key in properties.chain(required.map(str::to_owned)) {
+        needs.add_path(&[key]);
+    }
+    needs
 }
 
 /// The keys a rule's schema lists under `properties.<object>.properties`.

@@ -132,7 +132,13 @@ mod tests {
     use super::*;
 
     fn violation(field: &str, kind: ViolationKind) -> Violation {
-        Violation { kind, field: field.into(), description: format!("{field} is wrong"), common: false }
+        Violation {
+            kind,
+            field: field.into(),
+            path: field.split('.').map(str::to_owned).collect(),
+            description: format!("{field} is wrong"),
+            common: false,
+        }
     }
 
     #[test]

@@ -71,7 +71,6 @@ impl Default for AuditConfig {
                 "street",
                 "first_name",
                 "last_name",
-                "name",
                 "birthday",
                 "ssn",
                 "password",

@@ -8,7 +8,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use serde_json::Value;
-use switchyard_governance::{ExposureDecision, ExposureGate, ExposureRegistry, Filters, Query, Transforms, Verdict};
+use switchyard_governance::raw::{self, Needs};
+use switchyard_governance::{Decision, ExposureDecision, ExposureGate, ExposureRegistry, Filters, Query, Transforms};
 
 use crate::normalize::{Envelope, EventType};
 
@@ -22,12 +23,19 @@ pub struct Subscription {
     /// `subscribe`'s FQL condition.
     pub condition: Option<Query>,
     pub filters: Filters,
-    /// The sources it takes events from; `None`: all.
+    /// The sources it takes events from; `None`: all but
+    /// `excluded_sources`.
     pub sources: Option<BTreeSet<String>>,
+    /// With no `sources`, the ones it does not take events from (those
+    /// receiving other sources' blocked events and violations).
+    pub excluded_sources: BTreeSet<String>,
     /// Its exposure rule, and what an exposure is; `None`: every
     /// exposure is delivered.
     pub exposures: Option<(Arc<ExposureGate>, Arc<ExposureRegistry>)>,
     pub transforms: Transforms,
+    /// What the condition, the filters and the exposure rule read of an
+    /// event ([`Subscription::prepare`]).
+    needs: Needs,
 }
 
 /// What [`Subscription::select`] decided.
@@ -51,16 +59,39 @@ impl Subscription {
             condition: None,
             filters: Filters::default(),
             sources: None,
+            excluded_sources: BTreeSet::new(),
             exposures: None,
             transforms: Transforms::default(),
+            needs: Needs::default(),
         }
     }
 
+    /// Notes what the condition, the filters and the exposure rule read,
+    /// so [`Subscription::select`] parses only that; call it once the
+    /// subscription's parts are set.
+    pub fn prepare(&mut self) {
+        let mut needs = Needs::default();
+        if let Some(c) = &self.condition {
+            needs.merge(&c.needs());
+        }
+        needs.merge(self.filters.needs());
+        if let Some((_, registry)) = &self.exposures {
+            needs.merge(&registry.needs());
+        }
+        self.needs = needs;
+    }
+
     /// Whether `event` goes to this destination ([`Subscription::wants`],
-    /// then the FQL condition), and in what shape (the filters). The
-    /// condition and filters apply to replayed dead letters too, so a
-    /// filter that keeps a field from a destination keeps it from replays.
-    /// A condition that fails to evaluate skips the event (fail closed).
+    /// then the FQL condition), and in what shape (the filters, then the
+    /// transformations). The condition and filters apply to replayed dead
+    /// letters too, so a filter that keeps a field from a destination keeps
+    /// it from replays. A condition that fails to evaluate skips the event
+    /// (fail closed). Exposures are recognised on the event as it reached
+    /// the filters.
+    ///
+    /// Only what the condition, filters and exposure rule read is parsed
+    /// ([`raw::sparse`]), and filters remove keys from the text itself;
+    /// transformations parse the event whole.
     pub fn select(&self, mut event: Envelope) -> Selection {
         if !self.wants(&event) {
             return Selection::Skip;
@@ -69,45 +100,33 @@ impl Subscription {
         {
             return Selection::Deliver(event);
         }
-        let Ok(parsed) = serde_json::from_str::<Value>(&event.json) else { return Selection::Skip };
+        let Ok(sparse) = raw::sparse(&event.json, &self.needs) else { return Selection::Skip };
         if let Some(c) = &self.condition
-            && !c.matches(&parsed)
+            && !c.matches(&sparse)
         {
             return Selection::Skip;
         }
-        // Filters never remove the fields the envelope mirrors (ids, type,
-        // name): only the JSON changes.
-        let mut parsed = match self.filters.apply_parsed(parsed) {
-            Verdict::Keep => None,
-            Verdict::Rewrite(json) => {
-                event.json = json;
-                if self.exposures.is_none() && self.transforms.is_empty() {
-                    return Selection::Deliver(event);
-                }
-                match serde_json::from_str::<Value>(&event.json) {
-                    Ok(v) => Some(v),
-                    Err(_) => return Selection::Skip,
-                }
-            }
-            Verdict::Drop(_) => return Selection::Skip,
+        let edit = match self.filters.decide(&sparse) {
+            Decision::Keep(edit) => edit,
+            Decision::Drop(_) => return Selection::Skip,
         };
         if let Some((gate, registry)) = &self.exposures {
-            let value = match &parsed {
-                Some(v) => v,
-                None => parsed.insert(serde_json::from_str(&event.json).unwrap_or(Value::Null)),
-            };
-            match gate.decide(registry, value, &event.message_id) {
+            match gate.decide(registry, &sparse, &event.message_id) {
                 ExposureDecision::NotExposure | ExposureDecision::Deliver => {}
                 d @ (ExposureDecision::DropOwnedBySdk | ExposureDecision::DropDuplicate) => {
                     return Selection::SkipExposure(d);
                 }
             }
         }
+        // Filters never remove the fields the envelope mirrors (ids, type,
+        // name): only the JSON changes.
+        match edit.apply(&event.json) {
+            Ok(Some(text)) => event.json = text,
+            Ok(None) => {}
+            Err(_) => return Selection::Skip,
+        }
         if !self.transforms.is_empty() {
-            let mut value = match parsed.take() {
-                Some(v) => v,
-                None => serde_json::from_str(&event.json).unwrap_or(Value::Null),
-            };
+            let Ok(mut value) = serde_json::from_str::<Value>(&event.json) else { return Selection::Skip };
             let applied = self.transforms.apply(&mut value);
             if applied.changed {
                 if let Some(name) = applied.renamed {
@@ -127,7 +146,12 @@ impl Subscription {
         if let Some(only) = &event.only_for {
             return **only == *self.name;
         }
-        if self.sources.as_ref().is_some_and(|s| !s.contains(&*event.source)) {
+        let from = &*event.source;
+        let listed = match &self.sources {
+            Some(sources) => sources.contains(from),
+            None => !self.excluded_sources.contains(from),
+        };
+        if !listed {
             return false;
         }
         if !self.types.contains(&event.kind) {

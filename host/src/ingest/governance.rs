@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use switchyard_governance::raw;
 use switchyard_governance::{Outcome, SchemaSettings, Transforms, Violation};
 
 use crate::metrics::SourceStats;
@@ -52,17 +53,20 @@ impl SourceGovernance {
     }
 
     /// Runs `event`, of `source`, through the stage.
+    ///
+    /// The plan checks only what it reads of the event ([`raw::sparse`]
+    /// of [`TrackingPlan::needs`](switchyard_governance::TrackingPlan::needs)):
+    /// an event that passes as it is, the usual case, is never parsed
+    /// whole. One that must change (fields omitted, a blocked event
+    /// annotated, transformations) is parsed whole and checked again there.
     pub fn apply(&self, source: &SourceStats, mut event: Envelope) -> Governed {
         let mut generated = Vec::new();
-        if self.is_empty() {
-            return Governed { event: Some(event), generated };
-        }
-        let Ok(mut value) = serde_json::from_str::<Value>(&event.json) else {
-            return Governed { event: Some(event), generated };
-        };
-        let mut changed = false;
+        let mut whole: Option<Value> = None;
         if let Some((loaded, settings)) = &self.plan {
-            let checked = loaded.plan.check(settings, &mut value);
+            let Ok(mut sparse) = raw::sparse(&event.json, loaded.plan.needs()) else {
+                return Governed { event: Some(event), generated };
+            };
+            let checked = loaded.plan.check(settings, &mut sparse);
             if !checked.violations.is_empty() {
                 let name = event.name.clone().unwrap_or_else(|| event.kind.as_str().to_owned());
                 ViolationsFound { source, event: &name, violations: &checked.violations, payload: &event.json }.emit();
@@ -73,19 +77,37 @@ impl SourceGovernance {
             if checked.outcome == Outcome::Block {
                 EventBlocked { source, message_id: &event.message_id, to: self.blocked_to.as_deref() }.emit();
                 let Some(to) = &self.blocked_to else { return Governed { event: None, generated } };
-                note_blocked(&mut value, &checked.violations);
-                event.json = value.to_string();
+                if let Ok(mut value) = serde_json::from_str::<Value>(&event.json) {
+                    note_blocked(&mut value, &checked.violations);
+                    event.json = value.to_string();
+                }
                 event.source = to.clone();
                 return Governed { event: Some(event), generated };
             }
-            changed |= checked.changed;
+            if checked.changed {
+                let Ok(mut value) = serde_json::from_str::<Value>(&event.json) else {
+                    return Governed { event: Some(event), generated };
+                };
+                // The same event, whole: the same decisions, made on it.
+                loaded.plan.check(settings, &mut value);
+                event.json = value.to_string();
+                whole = Some(value);
+            }
         }
-        let applied = self.transforms.apply(&mut value);
-        if let Some(name) = applied.renamed {
-            event.name = Some(name);
-        }
-        if changed || applied.changed {
-            event.json = value.to_string();
+        if !self.transforms.is_empty() {
+            let value = match whole.take() {
+                Some(v) => Ok(v),
+                None => serde_json::from_str::<Value>(&event.json),
+            };
+            if let Ok(mut value) = value {
+                let applied = self.transforms.apply(&mut value);
+                if let Some(name) = applied.renamed {
+                    event.name = Some(name);
+                }
+                if applied.changed {
+                    event.json = value.to_string();
+                }
+            }
         }
         Governed { event: Some(event), generated }
     }
@@ -126,7 +148,7 @@ fn violation_events(
         .iter()
         .enumerate()
         .filter_map(|(i, v)| {
-            let digest = Sha256::digest(format!("{}\u{0}{i}", event.message_id));
+            let digest = Sha256::digest(format!("{}\u{0}{}\u{0}{i}", event.source, event.message_id));
             let id: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
             let body = json!({
                 "type": "track",

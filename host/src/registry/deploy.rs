@@ -3,6 +3,7 @@
 //! `init` accepts its settings — used at start, by `switchyard validate`
 //! and by every reload.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -108,6 +109,10 @@ pub fn grants_for(
 pub fn subscription_for(config: &Config, d: &DestinationConfig, stats: &DestinationStats) -> Subscription {
     let mut s = Subscription::of_types(&d.name, d.subscribe.types.clone());
     s.sources = d.sources.as_ref().map(|list| list.iter().cloned().collect());
+    if s.sources.is_none() {
+        // Blocked events and violations go only where they are asked for.
+        s.excluded_sources = forwarding_targets(config);
+    }
     let condition = d.subscribe.condition.as_deref().map(switchyard_governance::Query::compile).transpose();
     let filters = switchyard_governance::Filters::compile(&d.filters);
     let transforms = switchyard_governance::Transforms::compile(&d.transformations);
@@ -126,7 +131,23 @@ pub fn subscription_for(config: &Config, d: &DestinationConfig, stats: &Destinat
         }
     }
     stats.audit.set_pii_fields(&config.governance.audit.pii_fields);
+    s.prepare();
     s
+}
+
+/// The sources that receive other sources' blocked events or violations:
+/// a destination that does not name its `sources` gets none of theirs.
+pub fn forwarding_targets(config: &Config) -> BTreeSet<String> {
+    config
+        .sources
+        .iter()
+        .flat_map(|s| {
+            let settings = &s.schema_settings;
+            [&settings.forwarding_blocked_events_to, &settings.forwarding_violations_to]
+        })
+        .flatten()
+        .cloned()
+        .collect()
 }
 
 /// The settings table as the JSON object `init` receives.

@@ -249,12 +249,18 @@ impl<L: EventLog> Registry<L> {
         };
 
         // Check every new or changed destination before touching anything.
+        // What every subscription reads besides its own config (the
+        // exposure registry, the PII list, which sources are forwarding
+        // targets) changing redeploys them all.
+        let shared_changed = config.governance != state.config.governance
+            || deploy::forwarding_targets(&config) != deploy::forwarding_targets(&state.config);
         let mut checked = Vec::new();
         let mut refusals = Vec::new();
         for d in &config.destinations {
             let current = state.running.get(&d.name);
             let hash = switchyard_runtime::file_hash(&d.plugin).ok();
             if let Some(r) = current
+                && !shared_changed
                 && r.config == *d
                 && hash.as_deref() == Some(r.plugin_hash.as_str())
             {

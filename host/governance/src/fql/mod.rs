@@ -129,6 +129,27 @@ pub struct Query {
 }
 
 impl Query {
+    /// The paths the condition reads: evaluating it on
+    /// [`crate::raw::sparse`] of these gives the same answer as on the
+    /// whole event.
+    pub fn needs(&self) -> crate::raw::Needs {
+        fn collect(e: &Expr, n: &mut crate::raw::Needs) {
+            match e {
+                Expr::Path(p) => n.add_path(p),
+                Expr::List(items) | Expr::Call(_, items) => items.iter().for_each(|i| collect(i, n)),
+                Expr::Cmp(_, a, b) | Expr::In(a, b) | Expr::And(a, b) | Expr::Or(a, b) => {
+                    collect(a, n);
+                    collect(b, n);
+                }
+                Expr::Not(a) => collect(a, n),
+                Expr::Str(_) | Expr::Num(_) | Expr::Bool(_) | Expr::Null => {}
+            }
+        }
+        let mut needs = crate::raw::Needs::default();
+        collect(&self.expr, &mut needs);
+        needs
+    }
+
     /// Compiles `source`.
     ///
     /// # Errors

@@ -231,3 +231,61 @@ fn remote_references_are_never_fetched() {
     let text = r#"{"rules": [{"type": "common", "json_schema": {"$ref": "http://127.0.0.1:9/schema.json"}}]}"#;
     assert!(TrackingPlan::parse(text).is_err(), "an unresolvable remote reference is a compile error");
 }
+
+#[test]
+fn checking_what_the_plan_needs_finds_what_checking_everything_finds() {
+    let p = plan();
+    for event in [
+        order(json!({"total": "ten", "currency": "GBP", "colour": "red"})),
+        json!({"type": "identify", "userId": "u", "traits": {"email": "nope", "age": 3}, "context": {"ip": "x"}}),
+        json!({"type": "track", "event": "Nope", "userId": "u", "context": {"protocols": {"event_version": 2}}}),
+        json!({"type": "page", "name": "Pricing", "userId": "u", "properties": {"path": 3}}),
+    ] {
+        let text = event.to_string();
+        let mut whole = event.clone();
+        let mut sparse = crate::raw::sparse(&text, p.needs()).unwrap();
+        let (a, b) =
+            (p.check(&SchemaSettings::default(), &mut whole), p.check(&SchemaSettings::default(), &mut sparse));
+        assert_eq!(a.violations, b.violations, "{text}");
+        assert_eq!(a.outcome, b.outcome);
+    }
+    // A root keyword over the whole object needs the whole event.
+    let whole =
+        TrackingPlan::parse(r#"{"rules": [{"type": "common", "json_schema": {"additionalProperties": false}}]}"#)
+            .unwrap();
+    assert!(whole.needs().is_all());
+}
+
+#[test]
+fn violations_are_capped_per_event_and_never_quote_the_value() {
+    let many: serde_json::Map<String, Value> = (0..500).map(|i| (format!("k{i}"), json!(i))).collect();
+    let mut e = order(Value::Object(many));
+    let c = plan().check(&SchemaSettings::default(), &mut e);
+    assert_eq!(c.violations.len(), MAX_VIOLATIONS_PER_EVENT + 1);
+    assert!(c.violations.last().unwrap().description.ends_with("more violations in this event"));
+    let mut secret = order(json!({"order_id": "o", "total": "ada@example.com"}));
+    let c = plan().check(&SchemaSettings::default(), &mut secret);
+    assert_eq!(c.violations[0].description, "properties.total is not of type number");
+}
+
+#[test]
+fn array_items_are_one_field_and_dotted_keys_stay_keys() {
+    let text = json!({"rules": [{"type": "track", "key": "A", "json_schema": {"properties": {"properties": {
+        "properties": {"items": {"type": "array", "items": {"properties": {"sku": {"type": "string"}}}},
+                       "a.b": {"type": "string"}, "a": {"type": "string"}}}}}}]})
+    .to_string();
+    let p = TrackingPlan::parse(&text).unwrap();
+    let omit = settings(json!({"track": {"allow_properties_on_violations": false}}));
+    let mut e = json!({"type": "track", "event": "A", "userId": "u",
+        "properties": {"items": [{"sku": 1}, {"sku": "ok"}, {"sku": 2}], "a.b": 5, "a": "fine"}});
+    let c = p.check(&omit, &mut e);
+    let mut fields: Vec<&str> = c.violations.iter().map(|v| v.field.as_str()).collect();
+    fields.sort();
+    assert_eq!(fields, ["properties.a.b", "properties.items[].sku", "properties.items[].sku"]);
+    assert_eq!(e["properties"], json!({"a": "fine"}), "the bad `a.b` and items go, the good `a` stays");
+    // A missing required property is reported, but nothing was omitted.
+    let omit_all = settings(json!({"track": {"allow_properties_on_violations": false}}));
+    let mut missing = order(json!({"total": 1}));
+    plan().check(&omit_all, &mut missing);
+    assert_eq!(missing.get("context"), None, "{missing}");
+}
