@@ -2,7 +2,7 @@
 //!
 //! Prints ns per evaluation of typical conditions on a typical track
 //! event (already parsed), and of three filters applied to its JSON text
-//! (parse included, as delivery does it).
+//! as delivery does it (reading what they need, editing the text).
 //!
 //! Run: `cargo bench -p switchyard-governance --bench fql`.
 
@@ -88,5 +88,8 @@ fn main() {
         black_box(filters.apply(black_box(&text)));
     });
     println!("\nthree filters (strip two fields, a drop, a 100% sample) on its JSON text:");
-    println!("  {apply:.0} ns per event, of which parsing the JSON {parse:.0} ns and writing it back the rest");
+    println!(
+        "  {apply:.0} ns per event, reading only the paths they need and removing keys from the text \
+         (parsing it whole alone takes {parse:.0} ns)"
+    );
 }

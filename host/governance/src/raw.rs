@@ -47,6 +47,14 @@ impl Needs {
         !self.all && self.members.is_empty()
     }
 
+    /// Whether this needs the bulk of an event whole (`context` and its
+    /// `properties` or `traits`): then parsing it all is cheaper than
+    /// scanning for the parts.
+    fn is_bulk(&self) -> bool {
+        let whole = |k: &str| self.members.get(k).is_some_and(|n| n.all);
+        whole("context") && (whole("properties") || whole("traits"))
+    }
+
     /// Adds the whole value at `path` (the empty path: everything).
     pub fn add_path(&mut self, path: &[String]) {
         if self.all {
@@ -211,7 +219,7 @@ fn is_object(raw: &str) -> bool {
 ///
 /// `json` is not valid JSON where it was read.
 pub fn sparse(json: &str, needs: &Needs) -> Result<Value, RawError> {
-    if needs.all || !is_object(json) {
+    if needs.all || needs.is_bulk() || !is_object(json) {
         return serde_json::from_str(json).map_err(|e| RawError(e.column()));
     }
     let mut out = Map::new();
