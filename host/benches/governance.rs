@@ -21,11 +21,11 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use common::{Server, env_or, quantile};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 
 const CONNECTIONS: usize = 32;
 const BATCH: usize = 100;
@@ -59,21 +59,8 @@ fn plan() -> String {
     format!("{{\"name\": \"bench\", \"rules\": [{}]}}", rules.join(",\n"))
 }
 
-fn destination(wasm: &std::path::Path, recv: SocketAddr, filters: bool) -> String {
-    let mut out = format!(
-        r#"
-[[destinations]]
-name = "hook"
-plugin = "{plugin}"
-settings = {{ url = "http://{recv}/hook" }}
-allow_http = ["http://{recv}"]
-batch = {{ max_events = 1000, linger_ms = 50 }}
-"#,
-        plugin = wasm.display(),
-    );
-    if filters {
-        out.push_str(
-            r#"
+/// Three filters; the second rewrites every event (drops `context.ip`).
+const FILTERS: &str = r#"
 [[destinations.filters]]
 if = "type = 'track' and event = 'Order Completed'"
 actions = [{ type = "drop_properties", fields = { properties = ["email"] } }]
@@ -85,11 +72,7 @@ actions = [{ type = "drop_properties", fields = { context = ["ip"] } }]
 [[destinations.filters]]
 if = "properties.price > 1000"
 actions = [{ type = "drop" }]
-"#,
-        );
-    }
-    out
-}
+"#;
 
 #[derive(Clone, Copy)]
 struct Phase {
@@ -100,44 +83,12 @@ struct Phase {
 }
 
 async fn load(addr: SocketAddr, secs: f64) -> Phase {
-    let deadline = Instant::now() + Duration::from_secs_f64(secs);
-    let tasks: Vec<_> = (0..CONNECTIONS)
-        .map(|_| {
-            tokio::spawn(async move {
-                let mut send = common::connect(addr).await;
-                let (mut lat, mut errors) = (Vec::new(), 0u64);
-                while Instant::now() < deadline {
-                    let req = hyper::Request::post("/v1/batch")
-                        .header("host", "bench")
-                        .header("authorization", common::AUTHORIZATION)
-                        .header("content-type", "application/json")
-                        .body(Full::new(common::batch_body(BATCH)))
-                        .expect("request");
-                    let t = Instant::now();
-                    match send.send_request(req).await {
-                        Ok(resp) if resp.status() == 200 => {
-                            let _ = resp.into_body().collect().await;
-                            lat.push(t.elapsed().as_secs_f64() * 1000.0);
-                        }
-                        _ => errors += 1,
-                    }
-                }
-                (lat, errors)
-            })
-        })
-        .collect();
     let started = Instant::now();
-    let (mut lat, mut errors) = (Vec::new(), 0);
-    for t in tasks {
-        let (l, e) = t.await.expect("load task");
-        lat.extend(l);
-        errors += e;
-    }
+    let mut f = common::flood_timed(addr, secs, CONNECTIONS, BATCH).await;
     let elapsed = started.elapsed().as_secs_f64();
-    let n = lat.len();
-    let mut pct = |p: f64| if lat.is_empty() { 0.0 } else { quantile(&mut lat, p) };
+    let mut pct = |p: f64| if f.latencies_ms.is_empty() { 0.0 } else { quantile(&mut f.latencies_ms, p) };
     let (p50_ms, p99_ms) = (pct(0.50), pct(0.99));
-    Phase { events_per_sec: (n * BATCH) as f64 / elapsed, p50_ms, p99_ms, errors }
+    Phase { events_per_sec: f.accepted as f64 / elapsed, p50_ms, p99_ms, errors: f.errors }
 }
 
 /// Runs one phase against a fresh server: `governed` or plain.
@@ -158,7 +109,7 @@ async fn phase(wasm: &std::path::Path, plan_path: &std::path::Path, governed: bo
             plan_path.display()
         );
     }
-    rest.push_str(&destination(wasm, recv, with_filters));
+    rest.push_str(&common::webhook_destination(wasm, recv, if with_filters { FILTERS } else { "" }));
     let server = Server::start(&rest).await.unwrap_or_else(|e| panic!("switchyard did not start: {e}"));
     let result = load(server.addr, secs).await;
     server.stop().await;

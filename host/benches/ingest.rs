@@ -172,18 +172,8 @@ fn main() {
 /// Starts switchyard in this process, delivering to `receiver` with the
 /// webhook plugin.
 async fn start_switchyard(wasm: &std::path::Path, recv_addr: SocketAddr) -> Server {
-    let destination = format!(
-        r#"
-[[destinations]]
-name = "hook"
-plugin = "{plugin}"
-settings = {{ url = "http://{recv_addr}/hook" }}
-allow_http = ["http://{recv_addr}"]
-batch = {{ max_events = 1000, linger_ms = 50 }}
-retry = {{ initial_backoff_ms = 1000, max_backoff_ms = 5000 }}
-"#,
-        plugin = wasm.display(),
-    );
+    let destination =
+        common::webhook_destination(wasm, recv_addr, "retry = { initial_backoff_ms = 1000, max_backoff_ms = 5000 }");
     Server::start(&destination).await.unwrap_or_else(|e| panic!("switchyard did not start: {e}"))
 }
 

@@ -271,26 +271,68 @@ async fn post(send: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>, p
 /// Sends batches of `batch` events to `/v1/batch` as fast as `conns`
 /// connections allow, for `secs`; returns the events accepted.
 pub async fn flood(addr: SocketAddr, secs: f64, conns: usize, batch: usize) -> u64 {
+    flood_timed(addr, secs, conns, batch).await.accepted
+}
+
+/// What [`flood_timed`] measured.
+#[derive(Debug, Default)]
+pub struct Flood {
+    /// Events in requests answered 200.
+    pub accepted: u64,
+    /// Per request answered 200, ms.
+    pub latencies_ms: Vec<f64>,
+    /// Requests not answered 200.
+    pub errors: u64,
+}
+
+/// As [`flood`], with each request's latency.
+pub async fn flood_timed(addr: SocketAddr, secs: f64, conns: usize, batch: usize) -> Flood {
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let tasks: Vec<_> = (0..conns)
         .map(|_| {
             tokio::spawn(async move {
                 let mut send = connect(addr).await;
-                let mut accepted = 0u64;
+                let mut out = Flood::default();
                 while Instant::now() < deadline {
+                    let t = Instant::now();
                     if post(&mut send, "/v1/batch", batch_body(batch)).await {
-                        accepted += batch as u64;
+                        out.accepted += batch as u64;
+                        out.latencies_ms.push(t.elapsed().as_secs_f64() * 1e3);
+                    } else {
+                        out.errors += 1;
                     }
                 }
-                accepted
+                out
             })
         })
         .collect();
-    let mut accepted = 0;
+    let mut all = Flood::default();
     for t in tasks {
-        accepted += t.await.unwrap_or(0);
+        if let Ok(f) = t.await {
+            all.accepted += f.accepted;
+            all.latencies_ms.extend(f.latencies_ms);
+            all.errors += f.errors;
+        }
     }
-    accepted
+    all
+}
+
+/// A `[[destinations]]` entry named `hook` running the webhook plugin at
+/// `plugin`, posting to `recv`, batches of up to 1000 events lingering
+/// 50 ms; `extra` adds lines.
+pub fn webhook_destination(plugin: &std::path::Path, recv: SocketAddr, extra: &str) -> String {
+    format!(
+        r#"
+[[destinations]]
+name = "hook"
+plugin = "{plugin}"
+settings = {{ url = "http://{recv}/hook" }}
+allow_http = ["http://{recv}"]
+batch = {{ max_events = 1000, linger_ms = 50 }}
+{extra}
+"#,
+        plugin = plugin.display(),
+    )
 }
 
 /// What a paced load measured.

@@ -6,23 +6,15 @@
 //!
 //! Run: `cargo bench -p switchyard-governance --bench fql`.
 
+mod common;
+
 use std::hint::black_box;
-use std::time::Instant;
+
+use common::per_op;
 
 use serde_json::json;
 use switchyard_governance::filter::{ActionConfig, FilterConfig};
 use switchyard_governance::{Filters, Query};
-
-fn per_op(n: u32, mut f: impl FnMut()) -> f64 {
-    for _ in 0..n / 10 {
-        f();
-    }
-    let start = Instant::now();
-    for _ in 0..n {
-        f();
-    }
-    start.elapsed().as_nanos() as f64 / f64::from(n)
-}
 
 fn main() {
     let event = json!({

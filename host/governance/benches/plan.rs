@@ -4,22 +4,14 @@
 //!
 //! Run: `cargo bench -p switchyard-governance --bench plan`.
 
+mod common;
+
 use std::hint::black_box;
-use std::time::Instant;
+
+use common::per_op;
 
 use serde_json::{Value, json};
 use switchyard_governance::{SchemaSettings, TrackingPlan};
-
-fn per_op(n: u32, mut f: impl FnMut()) -> f64 {
-    for _ in 0..n / 10 {
-        f();
-    }
-    let start = Instant::now();
-    for _ in 0..n {
-        f();
-    }
-    start.elapsed().as_nanos() as f64 / f64::from(n)
-}
 
 fn plan_text() -> String {
     let mut rules: Vec<Value> = (0..48)
