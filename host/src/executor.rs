@@ -6,7 +6,7 @@
 //! | threads | what runs there | how many |
 //! |---|---|---|
 //! | the API runtime | the tracking API and the admin API (`/metrics`, `/ready`, …) | `server.api_threads` (default: one per core) |
-//! | one runtime per destination | its plugin calls and its outbound HTTP connections (and its worker's loop when `catch_up_backlog` is 0) | `min(quota.max_concurrent_calls, cores)`, fixed when the destination starts, at nice `runtime.destination_nice` (19), optionally under `SCHED_IDLE` |
+//! | one runtime per destination | its plugin calls and its outbound HTTP connections (and its worker's loop when `catch_up_backlog` is 0) | `min(quota.max_concurrent_calls, cores)`, fixed when the destination starts, at nice `runtime.destination_nice` (19) and under `SCHED_IDLE` (lifted while its calls stall) |
 //! | the `delivery` runtime | every delivery worker's loop (reading the log, batching, acting on outcomes), and the plugin calls of a destination that is behind (`runtime.catch_up_backlog` events) and healthy (its last call succeeded) | one per core, at the default priority |
 //! | the control runtime (the process's main one) | reloads, the file watcher, `init` checks of new plugin versions | tokio's default |
 //! | `log-writer`, `log-prealloc` | the durable log's group commit and spare segments | one each |
@@ -24,11 +24,13 @@
 //! connection pool is its own.
 //!
 //! Destination threads run at the lowest priority (nice 19,
-//! `runtime.destination_nice`; with `runtime.destination_idle` also Linux's
-//! `SCHED_IDLE`, under which an API thread that wakes preempts them at
-//! once, where under plain nice 19 it may wait for a spinning plugin's
-//! slice — off by default, since it stalls delivery whenever anything
-//! else on the machine is busy), and when the cores are busy the kernel gives the API's threads the CPU first, so acknowledging events comes before
+//! `runtime.destination_nice`, and Linux's `SCHED_IDLE`,
+//! `runtime.destination_idle`, under which an API thread that wakes
+//! preempts them at once, where under plain nice 19 it may wait for a
+//! spinning plugin's slice; a destination whose calls stall there, the
+//! machine being busy with something else, leaves it until it has caught
+//! up: [`IdleControl`]), and when the cores are busy the kernel gives the
+//! API's threads the CPU first, so acknowledging events comes before
 //! delivering them — they are durable by then, and delivery catches up
 //! whenever ingest waits (on fsync, on clients). Between destinations the
 //! share stays equal. Measured on 2 cores (`cargo bench --bench ingest`):
@@ -57,8 +59,11 @@
 //! once at once, but they share the threads the destination started with
 //! until it is restarted.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio::runtime::{Builder, Handle, Runtime};
 use tokio::task::JoinHandle;
@@ -77,6 +82,7 @@ pub fn cores() -> usize {
 pub struct Executor {
     runtime: Option<Runtime>,
     handle: Handle,
+    idle: Option<Arc<IdleControl>>,
 }
 
 impl Executor {
@@ -93,12 +99,14 @@ impl Executor {
             .enable_all()
             .build()?;
         let handle = runtime.handle().clone();
-        Ok(Executor { runtime: Some(runtime), handle })
+        Ok(Executor { runtime: Some(runtime), handle, idle: None })
     }
 
     /// The runtime for one destination: `min(max_concurrent_calls, cores)`
     /// threads named after it, each at `priority` (a thread may always
-    /// lower its own).
+    /// lower its own). Under `SCHED_IDLE` its threads follow the
+    /// runtime's [`IdleControl`]: each re-applies its policy the next time
+    /// it wakes after a change.
     ///
     /// # Errors
     ///
@@ -106,15 +114,29 @@ impl Executor {
     pub fn for_destination(name: &str, max_concurrent_calls: usize, priority: Priority) -> std::io::Result<Executor> {
         // Thread names are cut to 15 bytes by Linux; keep the destination's.
         let short: String = name.chars().take(10).collect();
+        let control = priority.idle.then(|| Arc::new(IdleControl::default()));
+        let on_start = control.clone();
+        let on_unpark = control.clone();
         let runtime = Builder::new_multi_thread()
             .worker_threads(max_concurrent_calls.clamp(1, cores()))
             .max_blocking_threads(MAX_BLOCKING_THREADS)
             .thread_name(format!("dest-{short}"))
-            .on_thread_start(move || priority.apply())
+            .on_thread_start(move || priority.apply(on_start.as_deref()))
+            .on_thread_unpark(move || {
+                if let Some(control) = &on_unpark {
+                    priority.follow(control);
+                }
+            })
             .enable_all()
             .build()?;
         let handle = runtime.handle().clone();
-        Ok(Executor { runtime: Some(runtime), handle })
+        Ok(Executor { runtime: Some(runtime), handle, idle: control })
+    }
+
+    /// How the runtime's `SCHED_IDLE` is lifted and restored; `None` when
+    /// its threads are not under `SCHED_IDLE`.
+    pub fn idle_control(&self) -> Option<&Arc<IdleControl>> {
+        self.idle.as_ref()
     }
 
     /// Runs `future` on this runtime.
@@ -143,25 +165,122 @@ pub struct Priority {
 
 impl Priority {
     /// Applies it to the calling thread (Linux: priorities are per
-    /// thread). A failure is logged and the thread runs at the default.
-    fn apply(self) {
+    /// thread): its nice value, and `SCHED_IDLE` unless `control` has it
+    /// lifted. A failure is logged and the thread runs at the default.
+    fn apply(self, control: Option<&IdleControl>) {
+        let idle = match control {
+            Some(control) => !control.follow_on_this_thread(),
+            None => self.idle,
+        };
+        set_policy(idle);
         #[cfg(target_os = "linux")]
         {
-            use thread_priority::{NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy};
-            if self.idle {
-                let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
-                let native = thread_priority::thread_native_id();
-                if let Err(e) = thread_priority::set_thread_priority_and_policy(native, ThreadPriority::Min, idle) {
-                    tracing::warn!(error = %e, "cannot put a destination thread under SCHED_IDLE");
-                }
-            }
             let tid = rustix::thread::gettid();
             if let Err(e) = rustix::process::setpriority_process(Some(tid), self.nice.clamp(0, 19)) {
                 tracing::warn!(error = %e, nice = self.nice, "cannot lower a destination thread's priority");
             }
         }
-        #[cfg(not(target_os = "linux"))]
-        let _ = self;
+    }
+
+    /// Re-applies the policy on the calling thread if `control` changed
+    /// since it last did: one atomic load otherwise. The nice value is
+    /// left as it is (an unprivileged thread could not take it back).
+    fn follow(self, control: &IdleControl) {
+        if control.changed_for_this_thread() {
+            let lifted = control.follow_on_this_thread();
+            set_policy(self.idle && !lifted);
+        }
+    }
+}
+
+/// Puts the calling thread under `SCHED_IDLE`, or back under the normal
+/// policy (`SCHED_OTHER`, which any thread may return to at its nice
+/// value). A failure is logged.
+fn set_policy(idle: bool) {
+    #[cfg(target_os = "linux")]
+    {
+        use thread_priority::{NormalThreadSchedulePolicy, ThreadSchedulePolicy};
+        let policy = if idle { NormalThreadSchedulePolicy::Idle } else { NormalThreadSchedulePolicy::Other };
+        if thread_priority::thread_schedule_policy().ok() == Some(ThreadSchedulePolicy::Normal(policy)) {
+            return;
+        }
+        // Keep the thread's nice value: the crate's setter also sets it
+        // (to the policy's minimum), so it is read first and put back.
+        let tid = rustix::thread::gettid();
+        let nice = rustix::process::getpriority_process(Some(tid)).unwrap_or(19);
+        let native = thread_priority::thread_native_id();
+        let set = thread_priority::set_thread_priority_and_policy(
+            native,
+            thread_priority::ThreadPriority::Min,
+            ThreadSchedulePolicy::Normal(policy),
+        );
+        if let Err(e) = set {
+            tracing::warn!(error = %e, idle, "cannot change a destination thread's scheduling policy");
+        }
+        let _ = rustix::process::setpriority_process(Some(tid), nice);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = idle;
+}
+
+/// Whether a destination runtime's threads have `SCHED_IDLE` lifted,
+/// shared by those threads and the destination's worker.
+///
+/// Under `SCHED_IDLE` a thread runs only on CPU time nothing else on the
+/// machine wants; on a host kept busy by another process that can be
+/// almost none, and delivery would stall. So the worker lifts it when
+/// its calls stall (`delivery::LIFT_IDLE_AFTER`) and restores it once the
+/// destination has caught up. The change takes effect on each thread the
+/// next time it wakes (a tokio worker wakes for every task it is given);
+/// blocking-pool threads take the state current when they start.
+#[derive(Debug, Default)]
+pub struct IdleControl {
+    lifted: AtomicBool,
+    /// Bumped on every change, so a thread can tell it has one to apply.
+    generation: AtomicU64,
+}
+
+thread_local! {
+    /// The [`IdleControl::generation`] this thread last applied.
+    static APPLIED: Cell<u64> = const { Cell::new(0) };
+}
+
+impl IdleControl {
+    /// Lifts `SCHED_IDLE`: the threads run under the normal policy, still
+    /// at their nice value. Returns whether that is a change.
+    pub fn lift(&self) -> bool {
+        self.set(true)
+    }
+
+    /// Puts the threads back under `SCHED_IDLE`. Returns whether that is a
+    /// change.
+    pub fn restore(&self) -> bool {
+        self.set(false)
+    }
+
+    /// Whether `SCHED_IDLE` is lifted now.
+    pub fn is_lifted(&self) -> bool {
+        self.lifted.load(Ordering::Acquire)
+    }
+
+    fn set(&self, lifted: bool) -> bool {
+        let changed = self.lifted.swap(lifted, Ordering::AcqRel) != lifted;
+        if changed {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
+        changed
+    }
+
+    fn changed_for_this_thread(&self) -> bool {
+        APPLIED.with(|applied| applied.get() != self.generation.load(Ordering::Acquire))
+    }
+
+    /// Records the current generation as applied on this thread and
+    /// returns whether `SCHED_IDLE` is lifted.
+    fn follow_on_this_thread(&self) -> bool {
+        let generation = self.generation.load(Ordering::Acquire);
+        APPLIED.with(|applied| applied.set(generation));
+        self.is_lifted()
     }
 }
 
@@ -222,5 +341,47 @@ mod tests {
         assert_eq!(policy, idle);
         let here = rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap();
         assert_eq!(here, 0, "the caller's thread is untouched");
+    }
+
+    /// The policy a task on `exec` sees once the threads have settled: a
+    /// worker applies a change when it next wakes, so ask until it has.
+    #[cfg(target_os = "linux")]
+    async fn policy_becomes(exec: &Executor, want: thread_priority::NormalThreadSchedulePolicy) {
+        let want = thread_priority::ThreadSchedulePolicy::Normal(want);
+        for _ in 0..100 {
+            let (policy, nice) = exec
+                .spawn(async {
+                    let tid = rustix::thread::gettid();
+                    (
+                        thread_priority::thread_schedule_policy().unwrap(),
+                        rustix::process::getpriority_process(Some(tid)),
+                    )
+                })
+                .await
+                .unwrap();
+            assert_eq!(nice.unwrap(), 7, "the nice value stays");
+            if policy == want {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("the destination's thread never took {want:?}");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn lifting_sched_idle_moves_the_threads_to_the_normal_policy_and_back() {
+        use thread_priority::NormalThreadSchedulePolicy::{Idle, Other};
+        let exec = Executor::for_destination("lift", 1, Priority { nice: 7, idle: true }).unwrap();
+        let control = exec.idle_control().expect("under SCHED_IDLE").clone();
+        policy_becomes(&exec, Idle).await;
+        assert!(control.lift() && !control.lift(), "one change");
+        assert!(control.is_lifted());
+        policy_becomes(&exec, Other).await;
+        assert!(control.restore() && !control.restore());
+        policy_becomes(&exec, Idle).await;
+        assert!(
+            Executor::for_destination("plain", 1, Priority { nice: 7, idle: false }).unwrap().idle_control().is_none()
+        );
     }
 }

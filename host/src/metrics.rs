@@ -88,6 +88,9 @@ pub struct DestinationStats {
     /// Plugin calls run on the `delivery` threads, the destination being
     /// behind (`runtime.catch_up_backlog`).
     pub catch_up_calls: Counter,
+    /// Times its threads left `SCHED_IDLE` because its calls stalled there
+    /// (the machine busy with something else).
+    pub idle_lifts: Counter,
     /// Quota breaches, by [`QuotaKind::index`].
     pub breaches: [Counter; QuotaKind::ALL.len()],
     /// Wall time of each `deliver` call.
@@ -378,7 +381,7 @@ impl Metrics {
         let mut out = String::new();
         let destinations = self.destinations();
         let sources = self.sources();
-        let dest: [Series<DestinationStats>; 8] = [
+        let dest: [Series<DestinationStats>; 9] = [
             ("switchyard_destination_received_total", "Events routed to the destination", |d| d.received.get()),
             ("switchyard_destination_filtered_total", "Events not subscribed by the destination", |d| d.filtered.get()),
             ("switchyard_destination_delivered_total", "Events the destination accepted", |d| d.delivered.get()),
@@ -396,6 +399,11 @@ impl Metrics {
                 "switchyard_destination_catch_up_calls_total",
                 "Plugin calls run on the delivery threads, the destination being behind",
                 |d| d.catch_up_calls.get(),
+            ),
+            (
+                "switchyard_destination_idle_lifts_total",
+                "Times the destination's threads left SCHED_IDLE because its calls stalled there",
+                |d| d.idle_lifts.get(),
             ),
         ];
         for (name, help, get) in dest {

@@ -229,6 +229,35 @@ impl InternalEvent for QuarantineEnded<'_> {
     }
 }
 
+/// A destination's calls stalled under `SCHED_IDLE` (the machine is busy
+/// with something else), so its threads left it.
+pub struct IdleLifted<'a> {
+    pub stats: &'a DestinationStats,
+    pub stalled: Duration,
+}
+
+impl InternalEvent for IdleLifted<'_> {
+    fn emit(self) {
+        self.stats.idle_lifts.inc();
+        tracing::warn!(
+            destination = self.stats.name.as_str(),
+            stalled = ?self.stalled,
+            "delivery stalled under SCHED_IDLE (the machine is busy); its threads run under the normal policy until it catches up"
+        );
+    }
+}
+
+/// A destination whose `SCHED_IDLE` was lifted caught up.
+pub struct IdleRestored<'a> {
+    pub stats: &'a DestinationStats,
+}
+
+impl InternalEvent for IdleRestored<'_> {
+    fn emit(self) {
+        tracing::info!(destination = self.stats.name.as_str(), "caught up: its threads are under SCHED_IDLE again");
+    }
+}
+
 /// A reload that changed something.
 pub struct ReloadApplied<'a> {
     pub metrics: &'a Metrics,

@@ -234,10 +234,12 @@ pub struct RuntimeConfig {
     pub destination_nice: i32,
     /// Whether those threads also take Linux's `SCHED_IDLE` policy: they
     /// run only on CPU time no other thread *of the machine* wants, and any
-    /// other thread that wakes up preempts them at once. Best ingest
-    /// latency beside a CPU-hungry plugin on a dedicated host; off by
-    /// default, because on a shared host any busy process then stalls
-    /// delivery outright (nice 19 still gives it a share).
+    /// other thread that wakes up preempts them at once, so a CPU-hungry
+    /// plugin costs ingest latency least. On by default. On a host another
+    /// process keeps busy that time can be almost none: a destination
+    /// whose calls stall there for a second while its last call succeeded
+    /// leaves `SCHED_IDLE` (keeping its nice value) until it has caught
+    /// up (`delivery::LIFT_IDLE_AFTER`). `false`: nice value only.
     pub destination_idle: bool,
     /// A destination this many events behind the log's end whose calls
     /// succeed runs its plugin calls on the `delivery` threads (at the
@@ -257,7 +259,7 @@ impl Default for RuntimeConfig {
             max_memory_mb: 512,
             memory_keep_resident_mb: 16,
             destination_nice: 19,
-            destination_idle: false,
+            destination_idle: true,
             catch_up_backlog: 10_000,
         }
     }

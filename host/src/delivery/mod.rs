@@ -39,6 +39,17 @@
 //! plugin had sent before its call was cut short. A paused worker starts
 //! no new calls; its events wait in the log.
 //!
+//! # When the machine is busy
+//!
+//! A destination's own threads may run under `SCHED_IDLE`
+//! (`runtime.destination_idle`, see [`crate::executor`]): ingest then
+//! preempts them at once. If its calls stall there — one in flight and
+//! none finished for [`LIFT_IDLE_AFTER`], while the last one succeeded —
+//! another process is keeping the cores busy, and the worker lifts
+//! `SCHED_IDLE` (the threads stay at their nice value) until nothing waits
+//! for the destination, then restores it. A destination whose calls fail
+//! is never lifted.
+//!
 //! # Parts
 //!
 //! The worker's loop ties together parts that each hold one concern and
@@ -72,12 +83,13 @@ use tokio::time::Instant;
 
 use crate::config::{BatchConfig, QuarantineConfig, RetryConfig};
 use crate::deadletter::DeadLetters;
+use crate::executor::IdleControl;
 use crate::metrics::DestinationStats;
 use crate::normalize::Envelope;
 use crate::record::decode_envelope;
 use crate::telemetry::{
     CallFailed, DestinationQuarantined, EventDeadLettered, EventDelivered, EventFiltered, EventReceived, EventRetried,
-    EventsFailed, ExposureDropped, InternalEvent, QuarantineEnded,
+    EventsFailed, ExposureDropped, IdleLifted, IdleRestored, InternalEvent, QuarantineEnded,
 };
 
 /// What a destination runs: one plugin version with its settings and
@@ -121,7 +133,19 @@ pub struct WorkerSpec<L: EventLog> {
     /// Where calls run while the destination is behind; `None`: always on
     /// its own threads.
     pub catch_up: Option<CatchUp>,
+    /// The `SCHED_IDLE` of its own threads, lifted while its calls stall
+    /// (see [`LIFT_IDLE_AFTER`]); `None` when they are not under it.
+    pub sched_idle: Option<Arc<IdleControl>>,
 }
+
+/// A destination whose threads are under `SCHED_IDLE` and whose last call
+/// succeeded, with a call in flight and none finished for this long, has
+/// `SCHED_IDLE` lifted (its threads keep their nice value) until nothing
+/// waits for it. Under `SCHED_IDLE` a thread runs only on CPU time nothing
+/// else on the machine wants; on a host another process keeps busy that is
+/// almost none, and delivery would stop. A destination whose calls fail (a
+/// plugin that spins) is never lifted: it cannot slow ingest.
+pub const LIFT_IDLE_AFTER: Duration = Duration::from_secs(1);
 
 /// The `delivery` threads (see [`crate::executor`]) and when a
 /// destination's calls use them: while at least `backlog` events wait for it in the log and
@@ -160,6 +184,10 @@ struct Worker<C: Consumer> {
     healthy: bool,
     /// Whether the last call launched went to the `delivery` threads.
     catching_up: bool,
+    sched_idle: Option<Arc<IdleControl>>,
+    /// When a call last finished, or started with none in flight: a stall
+    /// is measured from here.
+    last_progress: Instant,
 }
 
 /// When the worker commits its position: at most every `every`, and, if
@@ -205,6 +233,7 @@ pub async fn run_worker<L: EventLog>(spec: WorkerSpec<L>, shutdown: watch::Recei
         commit_every,
         own_threads,
         catch_up,
+        sched_idle,
     } = spec;
     let start = consumer.position();
     let deploy = deploys.borrow_and_update().clone();
@@ -227,6 +256,8 @@ pub async fn run_worker<L: EventLog>(spec: WorkerSpec<L>, shutdown: watch::Recei
         catch_up,
         healthy: false,
         catching_up: false,
+        sched_idle,
+        last_progress: Instant::now(),
     };
     tracing::info!(
         destination = &*name,
@@ -245,6 +276,7 @@ pub async fn run_worker<L: EventLog>(spec: WorkerSpec<L>, shutdown: watch::Recei
         let held = w.pacer.held_until(now).into_iter().chain(probe_at).max();
         let limit = w.breaker.call_limit(*pauses.borrow(), w.deploy.max_concurrent_calls);
         let commit_at = w.commits.due(w.consumer.position());
+        let lift_at = w.lift_idle_at(!calls.is_empty());
         tokio::select! {
             biased;
             () = &mut stop => break,
@@ -258,11 +290,15 @@ pub async fn run_worker<L: EventLog>(spec: WorkerSpec<L>, shutdown: watch::Recei
                 tracing::info!(destination = &*name, paused, "destination {}", if paused { "paused" } else { "resumed" });
             }
             Some(done) = calls.join_next(), if !calls.is_empty() => match done {
-                Ok(done) => w.finish(done).await,
+                Ok(done) => {
+                    w.finish(done).await;
+                    w.restore_idle_if_caught_up();
+                }
                 Err(e) => tracing::error!(destination = &*name, error = %e, "delivery task failed"),
             },
             () = tokio::time::sleep_until(held.unwrap_or(now)), if held.is_some() && limit > 0 => {}
             () = tokio::time::sleep_until(commit_at.unwrap_or(now)), if commit_at.is_some_and(|at| at > now) => {}
+            () = tokio::time::sleep_until(lift_at.unwrap_or(now)), if lift_at.is_some() => w.lift_idle(),
             batch = w.gather(), if calls.len() < limit && held.is_none() => {
                 w.pacer.charge(batch.len(), Instant::now());
                 w.launch(&mut calls, batch);
@@ -420,6 +456,9 @@ impl<C: Consumer> Worker<C> {
     /// on the destination's threads or, while it is behind, the `delivery`
     /// threads.
     fn launch(&mut self, calls: &mut JoinSet<CallDone>, batch: Vec<Pending>) {
+        if calls.is_empty() {
+            self.last_progress = Instant::now();
+        }
         let idle = self.idle.pop();
         let deploy = self.deploy.clone();
         let stats = self.stats.clone();
@@ -455,6 +494,7 @@ impl<C: Consumer> Worker<C> {
     /// whole batch when the call itself failed.
     async fn finish(&mut self, done: CallDone) {
         let CallDone { instance, generation, batch, result } = done;
+        self.last_progress = Instant::now();
         if let Some(instance) = instance.filter(|_| generation == self.deploy.generation) {
             self.idle.push(instance);
         }
@@ -496,6 +536,29 @@ impl<C: Consumer> Worker<C> {
                     self.schedule(pending, None, jitter, &reason).await;
                 }
             }
+        }
+    }
+
+    /// When `SCHED_IDLE` should be lifted if no call finishes first: its
+    /// threads are under it, a call is in flight and the last succeeded.
+    fn lift_idle_at(&self, in_flight: bool) -> Option<Instant> {
+        let lowered = self.sched_idle.as_ref().is_some_and(|idle| !idle.is_lifted());
+        (lowered && in_flight && self.healthy).then(|| self.last_progress + LIFT_IDLE_AFTER)
+    }
+
+    /// Delivery stalled under `SCHED_IDLE`: lift it.
+    fn lift_idle(&mut self) {
+        if self.sched_idle.as_ref().is_some_and(|idle| idle.lift()) {
+            IdleLifted { stats: &self.stats, stalled: self.last_progress.elapsed() }.emit();
+        }
+    }
+
+    /// Puts the threads back under `SCHED_IDLE` once nothing waits for
+    /// the destination (no record unread, no batch forming).
+    fn restore_idle_if_caught_up(&mut self) {
+        let caught_up = self.consumer.pending() == 0 && self.forming.is_empty();
+        if caught_up && self.sched_idle.as_ref().is_some_and(|idle| idle.restore()) {
+            IdleRestored { stats: &self.stats }.emit();
         }
     }
 
@@ -629,9 +692,10 @@ pub(crate) mod tests {
     use switchyard_runtime::{Grants, Runtime, RuntimeOptions};
     use tokio::sync::watch;
 
-    use super::{Deploy, Subscription, WorkerSpec, run_worker};
+    use super::{CatchUp, Deploy, LIFT_IDLE_AFTER, Subscription, WorkerSpec, run_worker};
     use crate::config::{BatchConfig, QuarantineConfig, RetryConfig};
     use crate::deadletter::DeadLetters;
+    use crate::executor::IdleControl;
     use crate::metrics::DestinationStats;
     use crate::normalize::{Envelope, EventType};
     use crate::record::encode_envelope;
@@ -689,11 +753,16 @@ pub(crate) mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_worker_on_the_memory_log_retries_through_its_consumer_until_every_event_is_delivered() {
-        let dir = tempfile::tempdir().unwrap();
+    /// The webhook plugin as a deploy posting to `transport`, in batches of
+    /// `max_events`, at most `max_calls` calls at a time.
+    fn webhook_deploy(
+        dir: &std::path::Path,
+        transport: Arc<dyn Transport>,
+        max_events: usize,
+        max_calls: usize,
+    ) -> Arc<Deploy> {
         let runtime = Runtime::new(&RuntimeOptions {
-            cache_dir: dir.path().join("cache"),
+            cache_dir: dir.join("cache"),
             max_instances: 4,
             max_memory_bytes: 64 << 20,
             pooling: false,
@@ -703,8 +772,6 @@ pub(crate) mod tests {
         })
         .unwrap();
         let plugin = runtime.load(&webhook_wasm()).unwrap();
-        let seen: Requests = Arc::default();
-        let receiver = Flaky { failures: 2, seen: seen.clone() };
         let origin = "http://127.0.0.1:9";
         let grants = Arc::new(Grants {
             caller: Caller { name: Arc::from("hook"), redactor: Redactor::default() },
@@ -714,7 +781,7 @@ pub(crate) mod tests {
                     timeout: Duration::from_secs(5),
                     max_response_bytes: 1 << 20,
                 },
-                Arc::new(receiver),
+                transport,
                 None,
             ),
             log: LogCtx::unlimited(),
@@ -723,28 +790,38 @@ pub(crate) mod tests {
             cpu_ticks: 1000,
             call_timeout: Duration::from_secs(30),
         });
-        let deploy = Arc::new(Deploy {
+        Arc::new(Deploy {
             generation: 1,
             plugin,
             grants,
             settings_json: format!(r#"{{"url":"{origin}/hook"}}"#),
             subscription: Subscription::of_types("hook", EventType::ALL.into_iter().collect()),
-            batch: BatchConfig { max_events: 10, linger_ms: 5 },
+            batch: BatchConfig { max_events, linger_ms: 5 },
             retry: RetryConfig { initial_backoff_ms: 10, max_backoff_ms: 40, ..RetryConfig::default() },
-            max_concurrent_calls: 2,
+            max_concurrent_calls: max_calls,
             events_per_second: None,
             quarantine: QuarantineConfig { after_failures: 100, ..QuarantineConfig::default() },
-        });
+        })
+    }
 
+    /// A worker for `deploy` on a memory log holding `events` events that
+    /// arrived after the destination was created, run until the backlog
+    /// drains.
+    async fn deliver_all(
+        deploy: Arc<Deploy>,
+        events: u64,
+        own_threads: tokio::runtime::Handle,
+        catch_up: Option<CatchUp>,
+        idle: Option<Arc<IdleControl>>,
+    ) -> Arc<DestinationStats> {
         let log = Arc::new(MemoryLog::new());
         // The destination exists before the events arrive (a new consumer
         // starts at the end).
         let consumer = log.consumer("hook").await.unwrap();
-        log.append((0..30).map(|i| Record { id: i, order_key: 0, payload: encode_envelope(&event(i)) }).collect())
+        log.append((0..events).map(|i| Record { id: i, order_key: 0, payload: encode_envelope(&event(i)) }).collect())
             .await
             .unwrap();
         let stats = Arc::new(DestinationStats::new("hook"));
-        let catch_up = crate::executor::Executor::new("catch-up", 1).unwrap();
         let (_deploy_tx, deploy_rx) = watch::channel(deploy);
         let (_pause_tx, pause_rx) = watch::channel(false);
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -756,8 +833,9 @@ pub(crate) mod tests {
             consumer,
             dead_letters: Arc::new(DeadLetters::new(log.dead_letters("hook").await.unwrap())),
             commit_every: Duration::from_millis(50),
-            own_threads: tokio::runtime::Handle::current(),
-            catch_up: Some(super::CatchUp { threads: catch_up.handle().clone(), backlog: 5 }),
+            own_threads,
+            catch_up,
+            sched_idle: idle,
         };
         let worker = tokio::spawn(run_worker(spec, stop_rx));
         tokio::time::timeout(Duration::from_secs(60), async {
@@ -769,6 +847,59 @@ pub(crate) mod tests {
         .expect("the backlog drains");
         stop_tx.send_replace(true);
         worker.await.unwrap();
+        stats
+    }
+
+    /// A receiver whose second request is answered only after `stall`.
+    struct StallsOnce {
+        stall: Duration,
+        requests: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Transport for StallsOnce {
+        fn send(&self, _req: hyper::Request<Full<Bytes>>, _max: usize) -> TransportFuture {
+            let n = self.requests.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let stall = self.stall;
+            Box::pin(async move {
+                if n == 1 {
+                    tokio::time::sleep(stall).await;
+                }
+                Ok(hyper::Response::builder().status(200).body(Bytes::new()).expect("response"))
+            })
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_stalled_call_lifts_sched_idle_until_the_destination_has_caught_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let requests = Arc::default();
+        let receiver =
+            StallsOnce { stall: LIFT_IDLE_AFTER + Duration::from_millis(500), requests: Arc::clone(&requests) };
+        let deploy = webhook_deploy(dir.path(), Arc::new(receiver), 5, 1);
+        let own =
+            crate::executor::Executor::for_destination("hook", 1, crate::executor::Priority { nice: 19, idle: true })
+                .unwrap();
+        let idle = own.idle_control().cloned().expect("under SCHED_IDLE");
+        let stats = deliver_all(deploy, 15, own.handle().clone(), None, Some(idle.clone())).await;
+
+        assert_eq!(stats.delivered.get(), 15);
+        assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 3, "three batches of 5");
+        // The first call succeeded at once; the second stalled past the
+        // limit, so SCHED_IDLE was lifted, and restored once the third
+        // left nothing waiting.
+        assert!(stats.idle_lifts.get() >= 1, "lifted {} times", stats.idle_lifts.get());
+        assert!(!idle.is_lifted(), "restored once caught up");
+    }
+
+    #[tokio::test]
+    async fn a_worker_on_the_memory_log_retries_through_its_consumer_until_every_event_is_delivered() {
+        let dir = tempfile::tempdir().unwrap();
+        let seen: Requests = Arc::default();
+        let deploy = webhook_deploy(dir.path(), Arc::new(Flaky { failures: 2, seen: seen.clone() }), 10, 2);
+        let catch_up = crate::executor::Executor::new("catch-up", 1).unwrap();
+        let catch_up = Some(CatchUp { threads: catch_up.handle().clone(), backlog: 5 });
+        let stats = deliver_all(deploy, 30, tokio::runtime::Handle::current(), catch_up, None).await;
 
         let seen: Vec<(u16, Vec<String>)> = seen.lock().unwrap().clone();
         let failed: Vec<&String> = seen.iter().filter(|(s, _)| *s == 503).flat_map(|(_, ids)| ids).collect();

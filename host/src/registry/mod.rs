@@ -458,6 +458,7 @@ impl<L: EventLog> Registry<L> {
                 threads: self.shared.delivery.handle().clone(),
                 backlog: config.runtime.catch_up_backlog,
             }),
+            sched_idle: executor.idle_control().cloned(),
         };
         // The worker's own loop (reading the log, batching, outcomes) runs
         // at the default priority when it may catch up, so that delivery's
