@@ -295,14 +295,15 @@ impl<'a> Json<'a> {
     /// The string, unescaped: borrowed when it holds no escape sequence.
     /// [`None`] when the value is not a string (or a malformed one).
     pub fn str(self) -> Option<Cow<'a, str>> {
-        if self.kind() != Kind::String {
+        let node = self.node();
+        if node.first != b'"' {
             return None;
         }
-        let raw = self.raw();
-        if !self.node().escaped {
-            return raw.get(1..raw.len().saturating_sub(1)).map(Cow::Borrowed);
+        let (start, end) = (node.start as usize, node.end as usize);
+        if !node.escaped {
+            return self.text.get(start + 1..end.saturating_sub(1).max(start + 1)).map(Cow::Borrowed);
         }
-        serde_json::from_str::<String>(raw).ok().map(Cow::Owned)
+        serde_json::from_str::<String>(self.text.get(start..end)?).ok().map(Cow::Owned)
     }
 
     /// The value as text, leniently: a string as itself, a number as its
@@ -486,6 +487,15 @@ impl<'a> Object<'a> {
         self.get(key).and_then(Json::object).unwrap_or_default()
     }
 
+    /// Every member in the order sent, a repeated key each time. Cheaper
+    /// than [`Object::iter`], which skips a member whose key comes again
+    /// later; the same when no key repeats (as in any JSON a serializer
+    /// wrote).
+    pub fn iter_as_sent(&self) -> MembersAsSent<'a> {
+        let (at, end) = self.value.map_or((0, 0), |v| (v.at + 1, v.node().next));
+        MembersAsSent { object: self.value, at, end }
+    }
+
     /// The members in order, each key once (with its last value).
     pub fn iter(&self) -> Members<'a> {
         let count = self.members_with_repeats().count();
@@ -529,6 +539,30 @@ impl<'a> Object<'a> {
 impl fmt::Debug for Object<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.raw())
+    }
+}
+
+/// The members of an [`Object`] as sent: see [`Object::iter_as_sent`].
+#[derive(Clone)]
+pub struct MembersAsSent<'a> {
+    object: Option<Json<'a>>,
+    /// The node of the next key.
+    at: u32,
+    end: u32,
+}
+
+impl<'a> Iterator for MembersAsSent<'a> {
+    type Item = (Cow<'a, str>, Json<'a>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let object = self.object?;
+        if self.at >= self.end {
+            return None;
+        }
+        let key = Json { at: self.at, ..object };
+        let value = Json { at: self.at + 1, ..object };
+        self.at = value.node().next;
+        Some((key_text(key), value))
     }
 }
 
@@ -906,6 +940,10 @@ mod tests {
         let d = doc(r#"{"a":1,"b":2,"a":3}"#);
         let members: Vec<_> = d.object().iter().map(|(k, v)| format!("{k}={v}")).collect();
         assert_eq!(members, ["b=2", "a=3"]);
+        let as_sent: Vec<_> = d.object().iter_as_sent().map(|(k, v)| format!("{k}={v}")).collect();
+        assert_eq!(as_sent, ["a=1", "b=2", "a=3"]);
+        assert_eq!(doc(r#"{"k\u0041":[1]}"#).object().iter_as_sent().map(|(k, _)| k).collect::<Vec<_>>(), ["kA"]);
+        assert_eq!(doc("[]").object().iter_as_sent().count(), 0);
         assert_eq!(d.object().f64("a"), Some(3.0));
         for n in [10, 40] {
             let many: String = (0..n).map(|i| format!("\"k{i}\":{i},")).collect();

@@ -13,13 +13,15 @@
 //! twice: it recognises them, drops them where the vendor's SDK already
 //! reports them, and dedupes them per destination. [`raw`] lets all of
 //! them read only the parts of an event they need and edit its text in
-//! place.
+//! place; [`tape`] validates an event's text against a plan's schemas
+//! without parsing it into a `Value`.
 
 pub mod exposure;
 pub mod filter;
 pub mod fql;
 pub mod plan;
 pub mod raw;
+pub mod tape;
 pub mod transform;
 pub mod violations;
 

@@ -47,13 +47,16 @@
 //! as Segment does. Every control defaults to allow: a plan connected with
 //! no settings reports violations and changes nothing.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+use switchyard_plugin_sdk::json::{Document, Kind};
 
 use crate::raw::Needs;
+use crate::tape::{Tape, TapeNode, TapeValidator};
 
 /// A tracking plan file that cannot be used.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -135,6 +138,8 @@ struct PlanFile<'a> {
 struct Rule {
     version: u32,
     validator: jsonschema::Validator,
+    /// The same schema, for the event's indexed text ([`TrackingPlan::passes`]).
+    tape: TapeValidator,
     /// The top-level properties (or traits) it plans.
     planned: BTreeSet<String>,
 }
@@ -150,9 +155,9 @@ impl std::fmt::Debug for Rule {
 pub struct TrackingPlan {
     pub name: Option<String>,
     common: Option<Rule>,
-    /// (type, key) → its versions, oldest first. Identify and group rules
+    /// type → key → its versions, oldest first. Identify and group rules
     /// have the key `""`.
-    rules: BTreeMap<(RuleType, String), Vec<Rule>>,
+    rules: BTreeMap<RuleType, BTreeMap<String, Vec<Rule>>>,
     len: usize,
     /// What checking an event reads of it.
     needs: Needs,
@@ -407,7 +412,10 @@ impl TrackingPlan {
             let compiled = Rule {
                 version: rule.version,
                 planned: planned_keys(&schema, rule.rule_type.planned_object()),
-                validator: compile(&schema).map_err(|e| fail(format!("json_schema does not compile: {e}")))?,
+                validator: compile(jsonschema::options(), &schema)
+                    .map_err(|e| fail(format!("json_schema does not compile: {e}")))?,
+                tape: compile(jsonschema::options_for::<Tape>(), &schema)
+                    .map_err(|e| fail(format!("json_schema does not compile: {e}")))?,
             };
             if rule.rule_type == RuleType::Common {
                 if plan.common.is_some() {
@@ -415,7 +423,7 @@ impl TrackingPlan {
                 }
                 plan.common = Some(compiled);
             } else {
-                let versions = plan.rules.entry((rule.rule_type, key.clone())).or_default();
+                let versions = plan.rules.entry(rule.rule_type).or_default().entry(key.clone()).or_default();
                 if versions.iter().any(|r| r.version == compiled.version) {
                     return Err(fail(format!("`{key}` version {} is planned twice", compiled.version)));
                 }
@@ -435,6 +443,11 @@ impl TrackingPlan {
         &self.needs
     }
 
+    /// The versions of the rule for (`t`, `key`).
+    fn versions(&self, t: RuleType, key: &str) -> Option<&[Rule]> {
+        self.rules.get(&t)?.get(key).map(Vec::as_slice)
+    }
+
     /// How many rules the plan has.
     pub fn len(&self) -> usize {
         self.len
@@ -442,6 +455,51 @@ impl TrackingPlan {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Whether `event`, a normalized event's text, passes as it is:
+    /// planned, valid under its rule and the common rule, nothing
+    /// unplanned in it. Then [`TrackingPlan::check`] would find no
+    /// violation and change nothing, so it need not run; when this says
+    /// `false` (text that is not JSON included), it must, on the event
+    /// parsed.
+    ///
+    /// The usual case costs an index of the text and a validation over
+    /// it: no `serde_json::Value` is built ([`crate::tape`]).
+    pub fn passes(&self, event: &str) -> bool {
+        Document::parse(event).is_ok_and(|document| self.passes_indexed(&document))
+    }
+
+    fn passes_indexed(&self, event: &Document<'_>) -> bool {
+        let root = event.object();
+        let event_type = root.get("type").and_then(|t| t.str()).and_then(|t| RuleType::of(&t));
+        if let Some(t) = event_type {
+            let key = match t {
+                RuleType::Identify | RuleType::Group => Some(Cow::Borrowed("")),
+                RuleType::Track => root.get("event").and_then(|e| e.str()),
+                _ => root.get("name").and_then(|n| n.str()),
+            };
+            let versions = key.and_then(|k| self.versions(t, &k));
+            match versions {
+                None if t == RuleType::Track => return false,
+                None => {}
+                Some(versions) => {
+                    let asked = root.object("context").object("protocols").get("event_version");
+                    let asked = asked.and_then(|v| match v.kind() {
+                        Kind::Number => v.raw().parse::<u64>().ok(),
+                        Kind::String => v.str().and_then(|s| s.parse().ok()),
+                        _ => None,
+                    });
+                    let rule = pick(versions, asked);
+                    let planned = root.object(t.planned_object());
+                    let unplanned = planned.iter_as_sent().any(|(k, _)| !rule.planned.contains(&*k));
+                    if unplanned || !rule.tape.is_valid(TapeNode::root(event)) {
+                        return false;
+                    }
+                }
+            }
+        }
+        self.common.as_ref().is_none_or(|common| common.tape.is_valid(TapeNode::root(event)))
     }
 
     /// Checks `event` (a normalized event), omits fields as `settings`
@@ -475,7 +533,7 @@ impl TrackingPlan {
                 RuleType::Track => event.get("event").and_then(Value::as_str).map(str::to_owned),
                 _ => event.get("name").and_then(Value::as_str).map(str::to_owned),
             };
-            let rule = key.as_ref().and_then(|k| self.rules.get(&(t, k.clone()))).map(|v| pick_version(v, event));
+            let rule = key.as_ref().and_then(|k| self.versions(t, k)).map(|v| pick_version(v, event));
             match rule {
                 None if t == RuleType::Track => {
                     let name = key.unwrap_or_default();
@@ -599,9 +657,12 @@ impl TrackingPlan {
 
 /// Builds a validator: draft-07 unless `$schema` says otherwise; no
 /// reference is ever fetched (the crate is built without resolvers).
-fn compile(schema: &Value) -> Result<jsonschema::Validator, String> {
+fn compile<F: jsonschema::json::Json>(
+    options: jsonschema::ValidationOptions<'_, std::sync::Arc<dyn jsonschema::Retrieve>, F>,
+    schema: &Value,
+) -> Result<jsonschema::Validator<F>, String> {
     let declared = schema.get("$schema").is_some();
-    let mut options = jsonschema::options().should_validate_formats(true);
+    let mut options = options.should_validate_formats(true);
     if !declared {
         options = options.with_draft(jsonschema::Draft::Draft7);
     }
@@ -746,6 +807,11 @@ fn pick_version<'a>(versions: &'a [Rule], event: &Value) -> &'a Rule {
         Value::String(s) => s.parse().ok(),
         _ => None,
     });
+    pick(versions, asked)
+}
+
+/// The version `asked` for, or else the oldest.
+fn pick(versions: &[Rule], asked: Option<u64>) -> &Rule {
     asked.and_then(|n| versions.iter().find(|r| u64::from(r.version) == n)).unwrap_or(&versions[0])
 }
 

@@ -54,15 +54,20 @@ impl SourceGovernance {
 
     /// Runs `event`, of `source`, through the stage.
     ///
-    /// The plan checks only what it reads of the event ([`raw::sparse`]
-    /// of [`TrackingPlan::needs`](switchyard_governance::TrackingPlan::needs)):
-    /// an event that passes as it is, the usual case, is never parsed
-    /// whole. One that must change (fields omitted, a blocked event
+    /// An event that passes its plan as it is, the usual case, is only
+    /// indexed and validated on its text
+    /// ([`TrackingPlan::passes`](switchyard_governance::TrackingPlan::passes)).
+    /// Any other is checked on what the plan reads of it ([`raw::sparse`]
+    /// of [`TrackingPlan::needs`](switchyard_governance::TrackingPlan::needs)),
+    /// for its violations, and is parsed whole only if it must change. One that must change (fields omitted, a blocked event
     /// annotated, transformations) is parsed whole and checked again there.
     pub fn apply(&self, source: &SourceStats, mut event: Envelope) -> Governed {
         let mut generated = Vec::new();
         let mut whole: Option<Value> = None;
-        if let Some((loaded, settings)) = &self.plan {
+        // The usual event passes its plan as it is: its text indexed and
+        // validated, nothing parsed.
+        let plan = self.plan.as_ref().filter(|(loaded, _)| !loaded.plan.passes(&event.json));
+        if let Some((loaded, settings)) = plan {
             let Ok(mut sparse) = raw::sparse(&event.json, loaded.plan.needs()) else {
                 return Governed { event: Some(event), generated };
             };

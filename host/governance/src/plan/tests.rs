@@ -289,3 +289,38 @@ fn array_items_are_one_field_and_dotted_keys_stay_keys() {
     plan().check(&omit_all, &mut missing);
     assert_eq!(missing.get("context"), None, "{missing}");
 }
+
+#[test]
+fn an_event_passes_on_its_text_exactly_when_checking_it_finds_nothing() {
+    let p = plan();
+    let events = [
+        order(json!({"order_id": "o1", "total": 5, "currency": "USD"})),
+        order(json!({"order_id": "o1", "total": 5.0})),
+        order(json!({"order_id": "o1", "total": -1})),
+        order(json!({"order_id": 7})),
+        order(json!({"order_id": "o1", "colour": "red"})),
+        order(json!({"total": 5})),
+        json!({"type": "track", "event": "Order Completed", "userId": "u", "properties": {"order_id": "o", "coupon": "c"},
+               "context": {"protocols": {"event_version": 2}}}),
+        json!({"type": "track", "event": "Order Completed", "userId": "u", "properties": {"order_id": "o"},
+               "context": {"protocols": {"event_version": "2"}}}),
+        json!({"type": "track", "event": "Nope", "userId": "u"}),
+        json!({"type": "identify", "userId": "u", "traits": {"email": "a@b", "plan": "pro"}}),
+        json!({"type": "identify", "userId": "u", "traits": {"email": "nope"}}),
+        json!({"type": "identify", "userId": "u", "traits": {"age": 3}}),
+        json!({"type": "group", "userId": "u", "groupId": "g", "traits": {}}),
+        json!({"type": "page", "name": "Pricing", "userId": "u", "properties": {"path": "/p"}}),
+        json!({"type": "page", "name": "Pricing", "userId": "u", "properties": {"path": 3}}),
+        json!({"type": "page", "name": "Unplanned", "userId": "u"}),
+        json!({"type": "alias", "userId": "u", "previousId": "p", "context": {"ip": "10.0.0.1"}}),
+        json!({"type": "alias", "userId": "u", "previousId": "p", "context": {"ip": "not an ip"}}),
+        json!({"type": "screen", "name": "Home", "userId": "u", "context": {"ip": 1}}),
+    ];
+    for event in events {
+        let text = event.to_string();
+        let c = p.check(&SchemaSettings::default(), &mut event.clone());
+        let nothing = c.violations.is_empty() && !c.changed && c.outcome == Outcome::Allow;
+        assert_eq!(p.passes(&text), nothing, "{text}: {:?}", kinds(&c));
+    }
+    assert!(!p.passes("{not json"));
+}
