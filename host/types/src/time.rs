@@ -159,9 +159,32 @@ impl Timestamp {
         let (year, month, day) = civil_from_days(days);
         let (hour, minute, second) = (of_day / 3600, of_day / 60 % 60, of_day % 60);
         let fraction = self.nanos / 10_u32.pow(9 - digits.min(9));
-        let width = digits as usize;
-        let year = if (0..=9999).contains(&year) { format!("{year:04}") } else { format!("{year:+05}") };
-        format!("{year}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{fraction:0width$}Z")
+        let width = digits.min(9) as usize;
+        if !(0..=9999).contains(&year) {
+            return format!("{year:+05}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{fraction:0width$}Z");
+        }
+        // Every event gets a few of these at ingest: written digit by
+        // digit, not through `format!`. Each field is in range here.
+        let field = |n: i64| u32::try_from(n).unwrap_or(0);
+        let mut out = Vec::with_capacity(21 + width);
+        let fields = [(year, 4, b'-'), (month, 2, b'-'), (day, 2, b'T'), (hour, 2, b':'), (minute, 2, b':'), (second, 2, b'.')];
+        for (n, w, then) in fields {
+            push_digits(&mut out, field(n), w);
+            out.push(then);
+        }
+        push_digits(&mut out, fraction, width);
+        out.push(b'Z');
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// Appends `n`'s last `width` decimal digits, zero-padded.
+fn push_digits(out: &mut Vec<u8>, mut n: u32, width: usize) {
+    let start = out.len();
+    out.resize(start + width, b'0');
+    for digit in out[start..].iter_mut().rev() {
+        *digit = b'0' + (n % 10) as u8;
+        n /= 10;
     }
 }
 
