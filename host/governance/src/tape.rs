@@ -339,7 +339,9 @@ mod tests {
         let schema = json!({"properties": {"a": {"type": "string"}}, "required": ["a"]});
         let by_value = jsonschema::options().build(&schema).unwrap();
         let by_tape = jsonschema::options_for::<Tape>().build(&schema).unwrap();
-        for (text, tape) in [(r#"{"a": "x", "a": "y"}"#, true), (r#"{"a": 1, "a": "x"}"#, false), (r#"{"a": "x", "a": 1}"#, false)] {
+        for (text, tape) in
+            [(r#"{"a": "x", "a": "y"}"#, true), (r#"{"a": 1, "a": "x"}"#, false), (r#"{"a": "x", "a": 1}"#, false)]
+        {
             let document = Document::parse(text).unwrap();
             let value: Value = serde_json::from_str(text).unwrap();
             assert_eq!(by_tape.is_valid(TapeNode::root(&document)), tape, "{text}");

@@ -167,7 +167,8 @@ impl Timestamp {
         // digit, not through `format!`. Each field is in range here.
         let field = |n: i64| u32::try_from(n).unwrap_or(0);
         let mut out = Vec::with_capacity(21 + width);
-        let fields = [(year, 4, b'-'), (month, 2, b'-'), (day, 2, b'T'), (hour, 2, b':'), (minute, 2, b':'), (second, 2, b'.')];
+        let fields =
+            [(year, 4, b'-'), (month, 2, b'-'), (day, 2, b'T'), (hour, 2, b':'), (minute, 2, b':'), (second, 2, b'.')];
         for (n, w, then) in fields {
             push_digits(&mut out, field(n), w);
             out.push(then);
