@@ -424,6 +424,9 @@ async fn the_audit_finds_orphans_pii_unused_grants_and_removed_destinations() {
     tokio::time::sleep(Duration::from_millis(2500)).await;
     send(&sy, "wk_web", vec![json!({"type": "track", "event": "Ping", "userId": "u1", "messageId": "ping-1"})]).await;
     eventually(WAIT, "leaky delivers again", || leaky.events().len() >= 2).await;
+    // The receiver has it before the worker has counted the call (the audit
+    // reads the worker's last success).
+    assert_eq!(sy.wait_metric("switchyard_destination_delivered_total{destination=\"leaky\"}", 2).await, 2);
 
     let (status, report) = admin_get(&sy, "/admin/audit").await;
     assert_eq!(status, 200, "{report}");
