@@ -34,7 +34,9 @@
 //! `BENCH_SECS` sets each phase's length (default 5), `BENCH_REPEAT` the
 //! rounds (default 1; medians are reported), `BENCH_CONNECTIONS` the load
 //! generator's connections (default 16), `BENCH_MODES` a comma-separated
-//! subset of modes for the throughput part. No tracing subscriber is
+//! subset of modes for the throughput part, `BENCH_RATE` a fixed
+//! events/s for the latency part instead of half the peak (to load builds
+//! of different speeds alike; the peak column then shows twice it). No tracing subscriber is
 //! installed, so a log-flooding neighbour costs only its rate checks here.
 
 mod common;
@@ -296,18 +298,24 @@ async fn latency(recv_addr: SocketAddr, delivered: &AtomicU64, targets: &Targets
     let repeat: usize = env_or("BENCH_REPEAT", 1usize).max(1);
     let modes = list("BENCH_LATENCY_MODES", &["healthy", "spin", "allocate", "slow-response"]);
 
-    let peak = match Server::start(&destinations(recv_addr, None)).await {
-        Ok(server) => {
-            common::flood(server.addr, 1.0, conns, BATCH).await;
-            let t0 = Instant::now();
-            let accepted = common::flood(server.addr, secs, conns, BATCH).await;
-            server.stop().await;
-            accepted as f64 / t0.elapsed().as_secs_f64()
-        }
-        Err(why) => {
-            println!("host did not start: {why}");
-            return;
-        }
+    // `BENCH_RATE` (events/s) fixes the rate instead of half this build's
+    // peak, so that builds of different speeds are loaded alike.
+    let fixed: Option<f64> = std::env::var("BENCH_RATE").ok().and_then(|v| v.parse().ok());
+    let peak = match fixed {
+        Some(rate) => rate * 2.0,
+        None => match Server::start(&destinations(recv_addr, None)).await {
+            Ok(server) => {
+                common::flood(server.addr, 1.0, conns, BATCH).await;
+                let t0 = Instant::now();
+                let accepted = common::flood(server.addr, secs, conns, BATCH).await;
+                server.stop().await;
+                accepted as f64 / t0.elapsed().as_secs_f64()
+            }
+            Err(why) => {
+                println!("host did not start: {why}");
+                return;
+            }
+        },
     };
     let batch_per_sec = peak / 2.0 / BATCH as f64;
 
